@@ -1,0 +1,139 @@
+"""`lakehouse`: generate sample data, run the demo, list tables, start the UI.
+
+    lakehouse generate --start 2026-11-01 --days 7 --scale 1 --seed 42
+    lakehouse demo     [--start --days --scale --seed]
+    lakehouse tables   [--json]
+    lakehouse dev      (dagster dev on this repo's workspace, with the instance under LAKEHOUSE_HOME)
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+from lakehouse import settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def dagster_home() -> Path:
+    """DAGSTER_HOME, defaulting to $LAKEHOUSE_HOME/dagster with the repo's dagster.yaml in it."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.home() / "dagster")))
+    home.mkdir(parents=True, exist_ok=True)
+    template = REPO_ROOT / "dagster.yaml"
+    if template.exists() and not (home / "dagster.yaml").exists():
+        shutil.copy(template, home / "dagster.yaml")
+    return home
+
+
+def generate(args) -> dict:
+    from lakehouse.sources.generator import generate as generate_sources
+
+    return generate_sources(settings.landing_dir(), date.fromisoformat(args.start), args.days, args.scale, args.seed)
+
+
+def materialize_batch(start: date, days: int) -> None:
+    """One run of the batch job over the whole window, recorded in the instance (so it shows in the UI)."""
+    import dagster as dg
+
+    from lakehouse.definitions import defs
+
+    dagster_home()
+    last = start + timedelta(days=days - 1)
+    with dg.DagsterInstance.get() as instance:
+        result = defs.resolve_job_def("batch").execute_in_process(
+            instance=instance,
+            tags={
+                "dagster/asset_partition_range_start": start.isoformat(),
+                "dagster/asset_partition_range_end": last.isoformat(),
+            },
+        )
+    if not result.success:
+        raise SystemExit(f"batch run {result.run_id} failed")
+
+
+def partition_counts(table: dict) -> list[tuple[str, int]]:
+    """Rows per partition value of a Delta table (one '-' row for unpartitioned tables)."""
+    from deltalake import DeltaTable
+
+    dt = DeltaTable(table["path"])
+    columns = dt.metadata().partition_columns
+    if not columns:
+        return [("-", table["rows"])]
+    counts = dt.to_pyarrow_table(columns=columns[:1]).group_by(columns[0]).aggregate([([], "count_all")])
+    return sorted((str(k), v) for k, v in zip(counts.column(0).to_pylist(), counts.column(1).to_pylist()))
+
+
+def print_row_counts(tables: list[dict]) -> None:
+    print(f"{'table':<32} {'partition':<12} {'rows':>9}")
+    for table in tables:
+        for partition, rows in partition_counts(table):
+            print(f"{table['layer'] + '.' + table['name']:<32} {partition:<12} {rows:>9}")
+
+
+def lake_tables() -> list[dict]:
+    from lakehouse.resources.lake import DeltaLake
+
+    return DeltaLake(root=settings.lake_root()).tables()
+
+
+def cmd_generate(args) -> None:
+    print(json.dumps(generate(args), indent=2))
+
+
+def cmd_demo(args) -> None:
+    started = time.perf_counter()
+    manifest = generate(args)
+    records = {s: t["records"] for s, t in manifest["totals"].items()}
+    print(f"generated {args.days} day(s) from {args.start} at scale {args.scale}: {records}")
+    materialize_batch(date.fromisoformat(args.start), args.days)
+    print_row_counts(lake_tables())
+    print(f"demo finished in {time.perf_counter() - started:.1f} s (lake: {settings.lake_root()})")
+
+
+def cmd_tables(args) -> None:
+    tables = lake_tables()
+    if args.json:
+        print(json.dumps(tables, indent=2))
+    else:
+        print(f"{'layer':<8} {'name':<28} {'rows':>9} {'version':>8}  path")
+        for t in tables:
+            print(f"{t['layer']:<8} {t['name']:<28} {t['rows']:>9} {t['version']:>8}  {t['path']}")
+
+
+def cmd_dev(args) -> None:
+    dagster_home()
+    workspace = REPO_ROOT / "workspace.yaml"
+    sys.exit(subprocess.call(["dagster", "dev", "-w", str(workspace), *args.dagster_args]))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lakehouse", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, handler, help_text in [
+        ("generate", cmd_generate, "write landing files and print the manifest (JSON)"),
+        ("demo", cmd_demo, "generate, materialise Bronze and Silver for those days, print row counts"),
+    ]:
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("--start", default="2026-11-01", help="first day, YYYY-MM-DD (default 2026-11-01)")
+        cmd.add_argument("--days", type=int, default=7)
+        cmd.add_argument("--scale", type=float, default=1.0)
+        cmd.add_argument("--seed", type=int, default=42)
+        cmd.set_defaults(handler=handler)
+    tables = sub.add_parser("tables", help="list every Delta table in the lake (read with delta-rs)")
+    tables.add_argument("--json", action="store_true")
+    tables.set_defaults(handler=cmd_tables)
+    dev = sub.add_parser("dev", help="start the Dagster UI and daemon on this code location")
+    dev.add_argument("dagster_args", nargs=argparse.REMAINDER, help="passed to `dagster dev`")
+    dev.set_defaults(handler=cmd_dev)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    args.handler(args)

@@ -1,0 +1,50 @@
+"""Silver FX rates: typed, one row per (rate_date, currency), upserted so late corrections win."""
+
+import dagster as dg
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from lakehouse import partitions
+from lakehouse.bronze import batch as bronze
+from lakehouse.resources.lake import DeltaLake
+from lakehouse.resources.spark import SparkEngine
+from lakehouse.silver.rules import Rule, classify, keep_latest, passed, quarantine, quarantine_metadata, rule_counts
+
+RULES = [
+    Rule("rate_date_is_date", "date", "try_cast(`date` AS DATE) IS NULL", "must be a date (YYYY-MM-DD)"),
+    Rule("currency_is_iso_code", "currency", "NOT coalesce(currency RLIKE '^[A-Z]{3}$', false)",
+         "must be a 3-letter ISO 4217 code"),
+    Rule("rate_is_positive_number", "rate_to_usd", "NOT coalesce(try_cast(rate_to_usd AS DECIMAL(18,6)) > 0, false)",
+         "must be a number > 0"),
+]
+RAW_COLUMNS = ["date", "currency", "rate_to_usd"]
+
+
+def conform(passed_rows: DataFrame) -> DataFrame:
+    typed = passed_rows.select(
+        F.col("date").cast("date").alias("rate_date"),
+        "currency",
+        F.col("rate_to_usd").cast("decimal(18,6)").alias("rate_to_usd"),
+        "_ingested_at",
+        "_source_file",
+    )
+    return keep_latest(typed, ["rate_date", "currency"], ["_ingested_at DESC", "_source_file DESC"])
+
+
+@dg.asset(
+    key_prefix="silver",
+    group_name="silver",
+    deps=[bronze.fx_rates],
+    partitions_def=partitions.daily,
+    backfill_policy=partitions.single_run,
+    kinds={"spark", "delta"},
+)
+def fx_rates(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
+    """Daily rate to USD per currency. Upsert (MERGE) on (rate_date, currency)."""
+    start, end = partitions.window(context)
+    rows = lake.read_window(spark.spark_session, "bronze", "fx_rates", "_partition_date", start, end)
+    classified = classify(rows, RULES, "silver.fx_rates")
+    counts = rule_counts(classified)
+    quarantine(lake, classified, RAW_COLUMNS, "fx_rates", start, end)
+    metadata = lake.merge(conform(passed(classified)), "silver", "fx_rates", ["rate_date", "currency"])
+    return dg.MaterializeResult(metadata={**metadata, **quarantine_metadata(counts, RULES)})
