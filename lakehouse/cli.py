@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def materialize_batch(start: date, days: int) -> None:
     with dg.DagsterInstance.get() as instance:
         result = defs.resolve_job_def("batch").execute_in_process(
             instance=instance,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             tags={
                 "dagster/asset_partition_range_start": start.isoformat(),
                 "dagster/asset_partition_range_end": last.isoformat(),
@@ -135,5 +137,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    warnings.filterwarnings("ignore", message=".*(beta|preview)")  # Dagster API maturity notices: noise here
     args = parser().parse_args(argv)
     args.handler(args)

@@ -27,6 +27,9 @@ batch_job = dg.define_asset_job(
 defs = dg.Definitions(
     assets=BATCH_ASSETS,
     jobs=[batch_job],
+    # Steps share the run's process and so its Spark session: a step per process would start an
+    # engine per step, and on one machine the engine parallelises within a step anyway.
+    executor=dg.in_process_executor,
     resources={
         "spark": SparkEngine(remote=settings.spark_remote()),
         "lake": DeltaLake(root=settings.lake_root()),

@@ -33,7 +33,7 @@ def versions(passed_rows: DataFrame) -> DataFrame:
     typed = passed_rows.withColumn("updated_at", F.expr("try_to_timestamp(updated_at)")).withColumn(
         "signup_date", F.expr("try_cast(signup_date AS DATE)")
     )
-    return keep_latest(typed, ["customer_id", "updated_at"], ["_ingested_at DESC"]).select(VERSION_COLUMNS)
+    return keep_latest(typed, ["customer_id", "updated_at"], F.desc("_ingested_at")).select(VERSION_COLUMNS)
 
 
 def scd2(new_versions: DataFrame, existing: DataFrame | None) -> DataFrame:
@@ -42,7 +42,7 @@ def scd2(new_versions: DataFrame, existing: DataFrame | None) -> DataFrame:
     if existing is not None:
         prior = existing.join(new_versions.select("customer_id").distinct(), "customer_id", "left_semi")
         history = history.unionByName(prior.select(VERSION_COLUMNS).withColumn("_is_new", F.lit(0)))
-    history = keep_latest(history, ["customer_id", "updated_at"], ["_is_new DESC"]).drop("_is_new")
+    history = keep_latest(history, ["customer_id", "updated_at"], F.desc("_is_new")).drop("_is_new")
     by_time = Window.partitionBy("customer_id").orderBy("updated_at")
     return (
         history.withColumn("valid_from", F.col("updated_at"))

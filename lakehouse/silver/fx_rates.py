@@ -28,7 +28,7 @@ def conform(passed_rows: DataFrame) -> DataFrame:
         "_ingested_at",
         "_source_file",
     )
-    return keep_latest(typed, ["rate_date", "currency"], ["_ingested_at DESC", "_source_file DESC"])
+    return keep_latest(typed, ["rate_date", "currency"], F.desc("_ingested_at"), F.desc("_source_file"))
 
 
 @dg.asset(

@@ -54,7 +54,7 @@ def conform(passed_rows: DataFrame) -> DataFrame:
         "_rescued_data",
         "_source_file",
     )
-    return keep_latest(typed, ["order_id"], ["updated_at DESC"])
+    return keep_latest(typed, ["order_id"], F.desc("updated_at"))
 
 
 @dg.asset(

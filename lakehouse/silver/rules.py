@@ -2,10 +2,9 @@
 is quarantined with the first rule it breaks, the column, a readable reason and its original record."""
 
 from dataclasses import dataclass
-
 from datetime import date
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from lakehouse.resources.lake import DeltaLake
@@ -58,9 +57,9 @@ def rule_counts(classified: DataFrame) -> dict[str, int]:
     return {(r["_rule"] or "passed"): r["count"] for r in rows}
 
 
-def keep_latest(df: DataFrame, keys: list[str], order_by: list[str]) -> DataFrame:
-    """One row per key: the first by `order_by` (SQL sort expressions, e.g. 'updated_at DESC')."""
-    w = Window.partitionBy(*keys).orderBy(*[F.expr(o) for o in order_by])
+def keep_latest(df: DataFrame, keys: list[str], *order_by: Column) -> DataFrame:
+    """One row per key: the first by `order_by` (e.g. F.desc("updated_at"))."""
+    w = Window.partitionBy(*keys).orderBy(*order_by)
     return df.withColumn("_rank", F.row_number().over(w)).where("_rank = 1").drop("_rank")
 
 

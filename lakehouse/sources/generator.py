@@ -77,6 +77,7 @@ class Day:
     """One source's landing file for one day: its lines and what was injected into them."""
 
     lines: list[str] = field(default_factory=list)
+    header: str | None = None  # a CSV file's header line, not a record
     anomalies: dict[str, int] = field(default_factory=dict)
     expected: dict[str, int] = field(default_factory=dict)
 
@@ -214,16 +215,15 @@ def orders_day(rng: random.Random, world: World, day: date, scale: float) -> Day
     out.anomalies.update({kind: len(rows) for kind, rows in bad.items()})
     records += dupes + [row for rows in bad.values() for row in rows]
     rng.shuffle(records)
-    out.lines = csv_lines(records, ORDER_COLUMNS + [DRIFT_COLUMNS["orders"]])
+    out.header, out.lines = csv_lines(records, ORDER_COLUMNS + [DRIFT_COLUMNS["orders"]])
     return out
 
 
-def csv_lines(records: list[dict], columns: list[str]) -> list[str]:
-    """CSV rows (header first, not counted as a record)."""
+def csv_lines(records: list[dict], columns: list[str]) -> tuple[str, list[str]]:
+    """The CSV header and one line per record."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", restval="")
-    writer.writerows(records)
-    return [",".join(columns)] + buffer.getvalue().splitlines()
+    csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", restval="").writerows(records)
+    return ",".join(columns), buffer.getvalue().splitlines()
 
 
 # -- FX rates: CSV, one rate to USD per currency and day ------------------------------------------------------
@@ -238,7 +238,7 @@ def fx_day(rng: random.Random, day: date, rates: dict[str, float]) -> Day:
     bad_rates = [{"date": day.isoformat(), "currency": rng.choice(list(rates)), "rate_to_usd": "n/a"}]
     bad_currencies = [{"date": day.isoformat(), "currency": "EURO", "rate_to_usd": "1.080000"}]
     out = Day(anomalies={"duplicates": 1, "bad_rates": 1, "bad_currencies": 1})
-    out.lines = csv_lines(records + dupes + bad_rates + bad_currencies, ["date", "currency", "rate_to_usd"])
+    out.header, out.lines = csv_lines(records + dupes + bad_rates + bad_currencies, ["date", "currency", "rate_to_usd"])
     return out
 
 
@@ -374,7 +374,7 @@ def generate(landing_dir: Path, start: date, days: int, scale: float = 1.0, seed
         for source, content in files.items():
             path = landing_file(landing_dir, source, day)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("\n".join(content.lines) + "\n")
+            path.write_text("\n".join(([content.header] if content.header else []) + content.lines) + "\n")
             sources[source][day.isoformat()] = content.manifest()
     return {"start": start.isoformat(), "days": days, "scale": scale, "seed": seed,
             "landing_dir": str(landing_dir), "sources": sources, "totals": totals(sources)}

@@ -1,0 +1,40 @@
+"""What a user sees in the UI: assets grouped by layer, every asset partitioned by day, and Spark
+assets that take a whole partition range in one run."""
+
+import dagster as dg
+
+from lakehouse import partitions
+from lakehouse.definitions import defs
+
+SPECS = list(defs.resolve_all_asset_specs())
+
+
+def test_the_code_location_loads():
+    defs.validate_loadable(defs)
+
+
+def test_assets_are_grouped_by_their_layer():
+    assert {spec.key.path[0] for spec in SPECS} >= {"bronze", "silver"}
+    assert all(spec.group_name == spec.key.path[0] for spec in SPECS)
+
+
+def test_batch_layers_hold_the_expected_assets():
+    keys = {spec.key.to_user_string() for spec in SPECS}
+    assert keys >= {"bronze/crm_customers", "bronze/orders", "bronze/fx_rates",
+                    "silver/customers", "silver/orders", "silver/fx_rates"}
+
+
+def test_every_asset_is_partitioned_by_day():
+    assert all(spec.partitions_def == partitions.daily for spec in SPECS)
+
+
+def test_a_partition_range_runs_as_one_run_per_asset():
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        assert graph.get(key).backfill_policy == dg.BackfillPolicy.single_run(), key
+
+
+def test_silver_orders_reads_customers_and_fx_rates():
+    graph = defs.resolve_asset_graph()
+    parents = {k.to_user_string() for k in graph.get(dg.AssetKey(["silver", "orders"])).parent_keys}
+    assert parents == {"bronze/orders", "silver/customers", "silver/fx_rates"}
