@@ -4,6 +4,8 @@
     lakehouse demo     [--start --days --scale --seed]
     lakehouse tables   [--json]
     lakehouse dev      (dagster dev on this repo's workspace, with the instance under LAKEHOUSE_HOME)
+    lakehouse broker   [--port P]   (a Kafka-compatible dev broker: tansu, in memory; default port 9092)
+    lakehouse produce  --topic clickstream|support_tickets_cdc [--events N] [--rate R] [--bootstrap H:P]
 """
 
 import argparse
@@ -114,6 +116,41 @@ def cmd_dev(args) -> None:
     sys.exit(subprocess.call(["dagster", "dev", "-w", str(workspace), *args.dagster_args]))
 
 
+def cmd_broker(args) -> None:
+    import signal
+
+    from lakehouse.sources.broker import Broker, port_open
+
+    # SIGTERM (docker stop, kill, CI) must stop tansu too, not orphan it.
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    # 9092 by default, which the Kafka resource uses when LAKEHOUSE_KAFKA_BOOTSTRAP is unset; a free port if taken.
+    broker = Broker(port=args.port or (None if port_open(9092) else 9092)).start()
+    print(f"Kafka-compatible broker (tansu, in-memory) listening on {broker.bootstrap}")
+    print(f"export LAKEHOUSE_KAFKA_BOOTSTRAP={broker.bootstrap}", flush=True)
+    try:
+        broker.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
+
+
+def cmd_produce(args) -> None:
+    from lakehouse.resources.kafka import KafkaResource
+    from lakehouse.sources.producer import messages, publish
+
+    kafka = KafkaResource(bootstrap_servers=args.bootstrap or "")
+    kafka.create_topic(args.topic, args.partitions)
+    stream = messages(args.topic, date.fromisoformat(args.start), args.days, args.scale, args.seed)
+    if args.events is None and args.days is None:
+        raise SystemExit("give --events N or --days D")
+    result = publish(kafka.producer(), kafka.topic(args.topic), stream, args.events, args.rate)
+    print(json.dumps({**result, "bootstrap": kafka.bootstrap}))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lakehouse", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -133,6 +170,21 @@ def parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="start the Dagster UI and daemon on this code location")
     dev.add_argument("dagster_args", nargs=argparse.REMAINDER, help="passed to `dagster dev`")
     dev.set_defaults(handler=cmd_dev)
+    broker = sub.add_parser("broker", help="run a Kafka-compatible broker for development (tansu, in memory)")
+    broker.add_argument("--port", type=int, default=None, help="listen on 127.0.0.1:PORT (default: 9092, else a free port)")
+    broker.set_defaults(handler=cmd_broker)
+    produce = sub.add_parser("produce", help="publish the generator's streaming events to Kafka at a steady rate")
+    produce.add_argument("--topic", required=True, choices=["clickstream", "support_tickets_cdc"])
+    produce.add_argument("--events", type=int, default=None, help="exactly N messages, anomalies included")
+    produce.add_argument("--days", type=int, default=None,
+                         help="whole generator days instead (the same lines as `lakehouse generate`)")
+    produce.add_argument("--rate", type=float, default=1000.0, help="messages per second; 0 = as fast as possible")
+    produce.add_argument("--bootstrap", default=None, help="host:port (default: LAKEHOUSE_KAFKA_BOOTSTRAP)")
+    produce.add_argument("--partitions", type=int, default=3, help="partitions if the topic is created")
+    produce.add_argument("--start", default="2026-11-01")
+    produce.add_argument("--scale", type=float, default=1.0)
+    produce.add_argument("--seed", type=int, default=42)
+    produce.set_defaults(handler=cmd_produce)
     return p
 
 

@@ -5,15 +5,26 @@ import dagster as dg
 
 from lakehouse import partitions, settings
 from lakehouse.bronze import batch as bronze_batch
+from lakehouse.bronze import streaming as bronze_streaming
+from lakehouse.resources.kafka import KafkaResource
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
-from lakehouse.silver import customers, fx_rates, orders
+from lakehouse.sensors import SENSORS as KAFKA_SENSORS
+from lakehouse.silver import customers, fx_rates, orders, sessions, support_tickets
 
 BATCH_ASSETS = [
     *dg.load_assets_from_modules([bronze_batch]),
     customers.customers,
     fx_rates.fx_rates,
     orders.orders,
+]
+
+# Kafka topics -> Bronze micro-batches (requested by the Kafka sensors) -> Silver (declarative automation).
+STREAMING_ASSETS = [
+    bronze_streaming.clickstream_events,
+    bronze_streaming.support_ticket_changes,
+    sessions.sessions,
+    support_tickets.support_tickets,
 ]
 
 # Everything the batch sources feed, for one partition window at a time (one run for a whole range).
@@ -25,7 +36,8 @@ batch_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=BATCH_ASSETS,
+    assets=[*BATCH_ASSETS, *STREAMING_ASSETS],
+    sensors=KAFKA_SENSORS,
     jobs=[batch_job],
     # Steps share the run's process and so its Spark session: a step per process would start an
     # engine per step, and on one machine the engine parallelises within a step anyway.
@@ -33,5 +45,6 @@ defs = dg.Definitions(
     resources={
         "spark": SparkEngine(remote=settings.spark_remote()),
         "lake": DeltaLake(root=settings.lake_root()),
+        "kafka": KafkaResource(),  # LAKEHOUSE_KAFKA_BOOTSTRAP, else 127.0.0.1:9092
     },
 )

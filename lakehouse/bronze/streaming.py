@@ -1,0 +1,211 @@
+"""Streaming Bronze: Kafka topics landed in Delta, exactly once, in micro-batches.
+
+Each run reads an exact offset range per Kafka partition and appends those messages - parsed fields
+as strings, unknown fields rescued, the raw payload, a parse error for malformed ones, and the
+topic / partition / offset / Kafka timestamp - in ONE Delta commit. The range always starts right
+after the highest offset already in the table (read under a lock, in the same critical section as
+the commit), so a retried, replayed or concurrently launched batch finds its offsets taken and adds
+nothing; a run killed before its commit leaves nothing behind. Kafka consumer groups are never used:
+the table is the record of progress.
+
+Partitioned by ingest date (UTC). Materialising by hand with no config consumes everything up to
+the topic's current end offsets.
+"""
+
+import fcntl
+import hashlib
+import json
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from lakehouse import partitions
+from lakehouse.resources.kafka import KafkaResource, Message
+from lakehouse.resources.lake import DeltaLake
+from lakehouse.resources.spark import SparkEngine
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One Kafka topic and the Bronze table it lands in."""
+
+    topic: str  # logical name; the Kafka topic is KafkaResource.topic(topic)
+    table: str
+    columns: tuple[str, ...]  # the fields the source promises; others go to _rescued_data
+    key_field: str
+
+
+CLICKSTREAM = Stream("clickstream", "clickstream_events",
+                     ("event_id", "user_id", "event_type", "page", "product_id", "event_ts"), "user_id")
+SUPPORT_TICKETS = Stream("support_tickets_cdc", "support_ticket_changes",
+                         ("op", "ticket_id", "seq", "customer_id", "status", "priority", "subject", "changed_at"),
+                         "ticket_id")
+STREAMS = {s.table: s for s in (CLICKSTREAM, SUPPORT_TICKETS)}
+
+KAFKA_COLUMNS = [("kafka_topic", pa.string()), ("kafka_partition", pa.int32()), ("kafka_offset", pa.int64()),
+                 ("kafka_key", pa.string()), ("kafka_timestamp", pa.timestamp("ms", tz="UTC"))]
+META_COLUMNS = [("_rescued_data", pa.string()), ("_raw", pa.string()), ("_parse_error", pa.string()),
+                *KAFKA_COLUMNS, ("_ingested_at", pa.timestamp("us", tz="UTC")), ("_ingest_date", pa.date32()),
+                ("_run_id", pa.string())]
+
+
+def schema(stream: Stream) -> pa.Schema:
+    return pa.schema([(c, pa.string()) for c in stream.columns] + META_COLUMNS)
+
+
+def parse(stream: Stream, value: bytes | None) -> tuple[dict, str | None, str | None]:
+    """(known fields as strings, rescued unknown fields as JSON, parse error). Never raises."""
+    text = value.decode("utf-8", "replace") if value is not None else None
+    if text is None:
+        return {}, None, "empty message (null payload)"
+    try:
+        record = json.loads(text)
+    except ValueError as e:
+        return {}, None, f"invalid JSON: {e}"
+    if not isinstance(record, dict):
+        return {}, None, f"not a JSON object: {type(record).__name__}"
+
+    def as_string(v):
+        return None if v is None else v if isinstance(v, str) else json.dumps(v)
+
+    known = {c: as_string(record.get(c)) for c in stream.columns}
+    extra = {k: v for k, v in record.items() if k not in stream.columns}
+    return known, (json.dumps(extra, separators=(",", ":")) if extra else None), None
+
+
+def to_rows(stream: Stream, messages: list[Message], ingest_date: date, run_id: str) -> pa.Table:
+    """Bronze rows for `messages`: nothing dropped, a malformed message keeps its raw text and the reason."""
+    now = datetime.now(timezone.utc)
+    columns: dict[str, list] = {name: [] for name in schema(stream).names}
+    for m in messages:
+        known, rescued, error = parse(stream, m.value)
+        for c in stream.columns:
+            columns[c].append(known.get(c))
+        raw = m.value.decode("utf-8", "replace") if m.value is not None else None
+        for name, value in [("_rescued_data", rescued), ("_raw", raw), ("_parse_error", error),
+                            ("kafka_topic", m.topic), ("kafka_partition", m.partition), ("kafka_offset", m.offset),
+                            ("kafka_key", m.key), ("kafka_timestamp", m.timestamp_ms), ("_ingested_at", now),
+                            ("_ingest_date", ingest_date), ("_run_id", run_id)]:
+            columns[name].append(value)
+    return pa.Table.from_pydict(columns, schema=schema(stream))
+
+
+def next_offsets(lake: DeltaLake, table: str, topic: str) -> dict[int, int]:
+    """Per Kafka partition, the offset after the highest one already in Bronze (the source of truth)."""
+    if not lake.exists("bronze", table):
+        return {}
+    data = lake.delta_table("bronze", table).to_pyarrow_dataset().to_table(
+        columns=["kafka_partition", "kafka_offset"], filter=pc.field("kafka_topic") == topic)
+    if data.num_rows == 0:
+        return {}
+    top = data.group_by("kafka_partition").aggregate([("kafka_offset", "max")])
+    return {int(p): int(o) + 1 for p, o in zip(top.column("kafka_partition").to_pylist(),
+                                                 top.column("kafka_offset_max").to_pylist())}
+
+
+@contextmanager
+def table_lock(lake: DeltaLake, table: str):
+    """Serialise read-offsets -> consume -> commit for one table across processes on this host.
+
+    Delta's optimistic concurrency alone would let two appends of the same range both commit."""
+    locks = Path(tempfile.gettempdir()) / "lakehouse-locks"
+    locks.mkdir(exist_ok=True)
+    name = hashlib.sha1(lake.path("bronze", table).encode()).hexdigest()[:16]
+    with open(locks / f"bronze-{table}-{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def plan(start: dict[int, int], ends: dict[int, int], requested: dict[str, int]) -> dict[int, tuple[int, int]]:
+    """The offset range per partition: from Bronze's next offset to the requested end (or the topic's end)."""
+    ranges = {}
+    for p, end in ends.items():
+        if not requested:
+            ranges[p] = (start.get(p, 0), end)
+        elif str(p) in requested:
+            ranges[p] = (start.get(p, 0), min(end, requested[str(p)]))
+    return {p: r for p, r in ranges.items() if r[1] > r[0]}
+
+
+def ingest(stream: Stream, kafka: KafkaResource, lake: DeltaLake, spark_session, ingest_date: date, run_id: str,
+           requested_end: dict[str, int] | None = None) -> dict:
+    """One micro-batch: returns the ranges read, the rows written and the lag left behind."""
+    topic = kafka.topic(stream.topic)
+    with table_lock(lake, stream.table):
+        ends = kafka.end_offsets(stream.topic)
+        start = next_offsets(lake, stream.table, topic)
+        ranges = plan(start, ends, requested_end or {})
+        messages = kafka.read_range(stream.topic, ranges)
+        rows = to_rows(stream, messages, ingest_date, run_id)
+        if rows.num_rows:
+            (spark_session.createDataFrame(rows).write.format("delta").mode("append")
+             .partitionBy("_ingest_date").save(lake.path("bronze", stream.table)))
+    after = {p: max(start.get(p, 0), r[1]) for p, r in ranges.items()} | {p: start.get(p, 0) for p in ends if p not in ranges}
+    lag = {p: max(0, ends[p] - after.get(p, 0)) for p in ends}
+    malformed = int(pc.sum(pc.is_valid(rows.column("_parse_error"))).as_py() or 0) if rows.num_rows else 0
+    stamps = rows.column("kafka_timestamp") if rows.num_rows else None
+    return {"ranges": ranges, "rows": rows.num_rows, "malformed": malformed, "lag": lag,
+            "max_kafka_timestamp": pc.max(stamps).as_py() if stamps is not None else None}
+
+
+class KafkaBatch(dg.Config):
+    """Which messages a run lands. The start is never configurable: it is always Bronze's next offset."""
+
+    end_offsets: dict[str, int] = Field(
+        default={}, description="Exclusive end offset per Kafka partition ('0': 1200, ...); empty = the topic's current end")
+
+
+def ingest_date_of(context: dg.AssetExecutionContext) -> date:
+    if context.has_partition_key_range and context.partition_key_range.start != context.partition_key_range.end:
+        _, end = partitions.window(context)
+        return end - timedelta(days=1)
+    return date.fromisoformat(context.partition_key)
+
+
+def streaming_bronze_asset(stream: Stream, description: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=stream.table,
+        key_prefix="bronze",
+        group_name="bronze",
+        description=description,
+        partitions_def=partitions.daily,
+        kinds={"kafka", "spark", "delta"},
+        tags={"lakehouse/ingestion": "streaming"},
+    )
+    def _bronze(context: dg.AssetExecutionContext, config: KafkaBatch, spark: SparkEngine, lake: DeltaLake,
+                kafka: KafkaResource) -> dg.MaterializeResult:
+        result = ingest(stream, kafka, lake, spark.spark_session, ingest_date_of(context), context.run_id,
+                        config.end_offsets)
+        context.log.info(f"{kafka.topic(stream.topic)}: {result['rows']} message(s) from {result['ranges']}, "
+                         f"lag {sum(result['lag'].values())}")
+        metadata = lake.write_metadata("bronze", stream.table) if lake.exists("bronze", stream.table) else {}
+        if not result["rows"]:
+            metadata.pop("delta/operation", None)
+        return dg.MaterializeResult(metadata={
+            **metadata,
+            "rows_written": result["rows"],
+            "malformed": result["malformed"],
+            "kafka/topic": kafka.topic(stream.topic),
+            "kafka/offsets": dg.MetadataValue.json({str(p): list(r) for p, r in result["ranges"].items()}),
+            "kafka/lag": sum(result["lag"].values()),
+            "kafka/lag_by_partition": dg.MetadataValue.json({str(p): v for p, v in result["lag"].items()}),
+            **({"kafka/max_timestamp": result["max_kafka_timestamp"].isoformat()} if result["max_kafka_timestamp"] else {}),
+        })
+
+    return _bronze
+
+
+clickstream_events = streaming_bronze_asset(
+    CLICKSTREAM, "Clickstream events from Kafka, one row per message (offsets kept), malformed ones included.")
+support_ticket_changes = streaming_bronze_asset(
+    SUPPORT_TICKETS, "Support-ticket CDC changes (c/u/d) from Kafka, one row per message (offsets kept).")

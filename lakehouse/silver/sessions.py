@@ -1,0 +1,99 @@
+"""Silver sessions: clickstream events grouped per user into sessions split by 30 minutes of inactivity.
+
+A run takes the Bronze events ingested in its window, finds the users they belong to, and
+re-sessionises those users' whole (deduplicated) event history. The result is MERGEd: new sessions
+are inserted, sessions that grew (a late event re-opens them) are updated, and sessions that a late
+event joined to another are deleted. Re-running a window changes nothing.
+"""
+
+import dagster as dg
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from lakehouse import partitions
+from lakehouse.bronze import streaming as bronze
+from lakehouse.resources.lake import DeltaLake
+from lakehouse.resources.spark import SparkEngine
+from lakehouse.silver.rules import keep_latest
+
+IDLE_GAP_SECONDS = 30 * 60
+TABLE = "sessions"
+EVENT_RULE = ("_parse_error IS NULL AND event_id IS NOT NULL AND user_id IS NOT NULL "
+              "AND try_to_timestamp(event_ts) IS NOT NULL")
+SESSION_COLUMNS = ["session_id", "user_id", "session_start", "session_end", "session_date", "duration_seconds",
+                   "page_count", "page_views", "is_bounce", "last_event_received_at"]
+
+
+def valid_events(rows: DataFrame) -> DataFrame:
+    """One row per event_id (re-sent duplicates dropped), typed; malformed and keyless messages left out."""
+    events = rows.where(EVENT_RULE).select(
+        "event_id", "user_id", "event_type", "page", "product_id",
+        F.expr("try_to_timestamp(event_ts)").alias("event_ts"), "kafka_timestamp", "kafka_partition", "kafka_offset")
+    return keep_latest(events, ["event_id"], F.col("kafka_timestamp"), F.col("kafka_partition"), F.col("kafka_offset"))
+
+
+def sessionise(events: DataFrame) -> DataFrame:
+    """Sessions of each user: a new one starts after more than 30 minutes without an event."""
+    by_time = Window.partitionBy("user_id").orderBy("event_ts", "event_id")
+    gap = F.col("event_ts").cast("long") - F.lag("event_ts").over(by_time).cast("long")
+    numbered = events.withColumn("_new", F.when(gap.isNull() | (gap > IDLE_GAP_SECONDS), 1).otherwise(0)).withColumn(
+        "_session", F.sum("_new").over(by_time.rowsBetween(Window.unboundedPreceding, Window.currentRow)))
+    sessions = numbered.groupBy("user_id", "_session").agg(
+        F.min("event_ts").alias("session_start"),
+        F.max("event_ts").alias("session_end"),
+        F.count("*").alias("page_count"),
+        F.sum(F.when(F.col("event_type") == "page_view", 1).otherwise(0)).alias("page_views"),
+        F.max("kafka_timestamp").alias("last_event_received_at"),
+    )
+    return sessions.select(
+        F.concat_ws("-", "user_id", F.date_format("session_start", "yyyyMMdd'T'HHmmss")).alias("session_id"),
+        "user_id", "session_start", "session_end", F.to_date("session_start").alias("session_date"),
+        (F.col("session_end").cast("long") - F.col("session_start").cast("long")).alias("duration_seconds"),
+        F.col("page_count").cast("int").alias("page_count"), F.col("page_views").cast("int").alias("page_views"),
+        (F.col("page_count") == 1).alias("is_bounce"), "last_event_received_at",
+    )
+
+
+_CHANGED = " OR ".join(f"NOT (t.{c} <=> s.{c})" for c in SESSION_COLUMNS[1:])
+_SET = ", ".join(f"{c} = s.{c}" for c in SESSION_COLUMNS)
+MERGE_CLAUSES = (
+    f"WHEN MATCHED AND s._delete THEN DELETE "
+    f"WHEN MATCHED AND NOT s._delete AND ({_CHANGED}) THEN UPDATE SET {_SET} "
+    f"WHEN NOT MATCHED AND NOT s._delete THEN INSERT ({', '.join(SESSION_COLUMNS)}) "
+    f"VALUES ({', '.join('s.' + c for c in SESSION_COLUMNS)})"
+)
+
+
+def affected_sessions(lake: DeltaLake, session, start, end) -> tuple[DataFrame, DataFrame]:
+    """(recomputed sessions of the users with events in the window, those users' existing sessions)."""
+    window_rows = lake.read_window(session, "bronze", bronze.CLICKSTREAM.table, "_ingest_date", start, end)
+    users = window_rows.where(EVENT_RULE).select("user_id").distinct()
+    history = lake.read(session, "bronze", bronze.CLICKSTREAM.table).join(users, "user_id", "left_semi")
+    recomputed = sessionise(valid_events(history))
+    existing = (lake.read(session, "silver", TABLE).join(users, "user_id", "left_semi")
+                if lake.exists("silver", TABLE) else None)
+    return recomputed, existing
+
+
+@dg.asset(
+    key_prefix="silver",
+    group_name="silver",
+    deps=[bronze.clickstream_events],
+    partitions_def=partitions.daily,
+    backfill_policy=partitions.single_run,
+    kinds={"spark", "delta"},
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def sessions(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
+    """One row per user session (30-minute idle gap): start, end, page count, bounce flag."""
+    start, end = partitions.window(context)
+    session = spark.spark_session
+    recomputed, existing = affected_sessions(lake, session, start, end)
+    if existing is None:
+        metadata = lake.merge(recomputed, "silver", TABLE, ["session_id"])
+    else:
+        stale = existing.join(recomputed.select("session_id"), "session_id", "left_anti")
+        source = recomputed.withColumn("_delete", F.lit(False)).unionByName(
+            stale.select(SESSION_COLUMNS).withColumn("_delete", F.lit(True)))
+        metadata = lake.merge(source, "silver", TABLE, ["session_id"], MERGE_CLAUSES)
+    return dg.MaterializeResult(metadata=metadata)

@@ -1,0 +1,255 @@
+"""Streaming: Kafka -> sensor -> Bronze micro-batches (exactly once) -> Silver sessions and tickets.
+
+A real tansu broker runs for the session; every test has its own topics and lake. Expected figures
+come from the generator's manifest (the producer publishes exactly the landing files' lines)."""
+
+import json
+import threading
+from datetime import datetime, timezone
+
+import dagster as dg
+import pytest
+
+from lakehouse.bronze import streaming as bronze
+from lakehouse.sensors import kafka as sensors
+from lakehouse.silver import sessions as silver_sessions
+from lakehouse.silver import support_tickets as silver_tickets
+from lakehouse_tests.conftest import DAYS, SCALE, SEED, START, read_rows, total
+from lakehouse_tests.kafka_fixtures import (  # noqa: F401 - fixtures
+    broker, kafka, materialization, produce_day, produce_days, produce_json, run, stream_lake, stream_resources,
+)
+
+TODAY = datetime.now(timezone.utc).date().isoformat()
+CLICKS, TICKETS = bronze.clickstream_events, bronze.support_ticket_changes
+
+
+def tick(sensor: dg.SensorDefinition, resources: dict, cursor: str | None = None) -> dg.SensorResult:
+    context = dg.build_sensor_context(cursor=cursor, resources={"kafka": resources["kafka"], "lake": resources["lake"]})
+    return sensor(context)
+
+
+def run_requested(resources: dict, asset, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+    return run(resources, asset, request.partition_key, request.run_config, request.tags)
+
+
+def bronze_rows(lake, table: str) -> list[dict]:
+    return read_rows(lake, "bronze", table) if lake.exists("bronze", table) else []
+
+
+def offsets(rows: list[dict]) -> list[tuple]:
+    return sorted((r["kafka_topic"], r["kafka_partition"], r["kafka_offset"]) for r in rows)
+
+
+def final_day(manifest: dict, source: str) -> dict:
+    return manifest["sources"][source][max(manifest["sources"][source])]
+
+
+def test_produced_events_flow_through_sensor_bronze_and_silver_with_exact_counts(manifest, stream_resources):
+    kafka, lake = stream_resources["kafka"], stream_resources["lake"]
+    clicks_sent = produce_days(kafka, "clickstream", START, DAYS, SCALE, SEED)
+    tickets_sent = produce_days(kafka, "support_tickets_cdc", START, DAYS, SCALE, SEED)
+    assert clicks_sent == total(manifest, "clickstream", "records")
+    assert tickets_sent == total(manifest, "support_tickets_cdc", "records")
+
+    # One tick per topic requests one run covering every partition, named by topic, partition and range.
+    for sensor, asset, topic, sent in [(sensors.clickstream_sensor, CLICKS, "clickstream", clicks_sent),
+                                       (sensors.support_tickets_sensor, TICKETS, "support_tickets_cdc", tickets_sent)]:
+        result = tick(sensor, stream_resources)
+        [request] = result.run_requests
+        assert request.partition_key == TODAY
+        assert request.run_key.startswith(f"{kafka.topic(topic)}:p0:0-")
+        assert request.tags["kafka/lag"] == str(sent)
+        meta = materialization(run_requested(stream_resources, asset, request), asset)
+        assert meta["rows_written"] == sent and meta["kafka/lag"] == 0
+        # Caught up: the next tick skips and reports zero lag.
+        assert "no new messages (lag 0)" in tick(sensor, stream_resources, result.cursor).skip_reason.skip_message
+
+    clicks = bronze_rows(lake, CLICKS.key.path[-1])
+    assert len(clicks) == clicks_sent and len(set(offsets(clicks))) == clicks_sent
+    assert {r["_ingest_date"].isoformat() for r in clicks} == {TODAY}
+    malformed = [r for r in clicks if r["_parse_error"]]
+    assert len(malformed) == total(manifest, "clickstream", "malformed")
+    assert all(r["_raw"] and r["event_id"] is None and "invalid JSON" in r["_parse_error"] for r in malformed)
+    assert sum(r["_rescued_data"] is not None for r in clicks) == total(manifest, "clickstream", "unknown_columns")
+
+    meta = materialization(run(stream_resources, silver_sessions.sessions, TODAY), silver_sessions.sessions)
+    sessions = read_rows(lake, "silver", "sessions")
+    assert len(sessions) == total(manifest, "clickstream", "sessions") == meta["dagster/row_count"]
+    assert sum(s["is_bounce"] for s in sessions) == total(manifest, "clickstream", "bounces")
+    # Every event exactly once: produced minus re-sent duplicates minus malformed records.
+    events = clicks_sent - total(manifest, "clickstream", "duplicates", "malformed")
+    assert sum(s["page_count"] for s in sessions) == events == total(manifest, "clickstream", "events")
+
+    run(stream_resources, silver_tickets.support_tickets, TODAY)
+    tickets = read_rows(lake, "silver", "support_tickets")
+    expected = final_day(manifest, "support_tickets_cdc")
+    assert len(tickets) == expected["tickets"]
+    assert sum(t["is_deleted"] for t in tickets) == expected["deleted"]
+    for status in ("open", "pending", "closed"):
+        assert sum(t["status"] == status and not t["is_deleted"] for t in tickets) == expected[status]
+
+
+def test_replayed_batch_and_repeated_silver_runs_add_nothing(manifest, stream_resources):
+    kafka, lake = stream_resources["kafka"], stream_resources["lake"]
+    sent = produce_days(kafka, "clickstream", START, DAYS, SCALE, SEED)
+    [request] = tick(sensors.clickstream_sensor, stream_resources).run_requests
+    run_requested(stream_resources, CLICKS, request)
+    version = lake.delta_table("bronze", "clickstream_events").version()
+
+    # The same offsets again (a retried run), and a hand-launched run with no config: nothing new.
+    assert materialization(run_requested(stream_resources, CLICKS, request), CLICKS)["rows_written"] == 0
+    assert materialization(run(stream_resources, CLICKS, TODAY), CLICKS)["rows_written"] == 0
+    assert lake.delta_table("bronze", "clickstream_events").version() == version
+    assert len(bronze_rows(lake, "clickstream_events")) == sent
+
+    first = materialization(run(stream_resources, silver_sessions.sessions, TODAY), silver_sessions.sessions)
+    again = materialization(run(stream_resources, silver_sessions.sessions, TODAY), silver_sessions.sessions)
+    assert again["dagster/row_count"] == first["dagster/row_count"] == total(manifest, "clickstream", "sessions")
+    assert again.get("rows_inserted", 0) == again.get("rows_updated", 0) == again.get("rows_deleted", 0) == 0
+
+
+def test_concurrently_launched_batches_land_each_message_once(stream_resources):
+    kafka, lake = stream_resources["kafka"], stream_resources["lake"]
+    sent = produce_days(kafka, "clickstream", START, 1, SCALE, SEED)
+    [request] = tick(sensors.clickstream_sensor, stream_resources).run_requests
+    results, barrier = [], threading.Barrier(3)
+
+    def launch():
+        barrier.wait()
+        results.append(materialization(run_requested(stream_resources, CLICKS, request), CLICKS)["rows_written"])
+
+    threads = [threading.Thread(target=launch) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [0, 0, sent]
+    rows = bronze_rows(lake, "clickstream_events")
+    assert len(rows) == len(set(offsets(rows))) == sent
+
+
+def test_sensor_splits_a_backlog_into_batches_that_cover_every_offset_once(stream_resources):
+    kafka, lake = stream_resources["kafka"], stream_resources["lake"]
+    sent = produce_days(kafka, "clickstream", START, 1, SCALE, SEED)
+    sensor = sensors.kafka_sensor(bronze.CLICKSTREAM, CLICKS, max_batch=600)
+    cursor, keys = None, []
+    while True:
+        result = tick(sensor, stream_resources, cursor)
+        cursor = result.cursor
+        if not result.run_requests:
+            break
+        [request] = result.run_requests
+        keys.append(request.run_key)
+        assert sum(int(v) for v in [request.tags["kafka/messages"]]) <= 600
+        run_requested(stream_resources, CLICKS, request)
+    assert len(keys) == len(set(keys)) >= sent // 600
+    rows = bronze_rows(lake, "clickstream_events")
+    assert len(rows) == len(set(offsets(rows))) == sent
+    partitions = {r["kafka_partition"] for r in rows}
+    for p in partitions:  # contiguous from 0: no gap, no overlap
+        assert sorted(r["kafka_offset"] for r in rows if r["kafka_partition"] == p) == list(
+            range(sum(r["kafka_partition"] == p for r in rows)))
+
+
+def test_sensor_waits_for_a_full_batch_up_to_max_wait(stream_resources):
+    kafka = stream_resources["kafka"]
+    produce_json(kafka, "clickstream", [{"event_id": "E1", "user_id": "u1", "event_type": "page_view",
+                                         "page": "/", "event_ts": "2026-11-01T10:00:00Z"}], key=lambda r: r["user_id"])
+    patient = sensors.kafka_sensor(bronze.CLICKSTREAM, CLICKS, min_batch=100, max_wait_seconds=3600)
+    result = tick(patient, stream_resources)
+    assert not result.run_requests and "< batch size 100" in result.skip_reason.skip_message
+    impatient = sensors.kafka_sensor(bronze.CLICKSTREAM, CLICKS, min_batch=100, max_wait_seconds=0)
+    assert len(tick(impatient, stream_resources).run_requests) == 1
+
+
+def test_late_events_reopen_their_sessions(manifest, stream_resources):
+    kafka, lake = stream_resources["kafka"], stream_resources["lake"]
+    day1 = manifest["sources"]["clickstream"][START.isoformat()]
+    late = manifest["sources"]["clickstream"][sorted(manifest["sources"]["clickstream"])[1]]["anomalies"]["late_events"]
+
+    produce_day(kafka, "clickstream", START, 0, SCALE, SEED)  # day 1, its late events held back
+    run(stream_resources, CLICKS, TODAY)  # by hand, no sensor: everything up to the end offsets
+    run(stream_resources, silver_sessions.sessions, TODAY)
+    before = {s["session_id"]: s for s in read_rows(lake, "silver", "sessions")}
+    assert len(before) == day1["sessions"]
+    assert sum(s["page_count"] for s in before.values()) == day1["events"] - late
+
+    produce_day(kafka, "clickstream", START, 1, SCALE, SEED)  # day 2 brings day 1's late events
+    run(stream_resources, CLICKS, TODAY)
+    meta = materialization(run(stream_resources, silver_sessions.sessions, TODAY), silver_sessions.sessions)
+    after = {s["session_id"]: s for s in read_rows(lake, "silver", "sessions")}
+    reopened = [k for k in before if after[k]["page_count"] > before[k]["page_count"]]
+    day1_sessions = [s for s in after.values() if s["session_date"] == START]
+    assert len(day1_sessions) == day1["sessions"]
+    assert sum(s["page_count"] for s in day1_sessions) == day1["events"]
+    assert 0 < len(reopened) <= late and meta["rows_updated"] == len(reopened)
+    assert all(after[k]["session_end"] >= before[k]["session_end"] and not after[k]["is_bounce"] for k in reopened)
+
+
+def ticket(ticket_id, seq, op, status="open", priority="normal"):
+    return {"op": op, "ticket_id": ticket_id, "seq": seq, "customer_id": "C0000001", "status": status,
+            "priority": priority, "subject": f"about {ticket_id}", "changed_at": f"2026-11-01T10:00:{seq:02d}Z"}
+
+
+def test_cdc_changes_apply_by_sequence_number_not_arrival_order(stream_resources):
+    kafka, lake = stream_resources["kafka"], stream_resources["lake"]
+    key = lambda r: r["ticket_id"]  # noqa: E731
+    produce_json(kafka, "support_tickets_cdc", [
+        ticket("T1", 2, "u", "pending"), ticket("T1", 1, "c"),            # update before its create, same batch
+        ticket("T2", 1, "c"), ticket("T2", 3, "u", "closed"),             # seq 2 arrives in the next batch
+        ticket("T3", 1, "c"), ticket("T3", 3, "d", "pending"),            # deleted; seq 2 arrives late
+        ticket("T4", 1, "c", priority="low"), ticket("T4", 1, "c", priority="low"),  # re-sent duplicate
+        '{"op":"u","ticket_id":"T5","se',                                 # cut off by a crashed producer
+    ], key=key)
+    run(stream_resources, TICKETS, TODAY)
+    first = materialization(run(stream_resources, silver_tickets.support_tickets, TODAY), silver_tickets.support_tickets)
+    assert first["changes_rejected"] == 1
+
+    produce_json(kafka, "support_tickets_cdc", [
+        ticket("T2", 2, "u", "pending"), ticket("T3", 2, "u", "pending"), ticket("T4", 2, "u", priority="urgent"),
+        ticket("T4", 1, "c", priority="low"),
+    ], key=key)
+    run(stream_resources, TICKETS, TODAY)
+    run(stream_resources, silver_tickets.support_tickets, TODAY)
+
+    state = {t["ticket_id"]: t for t in read_rows(lake, "silver", "support_tickets")}
+    assert sorted(state) == ["T1", "T2", "T3", "T4"]
+    assert (state["T1"]["seq"], state["T1"]["status"], state["T1"]["is_deleted"]) == (2, "pending", False)
+    assert (state["T2"]["seq"], state["T2"]["status"]) == (3, "closed")
+    assert (state["T3"]["seq"], state["T3"]["op"], state["T3"]["is_deleted"]) == (3, "d", True)
+    assert (state["T4"]["seq"], state["T4"]["priority"]) == (2, "urgent")
+
+    malformed = [r for r in bronze_rows(lake, "support_ticket_changes") if r["_parse_error"]]
+    assert [r["_raw"] for r in malformed] == ['{"op":"u","ticket_id":"T5","se']
+    assert len(bronze_rows(lake, "support_ticket_changes")) == 13
+
+
+def test_streaming_assets_are_in_the_code_location_with_sensors_and_automation():
+    from lakehouse.definitions import defs
+
+    for key in ["bronze/clickstream_events", "bronze/support_ticket_changes", "silver/sessions",
+                "silver/support_tickets"]:
+        assert defs.resolve_assets_def(dg.AssetKey.from_user_string(key))
+    assert {s.name for s in defs.sensors} >= {"kafka_clickstream", "kafka_support_tickets_cdc"}
+    for asset in (silver_sessions.sessions, silver_tickets.support_tickets):
+        assert asset.automation_conditions_by_key[asset.key] is not None
+    assert "kafka" in defs.resources
+    json.dumps(list(defs.resources))
+
+
+def test_silver_follows_bronze_through_automation_without_a_click(stream_resources):
+    kafka = stream_resources["kafka"]
+    defs = dg.Definitions(assets=[CLICKS, silver_sessions.sessions], resources=stream_resources)
+    instance = dg.DagsterInstance.ephemeral()
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert first.total_requested == 0  # nothing in Bronze yet
+
+    produce_json(kafka, "clickstream", [{"event_id": "E1", "user_id": "u1", "event_type": "page_view", "page": "/",
+                                         "event_ts": "2026-11-01T10:00:00Z"}], key=lambda r: r["user_id"])
+    [request] = tick(sensors.clickstream_sensor, stream_resources).run_requests
+    result = dg.materialize([CLICKS], resources=stream_resources, instance=instance,
+                            partition_key=request.partition_key, run_config=request.run_config)
+    assert result.success
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    assert after.get_requested_partitions(silver_sessions.sessions.key) == {TODAY}
+    assert after.get_requested_partitions(CLICKS.key) == set()
