@@ -6,6 +6,7 @@ import dagster as dg
 from lakehouse import partitions, settings
 from lakehouse.bronze import batch as bronze_batch
 from lakehouse.bronze import streaming as bronze_streaming
+from lakehouse.gold import dbt as gold
 from lakehouse.resources.kafka import KafkaResource
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
@@ -27,16 +28,19 @@ STREAMING_ASSETS = [
     support_tickets.support_tickets,
 ]
 
+# The dbt models (dbt_project/), one asset each in group `gold`, with dbt tests as asset checks.
+GOLD_ASSETS = [gold.gold_dbt]
+
 # Everything the batch sources feed, for one partition window at a time (one run for a whole range).
 batch_job = dg.define_asset_job(
     "batch",
-    selection=dg.AssetSelection.assets(*BATCH_ASSETS),
+    selection=dg.AssetSelection.assets(*BATCH_ASSETS, *GOLD_ASSETS),
     partitions_def=partitions.daily,
-    description="Bronze and Silver for the batch sources (CRM, orders, FX) over a partition window.",
+    description="Bronze, Silver and Gold (dbt) for the batch sources (CRM, orders, FX) over a partition window.",
 )
 
 defs = dg.Definitions(
-    assets=[*BATCH_ASSETS, *STREAMING_ASSETS],
+    assets=[*BATCH_ASSETS, *STREAMING_ASSETS, *GOLD_ASSETS],
     sensors=KAFKA_SENSORS,
     jobs=[batch_job],
     # Steps share the run's process and so its Spark session: a step per process would start an
@@ -46,5 +50,6 @@ defs = dg.Definitions(
         "spark": SparkEngine(remote=settings.spark_remote()),
         "lake": DeltaLake(root=settings.lake_root()),
         "kafka": KafkaResource(),  # LAKEHOUSE_KAFKA_BOOTSTRAP, else 127.0.0.1:9092
+        "dbt": gold.dbt_resource(),
     },
 )

@@ -1,0 +1,399 @@
+"""Gold: the dbt marts as Dagster assets. Expected values are computed here, in plain Python, from the
+generator's landing files (the same rules Silver applies, written independently), never by running
+the marts' SQL again."""
+
+import csv
+import json
+import re
+import shutil
+from collections import defaultdict
+from datetime import date, datetime, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from lakehouse import partitions
+from lakehouse.definitions import defs
+from lakehouse.gold import dbt as gold
+from lakehouse.resources.lake import DeltaLake
+from lakehouse.resources.spark import SparkEngine
+from lakehouse.sources import generator
+from lakehouse_tests.conftest import DAY_KEYS, SCALE, range_tags, read_rows
+
+DAYS = [date.fromisoformat(d) for d in DAY_KEYS]
+CENT = Decimal("0.01")
+INCREMENTAL = {"revenue_daily": "order_date", "product_performance_daily": "order_date",
+               "daily_kpis": "date_day", "churn_features": "snapshot_date"}
+MARTS = [*INCREMENTAL, "customer_360", "rfm_segments"]
+SINGULAR_TESTS = {"assert_revenue_daily_matches_silver_orders", "assert_customer_360_one_row_per_current_customer",
+                  "assert_daily_kpis_agree_with_revenue_daily"}
+
+
+def build_gold(resources: dict, first: str, last: str) -> dg.ExecuteInProcessResult:
+    return dg.materialize([gold.gold_dbt], resources={**resources, "dbt": gold.dbt_resource()},
+                          tags=range_tags(first, last))
+
+
+@pytest.fixture(scope="module")
+def gold_run(batch_run, resources) -> dg.ExecuteInProcessResult:
+    """Gold for the whole generated window, in one run (and so one dbt invocation)."""
+    result = build_gold(resources, DAY_KEYS[0], DAY_KEYS[-1])
+    assert result.success
+    return result
+
+
+# -- The generator's data, read and cleaned independently of the pipeline -----------------------------------
+
+
+def parse_ts(value) -> datetime | None:
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_decimal(value) -> Decimal | None:
+    try:
+        return Decimal(value)
+    except (TypeError, InvalidOperation):
+        return None
+
+
+def landing_lines(landing: Path, source: str, day: date) -> list[str]:
+    return generator.landing_file(landing, source, day).read_text().splitlines()
+
+
+def raw_customer_records(landing: Path) -> list[dict]:
+    return [json.loads(line) for day in DAYS for line in landing_lines(landing, "crm_customers", day)]
+
+
+@pytest.fixture(scope="module")
+def expected(manifest) -> dict:
+    """Customers (versions), orders with amount_usd and the as-of country, from the landing files."""
+    landing = Path(manifest["landing_dir"])
+    versions = {}
+    for record in raw_customer_records(landing):
+        ts = parse_ts(record.get("updated_at"))
+        if record.get("customer_id") and record["customer_id"].strip() and ts:
+            versions[(record["customer_id"], ts)] = record
+    history = defaultdict(list)
+    for (customer_id, ts), record in sorted(versions.items()):
+        history[customer_id].append((ts, record))
+    rates = {}
+    for day in DAYS:
+        for row in csv.DictReader(landing_lines(landing, "fx_rates", day)):
+            rate = parse_decimal(row["rate_to_usd"])
+            if re.fullmatch(r"[A-Z]{3}", row["currency"]) and rate is not None and rate > 0:
+                rates[(date.fromisoformat(row["date"]), row["currency"])] = rate
+    orders = {}
+    for day in DAYS:
+        for row in csv.DictReader(landing_lines(landing, "orders", day)):
+            ordered_at, amount = parse_ts(row["order_ts"]), parse_decimal(row["amount"])
+            if not row["order_id"].strip() or ordered_at is None or amount is None or amount < 0:
+                continue
+            if row["customer_id"] not in history or (day, row["currency"]) not in rates:
+                continue
+            previous = orders.get(row["order_id"])
+            if previous and parse_ts(previous["updated_at"]) >= parse_ts(row["updated_at"]):
+                continue
+            versions_then = history[row["customer_id"]]
+            valid = [record for ts, record in versions_then if ts <= ordered_at]
+            orders[row["order_id"]] = {
+                **row, "order_date": day, "ordered_at": ordered_at, "amount": amount, "quantity": int(row["quantity"]),
+                "amount_usd": (amount * rates[(day, row["currency"])]).quantize(CENT, ROUND_HALF_UP),
+                "country": (valid[-1] if valid else versions_then[0][1])["country"],
+            }
+    current = {c: v[-1][1] for c, v in history.items()}
+    return {"orders": list(orders.values()), "current": current}
+
+
+def gold_rows(lake: DeltaLake, table: str) -> list[dict]:
+    return read_rows(lake, "gold", table)
+
+
+# -- The asset graph ---------------------------------------------------------------------------------------
+
+
+def test_every_model_is_a_daily_partitioned_gold_asset_downstream_of_silver():
+    assets = gold.gold_dbt
+    assert {k.to_user_string() for k in assets.keys} == {f"gold/{m}" for m in MARTS}
+    assert set(assets.group_names_by_key.values()) == {"gold"}
+    assert assets.partitions_def == partitions.daily
+    assert assets.backfill_policy == dg.BackfillPolicy.single_run()
+    deps = {k.path[-1]: {d.to_user_string() for d in v} for k, v in assets.asset_deps.items()}
+    assert deps["revenue_daily"] == {"silver/orders", "silver/customers"}
+    assert {"silver/sessions", "silver/support_tickets", "gold/rfm_segments"} <= deps["customer_360"]
+    specs = {s.key.to_user_string(): s for s in assets.specs}
+    assert specs["gold/revenue_daily"].description.startswith("Revenue per day")
+    columns = {c.name: c.description for c in specs["gold/revenue_daily"].metadata["dagster/column_schema"].columns}
+    assert columns["revenue_usd"].startswith("Revenue in USD")
+
+
+def test_dbt_tests_are_asset_checks_and_gold_is_in_the_batch_job():
+    checks = {c.asset_key.path[-1]: set() for c in gold.gold_dbt.check_keys}
+    for c in gold.gold_dbt.check_keys:
+        checks[c.asset_key.path[-1]].add(c.name)
+    assert "assert_revenue_daily_matches_silver_orders" in checks["revenue_daily"]
+    assert "unique_customer_360_customer_id" in checks["customer_360"]
+    assert SINGULAR_TESTS <= set().union(*checks.values())
+    job = defs.resolve_job_def("batch")
+    assert {f"gold/{m}" for m in MARTS} <= {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
+
+
+def test_dbt_gets_the_partition_window_and_the_assets_engine(sail_url, lake):
+    assert gold.dbt_build_args(date(2026, 11, 1), date(2026, 11, 8)) == [
+        "build", "--vars", '{"start_date": "2026-11-01", "end_date": "2026-11-08"}']
+    assert gold.dbt_env(SparkEngine(remote=sail_url), lake) == {"SPARK_REMOTE": sail_url, "LAKEHOUSE_LAKE_ROOT": lake.root}
+
+
+# -- A run ---------------------------------------------------------------------------------------------------
+
+
+def test_a_range_is_one_dbt_invocation_and_every_check_passes(gold_run):
+    steps = [e for e in gold_run.all_events if e.event_type_value == "STEP_START"]
+    assert len(steps) == 1
+    # dagster-dbt gives each dbt invocation its own target folder: one for the whole range
+    invocations = list((gold.DBT_PROJECT_DIR / "target").glob(f"gold_dbt-{gold_run.run_id[:7]}-*"))
+    assert len(invocations) == 1
+    run_results = json.loads((invocations[0] / "run_results.json").read_text())
+    assert run_results["args"]["vars"] == {"start_date": DAY_KEYS[0], "end_date": (DAYS[-1] + timedelta(days=1)).isoformat()}
+    evaluations = gold_run.get_asset_check_evaluations()
+    assert {e.check_name for e in evaluations} == {c.name for c in gold.gold_dbt.check_keys}
+    assert SINGULAR_TESTS <= {e.check_name for e in evaluations}
+    assert all(e.passed for e in evaluations), [e.check_name for e in evaluations if not e.passed]
+
+
+def test_revenue_daily_equals_the_generators_orders(gold_run, expected, lake):
+    want = defaultdict(lambda: [0, 0, Decimal(0), Decimal(0)])
+    for o in expected["orders"]:
+        row = want[(o["order_date"], o["country"], o["category"], o["currency"])]
+        row[0], row[1] = row[0] + 1, row[1] + o["quantity"]
+        row[2], row[3] = row[2] + o["amount"], row[3] + o["amount_usd"]
+    got = {(r["order_date"], r["country"], r["category"], r["currency"]): [r["orders"], r["units"], r["revenue"],
+                                                                             r["revenue_usd"]]
+           for r in gold_rows(lake, "revenue_daily")}
+    assert got == {k: v for k, v in want.items()}
+    per_day = defaultdict(int)
+    for (day, *_), (orders, *_) in got.items():
+        per_day[day] += orders
+    # and the count per day is what the generator made: its clean orders, no duplicates, no bad rows
+    assert per_day == {day: round(generator.ORDERS * SCALE) for day in DAYS}
+
+
+def test_product_performance_daily_equals_the_generators_orders(gold_run, expected, lake):
+    want = defaultdict(lambda: {"orders": 0, "units": 0, "revenue_usd": Decimal(0), "customers": set()})
+    for o in expected["orders"]:
+        row = want[(o["order_date"], o["product_id"])]
+        row["orders"] += 1
+        row["units"] += o["quantity"]
+        row["revenue_usd"] += o["amount_usd"]
+        row["customers"].add(o["customer_id"])
+    got = {(r["order_date"], r["product_id"]): r for r in gold_rows(lake, "product_performance_daily")}
+    assert set(got) == set(want)
+    for key, w in want.items():
+        g = got[key]
+        assert (g["orders"], g["units"], g["revenue_usd"], g["customers"]) == (
+            w["orders"], w["units"], w["revenue_usd"], len(w["customers"])), key
+        better = {v["revenue_usd"] for k, v in want.items() if k[0] == key[0] and v["revenue_usd"] > w["revenue_usd"]}
+        assert g["revenue_rank"] == len(better) + 1
+
+
+def test_daily_kpis_equal_the_generators_figures(gold_run, expected, manifest, lake):
+    got = {r["date_day"]: r for r in gold_rows(lake, "daily_kpis")}
+    assert set(got) == set(DAYS)
+    for day in DAYS:
+        orders = [o for o in expected["orders"] if o["order_date"] == day]
+        revenue = sum(o["amount_usd"] for o in orders)
+        row = got[day]
+        assert row["orders"] == len(orders)
+        assert row["revenue_usd"] == revenue
+        assert row["buyers"] == len({o["customer_id"] for o in orders})
+        # no Silver sessions in this lake: active users are the day's buyers, no session figures
+        assert row["active_users"] == row["buyers"]
+        assert (row["sessions"], row["bounce_rate"], row["avg_session_length_seconds"]) == (0, None, None)
+        assert abs(row["avg_order_value_usd"] - revenue / len(orders)) <= CENT
+        signups = round((generator.BASE_CUSTOMERS if day == DAYS[0] else generator.NEW_CUSTOMERS) * SCALE)
+        assert row["new_users"] == signups
+
+
+def mask_email(email: str) -> str:
+    local, domain = email.split("@")
+    return f"{local[0]}***@{domain[0]}***.{domain.rsplit('.', 1)[-1]}"
+
+
+def test_customer_360_has_one_masked_row_per_current_customer(gold_run, expected, lake):
+    got = {r["customer_id"]: r for r in gold_rows(lake, "customer_360")}
+    assert set(got) == set(expected["current"])
+    by_customer = defaultdict(list)
+    for o in expected["orders"]:
+        by_customer[o["customer_id"]].append(o)
+    for customer_id, profile in expected["current"].items():
+        row, orders = got[customer_id], by_customer[customer_id]
+        assert row["email_masked"] == mask_email(profile["email"])
+        assert row["phone_masked"] == "***-" + profile["phone"][-4:]
+        assert row["name_initials"] == f"{profile['first_name'][0].upper()}. {profile['last_name'][0].upper()}."
+        assert (row["country"], row["signup_date"]) == (profile["country"], date.fromisoformat(profile["signup_date"]))
+        assert row["orders_count"] == len(orders)
+        assert row["lifetime_value_usd"] == sum((o["amount_usd"] for o in orders), Decimal("0.00"))
+        assert row["last_order_at"] == max((o["ordered_at"] for o in orders), default=None)
+        assert (row["sessions_count"], row["tickets_open"], row["tickets_closed"]) == (0, 0, 0)
+        assert (row["segment"] == "no_orders") == (not orders)
+
+
+def ntile(keys: list, buckets: int = 5) -> dict:
+    """SQL ntile over keys already in order: the first len % buckets buckets get one extra row."""
+    size, extra = divmod(len(keys), buckets)
+    result, i = {}, 0
+    for bucket in range(1, buckets + 1):
+        count = size + (1 if bucket <= extra else 0)
+        result.update({k: bucket for k in keys[i:i + count]})
+        i += count
+    return result
+
+
+def test_rfm_segments_are_quintiles_of_recency_frequency_and_monetary_value(gold_run, expected, lake):
+    stats = defaultdict(lambda: {"last": None, "frequency": 0, "monetary": Decimal(0)})
+    for o in expected["orders"]:
+        s = stats[o["customer_id"]]
+        s["last"] = max(s["last"] or o["order_date"], o["order_date"])
+        s["frequency"] += 1
+        s["monetary"] += o["amount_usd"]
+    as_of = max(o["order_date"] for o in expected["orders"])
+    recency = {c: (as_of - s["last"]).days for c, s in stats.items()}
+    r = ntile(sorted(stats, key=lambda c: (-recency[c], c)))
+    f = ntile(sorted(stats, key=lambda c: (stats[c]["frequency"], c)))
+    m = ntile(sorted(stats, key=lambda c: (stats[c]["monetary"], c)))
+    got = {row["customer_id"]: row for row in gold_rows(lake, "rfm_segments")}
+    assert set(got) == set(stats)
+    for c, row in got.items():
+        assert (row["recency_days"], row["frequency"], row["monetary_usd"]) == (
+            recency[c], stats[c]["frequency"], stats[c]["monetary"])
+        assert (row["r_score"], row["f_score"], row["m_score"]) == (r[c], f[c], m[c])
+        assert row["rfm_score"] == f"{r[c]}{f[c]}{m[c]}"
+        if r[c] >= 4 and f[c] >= 4 and m[c] >= 4:
+            assert row["segment"] == "champions"
+        elif r[c] <= 2 and f[c] <= 2:
+            assert row["segment"] == "hibernating"
+
+
+def test_churn_features_have_one_row_per_customer_and_day_known_at_that_day(gold_run, expected, lake):
+    got = {(r["snapshot_date"], r["customer_id"]): r for r in gold_rows(lake, "churn_features")}
+    want_keys = {(day, c) for day in DAYS for c, p in expected["current"].items()
+                 if date.fromisoformat(p["signup_date"]) <= day}
+    assert set(got) == want_keys
+    for (day, customer_id), row in got.items():
+        before = [o for o in expected["orders"] if o["customer_id"] == customer_id and o["order_date"] <= day]
+        last = max((o["order_date"] for o in before), default=None)
+        assert row["orders_lifetime"] == len(before)
+        assert row["revenue_usd_lifetime"] == sum((o["amount_usd"] for o in before), Decimal("0.00"))
+        assert row["orders_7d"] == sum(o["order_date"] > day - timedelta(days=7) for o in before)
+        assert row["days_since_last_order"] == (None if last is None else (day - last).days)
+
+
+# -- Idempotence and masking ---------------------------------------------------------------------------------
+
+
+def files_by_partition(lake: DeltaLake, table: str, column: str) -> dict[str, set[str]]:
+    actions = pa.table(lake.delta_table("gold", table).get_add_actions(flatten=True)).to_pylist()
+    files = defaultdict(set)
+    for a in actions:
+        files[str(a[f"partition.{column}"])].add(a["path"])
+    return files
+
+
+def test_rerunning_a_day_replaces_exactly_that_day(gold_run, resources, lake):
+    day = DAY_KEYS[1]
+    path = lake.path("gold", "revenue_daily")
+    # A row that does not belong to the day: a re-run must remove it (replace, not append or merge).
+    stray = DeltaTable(path).to_pyarrow_table().filter(pa.compute.equal(
+        pa.compute.cast(DeltaTable(path).to_pyarrow_table()["order_date"], pa.string()), day)).slice(0, 1)
+    index = stray.schema.get_field_index("country")
+    write_deltalake(path, stray.set_column(index, stray.schema.field(index), pa.array(["ZZ"], pa.string())),
+                    mode="append")
+    before = {t: sorted(gold_rows(lake, t), key=repr) for t in MARTS}
+    files_before = {t: files_by_partition(lake, t, c) for t, c in INCREMENTAL.items()}
+    versions = {t: lake.delta_table("gold", t).version() for t in INCREMENTAL}
+
+    result = dg.materialize([gold.gold_dbt], resources={**resources, "dbt": gold.dbt_resource()}, partition_key=day)
+    assert result.success
+
+    after = {t: sorted(gold_rows(lake, t), key=repr) for t in MARTS}
+    assert [r for r in before["revenue_daily"] if r["country"] == "ZZ"]
+    before["revenue_daily"] = [r for r in before["revenue_daily"] if r["country"] != "ZZ"]
+    assert after == before
+    for table, column in INCREMENTAL.items():
+        dt = lake.delta_table("gold", table)
+        assert dt.version() == versions[table] + 1  # one commit per model
+        commit = dt.history(1)[0]
+        assert commit["operation"] == "WRITE" and day in commit["operationParameters"]["predicate"]
+        files_after = files_by_partition(lake, table, column)
+        for other in set(DAY_KEYS) - {day}:
+            assert files_after[other] == files_before[table][other], (table, other)  # other days untouched
+        assert not files_after[day] & files_before[table][day]  # the day itself rewritten
+
+
+def test_no_gold_table_holds_a_raw_email_phone_or_name(gold_run, manifest, lake):
+    records = raw_customer_records(Path(manifest["landing_dir"]))
+    emails = {r["email"].lower() for r in records if r.get("email")}
+    phones = {r["phone"] for r in records if r.get("phone")}
+    digits = {re.sub(r"\D", "", p) for p in phones}
+    names = {f"{r['first_name']} {r['last_name']}".lower() for r in records} | {
+        r["first_name"].lower() for r in records} | {r["last_name"].lower() for r in records}
+    gold_tables = [t for t in lake.tables() if t["layer"] == "gold"]
+    assert {t["name"] for t in gold_tables} >= set(MARTS)
+    scanned = 0
+    for table in gold_tables:
+        data = DeltaTable(table["path"]).to_pyarrow_table()
+        for column in data.column_names:
+            if not pa.types.is_string(data.schema.field(column).type):
+                continue
+            for value in data[column].to_pylist():
+                if value is None:
+                    continue
+                text, scanned = value.lower(), scanned + 1
+                assert "@" not in text or "***@" in text, (table["name"], column, value)
+                assert text not in emails and text not in names, (table["name"], column, value)
+                assert value not in phones and re.sub(r"\D", "", value) not in digits, (table["name"], column, value)
+                assert not any(n in text for n in names if " " in n), (table["name"], column, value)
+    assert scanned > 1000 and digits
+
+
+# -- With the streaming Silver tables --------------------------------------------------------------------
+
+
+def test_marts_use_silver_sessions_and_tickets_when_they_exist(gold_run, resources, lake, tmp_path):
+    """A lake with Silver sessions and support tickets (the columns the marts assume) as well."""
+    other = DeltaLake(root=str(tmp_path / "lake"))
+    shutil.copytree(Path(lake.root) / "silver", tmp_path / "lake" / "silver")
+    day = DAYS[-1]
+    customer = sorted(r["customer_id"] for r in gold_rows(lake, "customer_360"))[0]
+    at = datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc)
+    write_deltalake(other.path("silver", "sessions"), pa.table({
+        "session_id": ["s1", "s2", "s3"], "user_id": [customer, customer, "anon-00001"],
+        "session_start": [at + timedelta(hours=1), at + timedelta(hours=5), at + timedelta(hours=2)],
+        "session_end": [at + timedelta(hours=1, seconds=600), at + timedelta(hours=5), at + timedelta(hours=2, seconds=60)],
+        "session_date": [day] * 3, "duration_seconds": [600, 0, 60],
+        "page_count": pa.array([4, 1, 2], pa.int32()), "page_views": pa.array([4, 1, 2], pa.int32()),
+        "is_bounce": [False, True, False], "last_event_received_at": [at] * 3,
+    }))
+    write_deltalake(other.path("silver", "support_tickets"), pa.table({
+        "ticket_id": ["T1", "T2", "T3", "T4"], "seq": pa.array([1, 2, 3, 1], pa.int32()), "op": ["c", "u", "u", "d"],
+        "customer_id": [customer] * 4, "status": ["open", "pending", "closed", "open"],
+        "priority": ["low"] * 4, "subject": ["s"] * 4, "_rescued_data": pa.array([None] * 4, pa.string()),
+        "changed_at": [at] * 4, "is_deleted": [False, False, False, True],
+    }))
+    result = dg.materialize([gold.gold_dbt], resources={**resources, "lake": other, "dbt": gold.dbt_resource()},
+                            partition_key=day.isoformat())
+    assert result.success
+    kpis = read_rows(other, "gold", "daily_kpis")[0]
+    assert (kpis["sessions"], kpis["bounce_rate"], kpis["avg_session_length_seconds"]) == (3, 1 / 3, 220.0)
+    buyers = {o["customer_id"] for o in read_rows(lake, "silver", "orders") if o["order_date"] == day}
+    assert kpis["active_users"] == len(buyers | {customer, "anon-00001"})
+    row = next(r for r in read_rows(other, "gold", "customer_360") if r["customer_id"] == customer)
+    assert (row["sessions_count"], row["tickets_open"], row["tickets_closed"]) == (2, 2, 1)
+    churn = next(r for r in read_rows(other, "gold", "churn_features") if r["customer_id"] == customer)
+    assert (churn["sessions_7d"], churn["is_active_7d"]) == (2, True)
