@@ -79,9 +79,18 @@ def dbt_build_args(start: date, end: date) -> list[str]:
     return ["build", "--vars", json.dumps(dbt_vars(start, end))]
 
 
+def spark_connect_endpoint(spark: SparkEngine) -> str:
+    """The Spark Connect URL of the assets' engine, for a client in another process."""
+    url = connect_url(spark.remote)  # `sail`: the embedded server of this process, started if need be
+    if url.startswith("sc://"):
+        return url
+    # `local`: pyspark started a Connect server for this process's session; point dbt at that one
+    return f"sc://{spark.spark_session.client._builder.endpoint}"
+
+
 def dbt_env(spark: SparkEngine, lake: DeltaLake) -> dict[str, str]:
     """What the dbt subprocess needs to reach the assets' engine and lake."""
-    return {"SPARK_REMOTE": connect_url(spark.remote), "LAKEHOUSE_LAKE_ROOT": lake.root}
+    return {"SPARK_REMOTE": spark_connect_endpoint(spark), "LAKEHOUSE_LAKE_ROOT": lake.root}
 
 
 _env_lock = threading.Lock()
