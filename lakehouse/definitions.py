@@ -3,14 +3,17 @@ jobs users launch. Load it with `dagster dev -w workspace.yaml` or `-m lakehouse
 
 import dagster as dg
 
-from lakehouse import partitions, settings
+from lakehouse import partitions, policies, settings
 from lakehouse.bronze import batch as bronze_batch
 from lakehouse.bronze import streaming as bronze_streaming
+from lakehouse.checks.quality import quality_checks
 from lakehouse.gold import dbt as gold
 from lakehouse.resources.kafka import KafkaResource
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
 from lakehouse.sensors import SENSORS as KAFKA_SENSORS
+from lakehouse.sensors.alerts import check_failure_alerts, run_failure_alerts
+from lakehouse.sensors.landing import landing_files_sensor
 from lakehouse.silver import customers, fx_rates, orders, sessions, support_tickets
 
 BATCH_ASSETS = [
@@ -39,9 +42,13 @@ batch_job = dg.define_asset_job(
     description="Bronze, Silver and Gold (dbt) for the batch sources (CRM, orders, FX) over a partition window.",
 )
 
+# Contracts, drift, volume, quarantine share, referential integrity and SCD2 checks for Bronze and Silver.
+QUALITY_CHECKS = quality_checks()
+
 defs = dg.Definitions(
     assets=[*BATCH_ASSETS, *STREAMING_ASSETS, *GOLD_ASSETS],
-    sensors=KAFKA_SENSORS,
+    asset_checks=QUALITY_CHECKS,
+    sensors=[*KAFKA_SENSORS, landing_files_sensor, run_failure_alerts, check_failure_alerts],
     jobs=[batch_job],
     # Steps share the run's process and so its Spark session: a step per process would start an
     # engine per step, and on one machine the engine parallelises within a step anyway.
@@ -52,4 +59,4 @@ defs = dg.Definitions(
         "kafka": KafkaResource(),  # LAKEHOUSE_KAFKA_BOOTSTRAP, else 127.0.0.1:9092
         "dbt": gold.dbt_resource(),
     },
-)
+).map_resolved_asset_specs(func=policies.with_policies)  # freshness SLAs and automation per layer

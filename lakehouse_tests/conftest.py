@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from lakehouse.definitions import BATCH_ASSETS
+from lakehouse.definitions import BATCH_ASSETS, QUALITY_CHECKS
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine, embedded_sail_url, spark_session
 from lakehouse.sources.generator import generate
@@ -34,8 +34,10 @@ def range_tags(first: str, last: str) -> dict:
     return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
 
 
-def materialize(resources: dict, first: str, last: str, selection=None) -> dg.ExecuteInProcessResult:
-    return dg.materialize(BATCH_ASSETS, resources=resources, selection=selection, tags=range_tags(first, last))
+def materialize(resources: dict, first: str, last: str, selection=None, **kwargs) -> dg.ExecuteInProcessResult:
+    """One run of the batch assets and their checks over [first, last], as a backfill of the range would."""
+    return dg.materialize([*BATCH_ASSETS, *QUALITY_CHECKS], resources=resources, selection=selection,
+                          tags=range_tags(first, last), **kwargs)
 
 
 @pytest.fixture(scope="session")

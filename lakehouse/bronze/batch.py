@@ -6,11 +6,15 @@ from pyspark.sql import functions as F
 
 from lakehouse import partitions, settings
 from lakehouse.bronze.landing import read_landing
+from lakehouse.contracts import bronze as contracts
+from lakehouse.contracts.evaluate import column_schema, enforce_schema
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
 
 
-def batch_bronze_asset(source: str, description: str) -> dg.AssetsDefinition:
+def batch_bronze_asset(source: str, contract: type[contracts.BronzeRow], description: str) -> dg.AssetsDefinition:
+    schema = column_schema(contract)
+
     @dg.asset(
         name=source,
         key_prefix="bronze",
@@ -19,19 +23,26 @@ def batch_bronze_asset(source: str, description: str) -> dg.AssetsDefinition:
         partitions_def=partitions.daily,
         backfill_policy=partitions.single_run,
         kinds={"spark", "delta"},
+        metadata={"dagster/column_schema": schema},
     )
     def _bronze(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
         start, end = partitions.window(context)
-        raw = read_landing(spark.spark_session, settings.landing_dir(), source, start, end)
+        columns = contracts.source_columns(contract)
+        raw = read_landing(spark.spark_session, settings.landing_dir(), source, columns, start, end)
         rows = raw.withColumn("_ingested_at", F.current_timestamp()).withColumn("_run_id", F.lit(context.run_id))
-        metadata = lake.overwrite_window(rows, "bronze", source, "_partition_date", start, end)
-        return dg.MaterializeResult(metadata=metadata)
+        metadata = lake.overwrite_window(enforce_schema(contract, rows), "bronze", source, "_partition_date", start, end)
+        return dg.MaterializeResult(metadata={**metadata, "dagster/column_schema": schema})
 
     return _bronze
 
 
 crm_customers = batch_bronze_asset(
-    "crm_customers", "CRM customer records as exported each day (JSON lines), untyped, nothing dropped."
+    "crm_customers", contracts.CrmCustomers,
+    "CRM customer records as exported each day (JSON lines), untyped, nothing dropped.",
 )
-orders = batch_bronze_asset("orders", "E-commerce orders as landed each day (CSV), untyped, nothing dropped.")
-fx_rates = batch_bronze_asset("fx_rates", "Daily FX rates to USD as landed (CSV), untyped, nothing dropped.")
+orders = batch_bronze_asset(
+    "orders", contracts.Orders, "E-commerce orders as landed each day (CSV), untyped, nothing dropped."
+)
+fx_rates = batch_bronze_asset(
+    "fx_rates", contracts.FxRates, "Daily FX rates to USD as landed (CSV), untyped, nothing dropped."
+)

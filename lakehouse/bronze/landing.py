@@ -10,15 +10,6 @@ from pyspark.sql import functions as F
 
 from lakehouse.sources.generator import FILE_EXT, landing_file
 
-# The columns each batch source promises; anything else is schema drift and gets rescued.
-SOURCE_COLUMNS = {
-    "crm_customers": ["customer_id", "email", "phone", "first_name", "last_name", "country",
-                      "signup_date", "updated_at"],
-    "orders": ["order_id", "customer_id", "order_ts", "product_id", "category", "quantity", "amount",
-               "currency", "status", "updated_at"],
-    "fx_rates": ["date", "currency", "rate_to_usd"],
-}
-
 
 class MissingLandingFiles(Exception):
     pass
@@ -28,15 +19,18 @@ def days_in(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days)]
 
 
-def read_landing(spark: SparkSession, landing_dir: Path, source: str, start: date, end: date) -> DataFrame:
-    """All landing files of `source` for the days in [start, end), as raw Bronze rows."""
+def read_landing(
+    spark: SparkSession, landing_dir: Path, source: str, columns: list[str], start: date, end: date
+) -> DataFrame:
+    """All landing files of `source` for the days in [start, end), as raw Bronze rows: the contract's
+    `columns` as strings, anything else (schema drift) rescued."""
     files = {day: landing_file(landing_dir, source, day) for day in days_in(start, end)}
     missing = [str(f) for f in files.values() if not f.exists()]
     if missing:
         raise MissingLandingFiles(f"bronze.{source}: no landing file for {len(missing)} day(s): {', '.join(missing)}")
     reader = read_json_lines if FILE_EXT[source] == "jsonl" else read_csv
     frames = [
-        reader(spark, str(path), SOURCE_COLUMNS[source])
+        reader(spark, str(path), columns)
         .withColumn("_source_file", F.lit(str(path)))
         .withColumn("_partition_date", F.lit(day.isoformat()).cast("date"))
         for day, path in files.items()

@@ -12,7 +12,9 @@ from pyspark.sql import functions as F
 
 from lakehouse import partitions
 from lakehouse.bronze import batch as bronze
-from lakehouse.bronze.landing import SOURCE_COLUMNS
+from lakehouse.contracts import bronze as bronze_contracts
+from lakehouse.contracts import silver as contracts
+from lakehouse.contracts.evaluate import column_schema, enforce_schema
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
 from lakehouse.silver.rules import Rule, classify, keep_latest, passed, quarantine, quarantine_metadata, rule_counts
@@ -22,7 +24,8 @@ RULES = [
     Rule("updated_at_is_timestamp", "updated_at", "try_to_timestamp(updated_at) IS NULL",
          "must be an ISO-8601 timestamp"),
 ]
-RAW_COLUMNS = SOURCE_COLUMNS["crm_customers"] + ["_rescued_data"]
+RAW_COLUMNS = bronze_contracts.source_columns(bronze_contracts.CrmCustomers) + ["_rescued_data"]
+SCHEMA = column_schema(contracts.Customers)
 ATTRIBUTES = ["email", "phone", "first_name", "last_name", "country", "signup_date", "_rescued_data", "_source_file"]
 VERSION_COLUMNS = ["customer_id", "updated_at", *ATTRIBUTES]
 SCD2_COLUMNS = [*VERSION_COLUMNS, "valid_from", "valid_to", "is_current"]
@@ -64,6 +67,7 @@ MERGE_CLAUSES = f"WHEN MATCHED AND ({_CHANGED}) THEN UPDATE SET * WHEN NOT MATCH
     partitions_def=partitions.daily,
     backfill_policy=partitions.single_run,
     kinds={"spark", "delta"},
+    metadata={"dagster/column_schema": SCHEMA},
 )
 def customers(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """Customer history (SCD2): valid_from, valid_to, is_current; exactly one current row per customer."""
@@ -75,7 +79,10 @@ def customers(context: dg.AssetExecutionContext, spark: SparkEngine, lake: Delta
     quarantine(lake, classified, RAW_COLUMNS, "customers", start, end)
     landed = versions(passed(classified))
     existing = lake.read(session, "silver", "customers") if lake.exists("silver", "customers") else None
-    metadata = lake.merge(scd2(landed, existing), "silver", "customers", ["customer_id", "valid_from"], MERGE_CLAUSES)
+    history = enforce_schema(contracts.Customers, scd2(landed, existing))
+    metadata = lake.merge(history, "silver", "customers", ["customer_id", "valid_from"], MERGE_CLAUSES)
     # Late updates are versions older than the export day they arrived in; they join history, not "current".
     late = passed(classified).where("to_date(try_to_timestamp(updated_at)) < _partition_date").count()
-    return dg.MaterializeResult(metadata={**metadata, **quarantine_metadata(counts, RULES), "late_updates": late})
+    return dg.MaterializeResult(metadata={
+        **metadata, **quarantine_metadata(counts, RULES), "late_updates": late, "dagster/column_schema": SCHEMA
+    })

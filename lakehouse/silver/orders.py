@@ -7,7 +7,9 @@ from pyspark.sql import functions as F
 
 from lakehouse import partitions
 from lakehouse.bronze import batch as bronze
-from lakehouse.bronze.landing import SOURCE_COLUMNS
+from lakehouse.contracts import bronze as bronze_contracts
+from lakehouse.contracts import silver as contracts
+from lakehouse.contracts.evaluate import column_schema, enforce_schema
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
 from lakehouse.silver import customers as silver_customers
@@ -24,7 +26,8 @@ RULES = [
     Rule("fx_rate_available", "currency", "fx_rate_to_usd IS NULL",
          "must have a rate in silver.fx_rates for the order date"),
 ]
-RAW_COLUMNS = SOURCE_COLUMNS["orders"] + ["_rescued_data"]
+RAW_COLUMNS = bronze_contracts.source_columns(bronze_contracts.Orders) + ["_rescued_data"]
+SCHEMA = column_schema(contracts.Orders)
 
 
 def with_references(rows: DataFrame, customers: DataFrame, fx_rates: DataFrame) -> DataFrame:
@@ -64,6 +67,7 @@ def conform(passed_rows: DataFrame) -> DataFrame:
     partitions_def=partitions.daily,
     backfill_policy=partitions.single_run,
     kinds={"spark", "delta"},
+    metadata={"dagster/column_schema": SCHEMA},
 )
 def orders(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """One row per order with `amount_usd`; bad rows go to silver/orders_quarantine with the rule they broke."""
@@ -77,7 +81,9 @@ def orders(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLak
     classified = classify(rows, RULES, "silver.orders")
     counts = rule_counts(classified)
     quarantine(lake, classified, RAW_COLUMNS, "orders", start, end)
-    clean = conform(passed(classified))
+    clean = enforce_schema(contracts.Orders, conform(passed(classified)))
     metadata = lake.overwrite_window(clean, "silver", "orders", "order_date", start, end)
     duplicates = counts.get("passed", 0) - metadata["rows_written"]
-    return dg.MaterializeResult(metadata={**metadata, **quarantine_metadata(counts, RULES), "duplicates_removed": duplicates})
+    return dg.MaterializeResult(metadata={
+        **metadata, **quarantine_metadata(counts, RULES), "duplicates_removed": duplicates, "dagster/column_schema": SCHEMA
+    })

@@ -1,0 +1,1 @@
+"""Asset checks for Bronze and Silver, built from the contracts (see quality.py)."""

@@ -1,0 +1,46 @@
+"""SLAs and automation in one place: the freshness each layer promises, and when each layer runs by
+itself. Per-asset exceptions go in FRESHNESS_OVERRIDES; everything else takes its layer's default."""
+
+from datetime import timedelta
+
+import dagster as dg
+
+AC = dg.AutomationCondition
+
+# Bronze within 1 hour of the source data, Silver within 2, Gold within 4; warn a quarter earlier.
+FRESHNESS = {
+    "bronze": dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=1), warn_window=timedelta(minutes=45)),
+    "silver": dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2), warn_window=timedelta(minutes=90)),
+    "gold": dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=4), warn_window=timedelta(hours=3)),
+}
+FRESHNESS_OVERRIDES: dict[str, dg.FreshnessPolicy] = {}
+
+# eager() looks only at the latest day; batch files land a day late and get corrected, so Silver
+# follows any of the last 7 days' upstream updates, once every dependency is there, not running, and
+# has passed its blocking checks for that partition (bad data does not flow on). A check run over a
+# partition range records one result for the range, not per partition: a range backfill should take
+# its downstream assets along in the same run, where blocking checks gate them directly.
+FOLLOWS_UPSTREAM = (
+    AC.in_latest_time_window(timedelta(days=7))
+    & (AC.newly_missing() | AC.any_deps_updated()).since_last_handled()
+    & ~AC.any_deps_missing()
+    & ~AC.any_deps_in_progress()
+    & ~AC.in_progress()
+    & AC.all_deps_blocking_checks_passed()
+).with_label("follows upstream (last 7 days)")
+
+# Gold marts rebuild nightly once their Silver inputs have updated since the previous night.
+NIGHTLY = AC.on_cron("0 2 * * *", "UTC").with_label("nightly at 02:00 UTC")
+
+AUTOMATION = {"silver": FOLLOWS_UPSTREAM, "gold": NIGHTLY}
+
+
+def with_policies(spec: dg.AssetSpec) -> dg.AssetSpec:
+    """The layer's freshness policy and automation condition, unless the asset set its own."""
+    layer = spec.key.path[0]
+    policy = FRESHNESS_OVERRIDES.get(spec.key.to_user_string(), FRESHNESS.get(layer))
+    if policy:
+        spec = dg.apply_freshness_policy(spec, policy, overwrite_existing=False)
+    if spec.automation_condition is None and layer in AUTOMATION:
+        spec = spec.replace_attributes(automation_condition=AUTOMATION[layer])
+    return spec
