@@ -63,7 +63,9 @@ class KafkaResource(dg.ConfigurableResource):
     def consumer(self, **overrides) -> Consumer:
         # A group id is required by librdkafka, but nothing is ever committed to it.
         base = {"group.id": "lakehouse-reader", "enable.auto.commit": False, "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest", "enable.partition.eof": False}
+                "auto.offset.reset": "earliest", "enable.partition.eof": False,
+                # Micro-batches read up to a known end: don't let the broker park the last fetch for 500 ms.
+                "fetch.wait.max.ms": 10}
         return Consumer(self.config(**{**base, **overrides}))
 
     def admin(self) -> AdminClient:
@@ -117,7 +119,7 @@ class KafkaResource(dg.ConfigurableResource):
             consumer.assign([TopicPartition(topic, p, o) for p, o in probe.items()])
             at_end, deadline = set(), time.monotonic() + self.timeout_seconds
             while len(at_end) < len(probe) and time.monotonic() < deadline:
-                for m in consumer.consume(10_000, timeout=0.2):
+                for m in consumer.consume(10_000, timeout=0.05):
                     if m.error():
                         if m.error().code() == KafkaError._PARTITION_EOF:
                             at_end.add(m.partition())
@@ -142,7 +144,7 @@ class KafkaResource(dg.ConfigurableResource):
             done = {p for p, (s, e) in wanted.items() if s >= e}
             last_progress = time.monotonic()
             while len(done) < len(wanted):
-                polled = consumer.consume(batch, timeout=0.2)
+                polled = consumer.consume(batch, timeout=0.05)
                 if not polled and time.monotonic() - last_progress > idle_timeout:
                     missing = {p: (position[p], wanted[p][1]) for p in wanted if p not in done}
                     raise TimeoutError(f"{topic}: no messages for {idle_timeout}s, still missing offsets {missing}")

@@ -111,4 +111,15 @@ def kafka_sensor(stream: bronze.Stream, asset: dg.AssetsDefinition, min_batch: i
 
 clickstream_sensor = kafka_sensor(bronze.CLICKSTREAM, bronze.clickstream_events)
 support_tickets_sensor = kafka_sensor(bronze.SUPPORT_TICKETS, bronze.support_ticket_changes)
-SENSORS = [clickstream_sensor, support_tickets_sensor]
+
+# Declarative automation for what streaming Bronze feeds, in its own sensor so that it runs without
+# anyone toggling the default automation sensor, ticks often, and can be switched off on its own.
+streaming_automation_sensor = dg.AutomationConditionSensorDefinition(
+    "streaming_automation",
+    target=dg.AssetSelection.assets(bronze.clickstream_events, bronze.support_ticket_changes).downstream(
+        depth=1, include_self=False),
+    minimum_interval_seconds=10,
+    default_status=default_status(),
+    description="Materialises Silver sessions / support tickets when streaming Bronze changes (their automation conditions).",
+)
+SENSORS = [clickstream_sensor, support_tickets_sensor, streaming_automation_sensor]

@@ -1,12 +1,17 @@
 """Silver sessions: clickstream events grouped per user into sessions split by 30 minutes of inactivity.
 
-A run takes the Bronze events ingested in its window, finds the users they belong to, and
-re-sessionises those users' whole (deduplicated) event history. The result is MERGEd: new sessions
-are inserted, sessions that grew (a late event re-opens them) are updated, and sessions that a late
-event joined to another are deleted. Re-running a window changes nothing.
+A run takes the Bronze events of its window that Silver has not seen yet (ingested after the newest
+`_bronze_ingested_at` in Silver: Bronze commits are serialised, so ingestion time follows commit
+order), finds the users they belong to, and re-sessionises those users' whole (deduplicated) event
+history. The result is MERGEd: new sessions are inserted, sessions that grew (a late event re-opens
+them) are updated, and a session that a late event joined into a larger one is deleted (only when the
+larger one covers it). Re-running a window changes nothing.
 """
 
+from datetime import timezone
+
 import dagster as dg
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -21,14 +26,15 @@ TABLE = "sessions"
 EVENT_RULE = ("_parse_error IS NULL AND event_id IS NOT NULL AND user_id IS NOT NULL "
               "AND try_to_timestamp(event_ts) IS NOT NULL")
 SESSION_COLUMNS = ["session_id", "user_id", "session_start", "session_end", "session_date", "duration_seconds",
-                   "page_count", "page_views", "is_bounce", "last_event_received_at"]
+                   "page_count", "page_views", "is_bounce", "last_event_received_at", "_bronze_ingested_at"]
 
 
 def valid_events(rows: DataFrame) -> DataFrame:
     """One row per event_id (re-sent duplicates dropped), typed; malformed and keyless messages left out."""
     events = rows.where(EVENT_RULE).select(
         "event_id", "user_id", "event_type", "page", "product_id",
-        F.expr("try_to_timestamp(event_ts)").alias("event_ts"), "kafka_timestamp", "kafka_partition", "kafka_offset")
+        F.expr("try_to_timestamp(event_ts)").alias("event_ts"), "kafka_timestamp", "kafka_partition", "kafka_offset",
+        "_ingested_at")
     return keep_latest(events, ["event_id"], F.col("kafka_timestamp"), F.col("kafka_partition"), F.col("kafka_offset"))
 
 
@@ -44,13 +50,14 @@ def sessionise(events: DataFrame) -> DataFrame:
         F.count("*").alias("page_count"),
         F.sum(F.when(F.col("event_type") == "page_view", 1).otherwise(0)).alias("page_views"),
         F.max("kafka_timestamp").alias("last_event_received_at"),
+        F.max("_ingested_at").alias("_bronze_ingested_at"),
     )
     return sessions.select(
         F.concat_ws("-", "user_id", F.date_format("session_start", "yyyyMMdd'T'HHmmss")).alias("session_id"),
         "user_id", "session_start", "session_end", F.to_date("session_start").alias("session_date"),
         (F.col("session_end").cast("long") - F.col("session_start").cast("long")).alias("duration_seconds"),
         F.col("page_count").cast("int").alias("page_count"), F.col("page_views").cast("int").alias("page_views"),
-        (F.col("page_count") == 1).alias("is_bounce"), "last_event_received_at",
+        (F.col("page_count") == 1).alias("is_bounce"), "last_event_received_at", "_bronze_ingested_at",
     )
 
 
@@ -64,14 +71,40 @@ MERGE_CLAUSES = (
 )
 
 
+def watermark(lake: DeltaLake) -> str | None:
+    """The newest Bronze ingestion time Silver has processed, as a UTC literal (read with delta-rs)."""
+    if not lake.exists("silver", TABLE):
+        return None
+    column = lake.delta_table("silver", TABLE).to_pyarrow_table(columns=["_bronze_ingested_at"]).column(0)
+    newest = pc.max(column).as_py()
+    if newest is None:
+        return None
+    if newest.tzinfo is not None:
+        newest = newest.astimezone(timezone.utc).replace(tzinfo=None)
+    return newest.isoformat(sep=" ")  # the session time zone is UTC (resources/spark.py)
+
+
+def superseded(existing: DataFrame, recomputed: DataFrame) -> DataFrame:
+    """Existing sessions that a recomputed session of the same user now covers (a late event joined them)."""
+    gone = existing.join(recomputed.select("session_id"), "session_id", "left_anti").alias("e")
+    cover = recomputed.select("user_id", "session_start", "session_end").alias("r")
+    covered = gone.join(cover, (F.col("e.user_id") == F.col("r.user_id"))
+                        & (F.col("r.session_start") <= F.col("e.session_start"))
+                        & (F.col("r.session_end") >= F.col("e.session_end")), "left_semi")
+    return covered.select(*[F.col(f"e.{c}").alias(c) for c in SESSION_COLUMNS])
+
+
 def affected_sessions(lake: DeltaLake, session, start, end) -> tuple[DataFrame, DataFrame]:
     """(recomputed sessions of the users with events in the window, those users' existing sessions)."""
     window_rows = lake.read_window(session, "bronze", bronze.CLICKSTREAM.table, "_ingest_date", start, end)
+    current = lake.read(session, "silver", TABLE) if lake.exists("silver", TABLE) else None
+    seen = watermark(lake)
+    if seen is not None:  # only what Silver has not seen; a literal, so every use of the plan agrees
+        window_rows = window_rows.where(f"_ingested_at > TIMESTAMP '{seen}'")
     users = window_rows.where(EVENT_RULE).select("user_id").distinct()
     history = lake.read(session, "bronze", bronze.CLICKSTREAM.table).join(users, "user_id", "left_semi")
     recomputed = sessionise(valid_events(history))
-    existing = (lake.read(session, "silver", TABLE).join(users, "user_id", "left_semi")
-                if lake.exists("silver", TABLE) else None)
+    existing = current.join(users, "user_id", "left_semi") if current is not None else None
     return recomputed, existing
 
 
@@ -92,8 +125,7 @@ def sessions(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaL
     if existing is None:
         metadata = lake.merge(recomputed, "silver", TABLE, ["session_id"])
     else:
-        stale = existing.join(recomputed.select("session_id"), "session_id", "left_anti")
-        source = recomputed.withColumn("_delete", F.lit(False)).unionByName(
-            stale.select(SESSION_COLUMNS).withColumn("_delete", F.lit(True)))
+        stale = superseded(existing, recomputed)
+        source = recomputed.withColumn("_delete", F.lit(False)).unionByName(stale.withColumn("_delete", F.lit(True)))
         metadata = lake.merge(source, "silver", TABLE, ["session_id"], MERGE_CLAUSES)
     return dg.MaterializeResult(metadata=metadata)
