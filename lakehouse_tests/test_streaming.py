@@ -127,6 +127,30 @@ def test_concurrently_launched_batches_land_each_message_once(stream_resources):
     assert len(rows) == len(set(offsets(rows))) == sent
 
 
+def test_a_batch_that_dies_before_its_commit_leaves_nothing_and_the_next_run_takes_it_all(stream_resources,
+                                                                                        monkeypatch):
+    kafka, lake = stream_resources["kafka"], stream_resources["lake"]
+    sent = produce_days(kafka, "clickstream", START, 1, SCALE, SEED)
+    sensor = sensors.kafka_sensor(bronze.CLICKSTREAM, CLICKS, retry_after_seconds=0)
+    first = tick(sensor, stream_resources)
+    [request] = first.run_requests
+
+    def killed(*_args, **_kwargs):
+        raise RuntimeError("worker killed while writing")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("pyspark.sql.connect.readwriter.DataFrameWriter.save", killed)
+        failed = dg.materialize([CLICKS], resources=stream_resources, partition_key=request.partition_key,
+                                run_config=request.run_config, raise_on_error=False)
+    assert not failed.success
+    assert not lake.exists("bronze", "clickstream_events")
+    # The sensor asks again for the same range (progress is Bronze's, not the failed request's), under a
+    # new run key: Dagster never launches a run key twice.
+    [retry] = tick(sensor, stream_resources, first.cursor).run_requests
+    assert retry.run_key == f"{request.run_key}~retry1" and retry.run_config == request.run_config
+    assert materialization(run_requested(stream_resources, CLICKS, retry), CLICKS)["rows_written"] == sent
+
+
 def test_sensor_splits_a_backlog_into_batches_that_cover_every_offset_once(stream_resources):
     kafka, lake = stream_resources["kafka"], stream_resources["lake"]
     sent = produce_days(kafka, "clickstream", START, 1, SCALE, SEED)

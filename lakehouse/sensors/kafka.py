@@ -6,7 +6,8 @@ offset range in the run key - so the same batch is never requested twice, and ba
 partitions never collide. Nothing is committed to Kafka. A small batch waits up to `max_wait_seconds`
 for more messages; a large backlog is split into runs of at most `max_batch` messages. The cursor only
 remembers the last request, so a tick does not re-request a batch whose run is still in flight; if
-that run never lands, the request is repeated after `retry_after_seconds` from Bronze's offsets.
+that run never lands, the request is repeated after `retry_after_seconds` from Bronze's offsets, with
+`~retry<n>` appended to the run key (Dagster never launches a run key twice).
 Consumer lag (end offsets minus Bronze's next offsets) is logged on every tick and tagged on runs.
 """
 
@@ -75,8 +76,14 @@ def evaluate(stream: bronze.Stream, asset_key: dg.AssetKey, kafka: KafkaResource
         return (dg.SkipReason(f"{topic}: {new} new message(s) < batch size {min_batch}, waiting up to "
                               f"{max_wait_seconds:.0f}s (lag {total_lag})"), {**cursor, "waiting_since": waiting_since})
     ranges = batch_ranges(start, ends, max_batch)
+    key, attempt = run_key(topic, ranges), 0
+    if key == cursor.get("last_key"):
+        # The same range again: its run failed or never ran. Dagster skips a run key it has seen, so the
+        # retry gets its own (the run still starts from Bronze's offsets, so a late first run adds nothing).
+        attempt = cursor.get("attempt", 0) + 1
+        key = f"{key}~retry{attempt}"
     request = dg.RunRequest(
-        run_key=run_key(topic, ranges),
+        run_key=key,
         partition_key=today(),
         asset_selection=[asset_key],
         run_config=dg.RunConfig(ops={asset_key.to_python_identifier(): bronze.KafkaBatch(
@@ -85,7 +92,8 @@ def evaluate(stream: bronze.Stream, asset_key: dg.AssetKey, kafka: KafkaResource
               "kafka/messages": str(sum(e - s for s, e in ranges.values()))},
     )
     requested = {**cursor.get("requested", {}), **{str(p): e for p, (_, e) in ranges.items()}}
-    return request, {"requested": requested, "requested_at": now, "waiting_since": None}
+    return request, {"requested": requested, "requested_at": now, "waiting_since": None,
+                     "last_key": run_key(topic, ranges), "attempt": attempt}
 
 
 def kafka_sensor(stream: bronze.Stream, asset: dg.AssetsDefinition, min_batch: int = 1, max_batch: int = 50_000,
