@@ -114,7 +114,8 @@ def next_offsets(lake: DeltaLake, table: str, topic: str) -> dict[int, int]:
 def table_lock(lake: DeltaLake, table: str):
     """Serialise read-offsets -> consume -> commit for one table across processes on this host.
 
-    Delta's optimistic concurrency alone would let two appends of the same range both commit."""
+    Delta's optimistic concurrency alone would let two appends of the same range both commit. The lock
+    is a local file: runs on other hosts are serialised by the asset's Dagster concurrency pool instead."""
     locks = Path(tempfile.gettempdir()) / "lakehouse-locks"
     locks.mkdir(exist_ok=True)
     name = hashlib.sha1(lake.path("bronze", table).encode()).hexdigest()[:16]
@@ -181,6 +182,9 @@ def streaming_bronze_asset(stream: Stream, description: str) -> dg.AssetsDefinit
         partitions_def=partitions.daily,
         kinds={"kafka", "spark", "delta"},
         tags={"lakehouse/ingestion": "streaming"},
+        # For lakes written from several hosts (S3), where the file lock does not reach: give this pool a
+        # limit of 1 (`dagster instance concurrency set bronze_<table> 1`) to serialise the runs in Dagster.
+        pool=f"bronze_{stream.table}",
     )
     def _bronze(context: dg.AssetExecutionContext, config: KafkaBatch, spark: SparkEngine, lake: DeltaLake,
                 kafka: KafkaResource) -> dg.MaterializeResult:
