@@ -50,6 +50,7 @@ class Broker:
     """`with Broker() as b: b.bootstrap` - a tansu process on a free (or given) port, stopped on exit."""
 
     def __init__(self, port: int | None = None, log_file: Path | None = None):
+        self.fixed_port = port is not None
         self.port = port or free_port()
         self.log_file = log_file
         self.process: subprocess.Popen | None = None
@@ -63,12 +64,27 @@ class Broker:
         return [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
                 "--storage-engine", "memory://tansu/"]
 
-    def start(self, timeout: float = 15.0) -> "Broker":
+    def start(self, timeout: float = 15.0, attempts: int = 3) -> "Broker":
+        """Start and wait until it listens; a free port taken by someone else meanwhile is retried."""
+        for attempt in range(attempts):
+            try:
+                return self._start(timeout)
+            except BrokerError:
+                if self.fixed_port or attempt == attempts - 1:
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> "Broker":
         if port_open(self.port):
             raise BrokerError(f"port {self.port} is already in use")
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
-        self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
-                                        env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")})
+        try:
+            self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
+                                            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")})
+        finally:
+            if self.log_file:
+                out.close()  # the child has its own copy
         deadline = time.monotonic() + timeout
         while not port_open(self.port):
             if self.process.poll() is not None:
