@@ -189,6 +189,23 @@ def test_silver_sessions_built_batch_by_batch_equal_a_full_recompute(manifest, s
     assert incremental.select(*full.columns).exceptAll(full).count() == 0
 
 
+def test_sensor_holds_new_messages_while_a_batch_of_the_topic_is_in_flight(stream_resources):
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    kafka = stream_resources["kafka"]
+    produce_days(kafka, "clickstream", START, 1, SCALE, SEED)
+    instance = dg.DagsterInstance.ephemeral()
+    context = lambda: dg.build_sensor_context(  # noqa: E731
+        instance=instance, resources={"kafka": kafka, "lake": stream_resources["lake"]})
+    [request] = sensors.clickstream_sensor(context()).run_requests
+    running = instance.add_run(DagsterRun(job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED,
+                                          tags=request.tags))
+    held = sensors.clickstream_sensor(context())
+    assert not held.run_requests and "1 batch run(s) in flight" in held.skip_reason.skip_message
+    instance.report_run_failed(running)  # it ended: the next tick requests again
+    assert len(sensors.clickstream_sensor(context()).run_requests) == 1
+
+
 def test_sensor_waits_for_a_full_batch_up_to_max_wait(stream_resources):
     kafka = stream_resources["kafka"]
     produce_json(kafka, "clickstream", [{"event_id": "E1", "user_id": "u1", "event_type": "page_view",

@@ -4,7 +4,8 @@ Each tick compares the topic's end offsets with what the Bronze table already ho
 truth for progress) and requests one run for the offset range in between, with topic, partition and
 offset range in the run key - so the same batch is never requested twice, and batches of different
 partitions never collide. Nothing is committed to Kafka. A small batch waits up to `max_wait_seconds`
-for more messages; a large backlog is split into runs of at most `max_batch` messages. The cursor only
+for more messages; a large backlog is split into runs of at most `max_batch` messages; while a run of
+the topic is queued or running (`max_in_flight`), new messages wait for the next, bigger batch. The cursor only
 remembers the last request, so a tick does not re-request a batch whose run is still in flight; if
 that run never lands, the request is repeated after `retry_after_seconds` from Bronze's offsets, with
 `~retry<n>` appended to the run key (Dagster never launches a run key twice).
@@ -48,7 +49,8 @@ def run_key(topic: str, ranges: dict[int, tuple[int, int]]) -> str:
 
 def evaluate(stream: bronze.Stream, asset_key: dg.AssetKey, kafka: KafkaResource, lake: DeltaLake,
              cursor: dict, now: float, min_batch: int, max_batch: int, max_wait_seconds: float,
-             retry_after_seconds: float, log=None) -> tuple[dg.RunRequest | dg.SkipReason, dict]:
+             retry_after_seconds: float, log=None, in_flight: int = 0,
+             max_in_flight: int = 1) -> tuple[dg.RunRequest | dg.SkipReason, dict]:
     """One tick, as a pure function of (topic offsets, Bronze offsets, cursor, time): (request or skip, new cursor)."""
     topic = kafka.topic(stream.topic)
     try:
@@ -71,6 +73,10 @@ def evaluate(stream: bronze.Stream, asset_key: dg.AssetKey, kafka: KafkaResource
         log.info(f"{topic}: lag {total_lag} ({json.dumps({str(p): v for p, v in lag.items()})}), {new} not yet requested")
     if new == 0:
         return dg.SkipReason(f"{topic}: no new messages (lag {total_lag})"), cursor
+    if in_flight >= max_in_flight:
+        # Backpressure: while Bronze is busy, new messages wait and go into the next (bigger) batch.
+        return dg.SkipReason(f"{topic}: {in_flight} batch run(s) in flight, {new} new message(s) wait "
+                             f"for the next batch (lag {total_lag})"), cursor
     waiting_since = cursor.get("waiting_since") or now
     if new < min_batch and now - waiting_since < max_wait_seconds:
         return (dg.SkipReason(f"{topic}: {new} new message(s) < batch size {min_batch}, waiting up to "
@@ -96,9 +102,22 @@ def evaluate(stream: bronze.Stream, asset_key: dg.AssetKey, kafka: KafkaResource
                      "last_key": run_key(topic, ranges), "attempt": attempt}
 
 
+def runs_in_flight(context: dg.SensorEvaluationContext, topic: str) -> int:
+    """Queued or running Bronze runs of this topic (0 when evaluated without an instance, e.g. in a test)."""
+    try:
+        instance = context.instance
+    except dg.DagsterInvariantViolationError:
+        return 0
+    return instance.get_runs_count(dg.RunsFilter(tags={"kafka/topic": topic}, statuses=list(IN_FLIGHT)))
+
+
+IN_FLIGHT = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+             dg.DagsterRunStatus.STARTED)
+
+
 def kafka_sensor(stream: bronze.Stream, asset: dg.AssetsDefinition, min_batch: int = 1, max_batch: int = 50_000,
                  max_wait_seconds: float = 10.0, retry_after_seconds: float = 300.0,
-                 interval_seconds: int = 5) -> dg.SensorDefinition:
+                 interval_seconds: int = 5, max_in_flight: int = 1) -> dg.SensorDefinition:
     @dg.sensor(
         name=f"kafka_{stream.topic}",
         description=f"Requests bronze/{stream.table} micro-batches for new messages on Kafka topic `{stream.topic}`.",
@@ -109,7 +128,8 @@ def kafka_sensor(stream: bronze.Stream, asset: dg.AssetsDefinition, min_batch: i
     def _sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource, lake: DeltaLake):
         cursor = json.loads(context.cursor) if context.cursor else {}
         outcome, new_cursor = evaluate(stream, asset.key, kafka, lake, cursor, time.time(), min_batch, max_batch,
-                                       max_wait_seconds, retry_after_seconds, context.log)
+                                       max_wait_seconds, retry_after_seconds, context.log,
+                                       runs_in_flight(context, kafka.topic(stream.topic)), max_in_flight)
         if isinstance(outcome, dg.SkipReason):
             return dg.SensorResult(skip_reason=outcome, cursor=json.dumps(new_cursor))
         return dg.SensorResult(run_requests=[outcome], cursor=json.dumps(new_cursor))
