@@ -72,7 +72,10 @@ def evaluate(stream: bronze.Stream, asset_key: dg.AssetKey, kafka: KafkaResource
     if log:
         log.info(f"{topic}: lag {total_lag} ({json.dumps({str(p): v for p, v in lag.items()})}), {new} not yet requested")
     if new == 0:
-        return dg.SkipReason(f"{topic}: no new messages (lag {total_lag})"), cursor
+        if total_lag:
+            return dg.SkipReason(f"{topic}: every message is in a requested batch that has not landed yet "
+                                 f"(lag {total_lag})"), cursor
+        return dg.SkipReason(f"{topic}: no new messages (lag 0)"), cursor
     if in_flight >= max_in_flight:
         # Backpressure: while Bronze is busy, new messages wait and go into the next (bigger) batch.
         return dg.SkipReason(f"{topic}: {in_flight} batch run(s) in flight, {new} new message(s) wait "
