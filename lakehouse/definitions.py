@@ -7,6 +7,7 @@ from lakehouse import partitions, policies, settings
 from lakehouse.bronze import batch as bronze_batch
 from lakehouse.bronze import streaming as bronze_streaming
 from lakehouse.checks.quality import quality_checks
+from lakehouse.contracts import with_contract_schema
 from lakehouse.gold import dbt as gold
 from lakehouse.resources.kafka import KafkaResource
 from lakehouse.resources.lake import DeltaLake
@@ -59,4 +60,5 @@ defs = dg.Definitions(
         "kafka": KafkaResource(),  # LAKEHOUSE_KAFKA_BOOTSTRAP, else 127.0.0.1:9092
         "dbt": gold.dbt_resource(),
     },
-).map_resolved_asset_specs(func=policies.with_policies)  # freshness SLAs and automation per layer
+    # Every asset gets its contract as column schema, and its layer's freshness SLA and automation.
+).map_resolved_asset_specs(func=lambda spec: policies.with_policies(with_contract_schema(spec)))

@@ -4,7 +4,7 @@ to trust the tables without reading them."""
 import json
 import shutil
 import threading
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
@@ -20,7 +20,12 @@ from lakehouse.resources.spark import SparkEngine
 from lakehouse.sensors import alerts
 from lakehouse.sensors.landing import landing_files_sensor
 from lakehouse.sources.generator import CURRENCIES
-from lakehouse_tests.conftest import DAY_KEYS, day_counts, materialize, total
+from lakehouse_tests.conftest import DAY_KEYS, START as DAY_ONE, day_counts, materialize, total
+from lakehouse_tests.kafka_fixtures import broker, kafka, stream_lake, stream_resources  # noqa: F401 - fixtures
+
+
+TODAY = datetime.now(timezone.utc).date().isoformat()
+BATCH_KEYS = [key.to_user_string() for asset in BATCH_ASSETS for key in asset.keys]
 
 
 def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
@@ -34,7 +39,7 @@ def values(evaluation: dg.AssetCheckEvaluation) -> dict:
 # -- contracts ---------------------------------------------------------------------------------------------
 
 
-def test_every_batch_bronze_and_silver_asset_shows_its_contract_as_column_schema():
+def test_every_bronze_and_silver_asset_shows_its_contract_as_column_schema():
     specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
     for asset, model in CONTRACTS.items():
         schema = specs[asset].metadata["dagster/column_schema"]
@@ -78,7 +83,7 @@ def checks(batch_run) -> dict[str, dg.AssetCheckEvaluation]:
 
 
 def test_every_contract_check_passes_on_clean_silver_and_complete_bronze(checks, manifest):
-    for asset in CONTRACTS:
+    for asset in BATCH_KEYS:
         evaluation = checks[f"{asset}:contract"]
         assert evaluation.passed, evaluation.description
     assert values(checks["bronze/orders:contract"])["rows_checked"] == total(manifest, "orders", "records")
@@ -133,10 +138,12 @@ def test_a_failing_blocking_check_stops_the_run_and_names_rule_column_and_rows(m
 # -- freshness and automation --------------------------------------------------------------------------------
 
 
-def test_every_asset_has_its_layers_freshness_sla():
+def test_every_asset_has_a_freshness_sla_and_the_medallion_layers_have_theirs():
     windows = {"bronze": timedelta(hours=1), "silver": timedelta(hours=2), "gold": timedelta(hours=4)}
     for spec in defs.resolve_all_asset_specs():
-        assert spec.freshness_policy.fail_window.to_timedelta() == windows[spec.key.path[0]], spec.key
+        assert spec.freshness_policy is not None, spec.key
+        if spec.key.path[0] in windows:
+            assert spec.freshness_policy.fail_window.to_timedelta() == windows[spec.key.path[0]], spec.key
 
 
 def test_silver_follows_new_bronze_partitions_but_waits_for_its_dependencies(manifest, sail_url, tmp_path):
@@ -197,3 +204,19 @@ def test_failed_checks_are_written_to_the_alert_log_and_posted_to_the_webhook(ma
     assert failed == sorted(k for k, e in check_results(run).items() if not e.passed)
     assert "bronze/orders:schema_drift" in failed
     assert [a["check"] for a in Webhook.received] == [a["check"] for a in logged]
+
+
+def test_streaming_tables_keep_their_contracts(stream_resources, sail_url):
+    """One Kafka micro-batch per topic, then Silver: every streaming contract check passes."""
+    from lakehouse.definitions import STREAMING_ASSETS
+    from lakehouse_tests.kafka_fixtures import produce_day
+
+    for source in ("clickstream", "support_tickets_cdc"):
+        produce_day(stream_resources["kafka"], source, DAY_ONE, 0, 0.02, 11)
+    keys = {key for asset in STREAMING_ASSETS for key in asset.keys}
+    checks = [c for c in QUALITY_CHECKS if {k.asset_key for k in c.check_keys} <= keys]
+    result = dg.materialize([*STREAMING_ASSETS, *checks], resources=stream_resources, partition_key=TODAY)
+    contracts = {k: e for k, e in check_results(result).items() if k.endswith(":contract")}
+    assert sorted(contracts) == sorted(f"{k.to_user_string()}:contract" for k in keys)
+    assert all(e.passed for e in contracts.values()), [e.description for e in contracts.values() if not e.passed]
+    assert values(contracts["bronze/clickstream_events:contract"])["rows_checked"] > 0

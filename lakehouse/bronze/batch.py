@@ -7,14 +7,12 @@ from pyspark.sql import functions as F
 from lakehouse import partitions, settings
 from lakehouse.bronze.landing import read_landing
 from lakehouse.contracts import bronze as contracts
-from lakehouse.contracts.evaluate import column_schema, enforce_schema
+from lakehouse.contracts.evaluate import enforce_schema
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
 
 
 def batch_bronze_asset(source: str, contract: type[contracts.BronzeRow], description: str) -> dg.AssetsDefinition:
-    schema = column_schema(contract)
-
     @dg.asset(
         name=source,
         key_prefix="bronze",
@@ -23,7 +21,6 @@ def batch_bronze_asset(source: str, contract: type[contracts.BronzeRow], descrip
         partitions_def=partitions.daily,
         backfill_policy=partitions.single_run,
         kinds={"spark", "delta"},
-        metadata={"dagster/column_schema": schema},
     )
     def _bronze(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
         start, end = partitions.window(context)
@@ -31,7 +28,7 @@ def batch_bronze_asset(source: str, contract: type[contracts.BronzeRow], descrip
         raw = read_landing(spark.spark_session, settings.landing_dir(), source, columns, start, end)
         rows = raw.withColumn("_ingested_at", F.current_timestamp()).withColumn("_run_id", F.lit(context.run_id))
         metadata = lake.overwrite_window(enforce_schema(contract, rows), "bronze", source, "_partition_date", start, end)
-        return dg.MaterializeResult(metadata={**metadata, "dagster/column_schema": schema})
+        return dg.MaterializeResult(metadata=metadata)
 
     return _bronze
 

@@ -185,7 +185,7 @@ def one_current_version_check() -> dg.AssetChecksDefinition:
 
 def quality_checks() -> list[dg.AssetChecksDefinition]:
     return [
-        *(contract_check(asset) for asset in CONTRACTS),
+        *(contract_check(asset) for asset in CONTRACTS),  # batch and streaming Bronze and Silver
         *(schema_drift_check(a) for a in ["bronze/crm_customers", "bronze/orders"]),
         *(volume_check(a, "_partition_date") for a in ["bronze/orders", "bronze/crm_customers"]),
         volume_check("silver/orders", "order_date"),

@@ -67,3 +67,51 @@ def source_columns(model: type[BronzeRow]) -> list[str]:
     """The columns the source itself sends (the contract less the ingestion columns)."""
     ingestion = set(BronzeRow.to_schema().columns)
     return [c for c in model.to_schema().columns if c not in ingestion]
+
+
+class KafkaRow(DataFrameModel):
+    """What every streaming Bronze row carries: its raw message, its place in Kafka, and when it landed."""
+
+    rescued_data: STRING = Field(alias="_rescued_data", nullable=True, description="Unknown fields as JSON")
+    raw: STRING = Field(alias="_raw", nullable=True, description="The message payload as received")
+    parse_error: STRING = Field(alias="_parse_error", nullable=True, description="Why the payload is unusable")
+    kafka_topic: STRING = Field(nullable=False)
+    kafka_partition: T.IntegerType() = Field(nullable=False, ge=0)
+    kafka_offset: T.LongType() = Field(nullable=False, ge=0)
+    kafka_key: STRING = Field(nullable=True)
+    kafka_timestamp: T.TimestampType() = Field(nullable=True, description="Produce time set by Kafka")
+    ingested_at: T.TimestampType() = Field(alias="_ingested_at", nullable=False)
+    ingest_date: T.DateType() = Field(alias="_ingest_date", nullable=False, description="Ingest day (the partition)")
+    run_id: STRING = Field(alias="_run_id", nullable=False)
+
+    class Config:
+        strict = True
+
+
+class ClickstreamEvents(KafkaRow):
+    event_id: STRING = Field(nullable=True)
+    user_id: STRING = Field(nullable=True, description="Customer id or anonymous visitor id")
+    event_type: STRING = Field(nullable=True)
+    page: STRING = Field(nullable=True)
+    product_id: STRING = Field(nullable=True)
+    event_ts: STRING = Field(nullable=True, description="ISO-8601 event time (may be late)")
+
+    class Config:
+        name = "bronze.clickstream_events"
+        # Kafka's (partition, offset) is the key: a replayed batch must not land twice.
+        metadata = {"key": ["kafka_topic", "kafka_partition", "kafka_offset"], "window": "_ingest_date"}
+
+
+class SupportTicketChanges(KafkaRow):
+    op: STRING = Field(nullable=True, description="c / u / d")
+    ticket_id: STRING = Field(nullable=True)
+    seq: STRING = Field(nullable=True, description="Per-ticket change sequence number")
+    customer_id: STRING = Field(nullable=True)
+    status: STRING = Field(nullable=True)
+    priority: STRING = Field(nullable=True)
+    subject: STRING = Field(nullable=True)
+    changed_at: STRING = Field(nullable=True)
+
+    class Config:
+        name = "bronze.support_ticket_changes"
+        metadata = {"key": ["kafka_topic", "kafka_partition", "kafka_offset"], "window": "_ingest_date"}

@@ -4,7 +4,7 @@ these; the asset checks prove what was written keeps them."""
 import pyspark.sql.types as T
 from pandera.pyspark import DataFrameModel, Field
 
-from lakehouse.sources.generator import CATEGORIES, CURRENCIES
+from lakehouse.sources.generator import CATEGORIES, CURRENCIES, PRIORITIES, TICKET_STATUSES
 
 STRING, TIMESTAMP, DATE = T.StringType(), T.TimestampType(), T.DateType()
 ISO_CURRENCY = "^[A-Z]{3}$"
@@ -71,3 +71,47 @@ class FxRates(DataFrameModel):
         name = "silver.fx_rates"
         strict = True
         metadata = {"key": ["rate_date", "currency"], "window": "rate_date"}
+
+
+class Sessions(DataFrameModel):
+    """Clickstream sessions: a user's events with no gap over 30 minutes."""
+
+    session_id: STRING = Field(nullable=False)
+    user_id: STRING = Field(nullable=False)
+    session_start: TIMESTAMP = Field(nullable=False)
+    session_end: TIMESTAMP = Field(nullable=False)
+    session_date: DATE = Field(nullable=False, description="Day the session started")
+    duration_seconds: T.LongType() = Field(nullable=False, ge=0)
+    page_count: T.IntegerType() = Field(nullable=False, ge=1, description="Events in the session")
+    page_views: T.IntegerType() = Field(nullable=False, ge=0)
+    is_bounce: T.BooleanType() = Field(nullable=False, description="A single-event session")
+    last_event_received_at: TIMESTAMP = Field(nullable=True)
+    bronze_ingested_at: TIMESTAMP = Field(alias="_bronze_ingested_at", nullable=False)
+
+    class Config:
+        name = "silver.sessions"
+        strict = True
+        metadata = {"key": ["session_id"], "window": "session_date"}
+
+
+class SupportTickets(DataFrameModel):
+    """Current state of every ticket from its CDC stream (soft deletes flagged)."""
+
+    ticket_id: STRING = Field(nullable=False)
+    seq: T.IntegerType() = Field(nullable=False, ge=1)
+    op: STRING = Field(nullable=False, isin=["c", "u", "d"])
+    customer_id: STRING = Field(nullable=True)
+    status: STRING = Field(nullable=True, isin=TICKET_STATUSES)
+    priority: STRING = Field(nullable=True, isin=PRIORITIES)
+    subject: STRING = Field(nullable=True)
+    rescued_data: STRING = Field(alias="_rescued_data", nullable=True)
+    changed_at: TIMESTAMP = Field(nullable=True)
+    is_deleted: T.BooleanType() = Field(nullable=False)
+    kafka_partition: T.IntegerType() = Field(nullable=False)
+    kafka_offset: T.LongType() = Field(nullable=False)
+    kafka_timestamp: TIMESTAMP = Field(nullable=True)
+
+    class Config:
+        name = "silver.support_tickets"
+        strict = True
+        metadata = {"key": ["ticket_id"], "window": None}

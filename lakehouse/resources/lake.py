@@ -84,7 +84,7 @@ class DeltaLake(dg.ConfigurableResource):
         metadata = {
             "dagster/row_count": table_row_count(dt),
             "dagster/uri": dg.MetadataValue.path(self.path(layer, table)),
-            "dagster/column_schema": column_schema(dt),
+            "delta/schema": column_schema(dt),  # as written; the UI's column schema is the contract's
             "delta/version": dt.version(),
             "delta/operation": commit.get("operation", ""),
         }

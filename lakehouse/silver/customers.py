@@ -14,7 +14,7 @@ from lakehouse import partitions
 from lakehouse.bronze import batch as bronze
 from lakehouse.contracts import bronze as bronze_contracts
 from lakehouse.contracts import silver as contracts
-from lakehouse.contracts.evaluate import column_schema, enforce_schema
+from lakehouse.contracts.evaluate import enforce_schema
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
 from lakehouse.silver.rules import Rule, classify, keep_latest, passed, quarantine, quarantine_metadata, rule_counts
@@ -25,7 +25,6 @@ RULES = [
          "must be an ISO-8601 timestamp"),
 ]
 RAW_COLUMNS = bronze_contracts.source_columns(bronze_contracts.CrmCustomers) + ["_rescued_data"]
-SCHEMA = column_schema(contracts.Customers)
 ATTRIBUTES = ["email", "phone", "first_name", "last_name", "country", "signup_date", "_rescued_data", "_source_file"]
 VERSION_COLUMNS = ["customer_id", "updated_at", *ATTRIBUTES]
 SCD2_COLUMNS = [*VERSION_COLUMNS, "valid_from", "valid_to", "is_current"]
@@ -67,7 +66,6 @@ MERGE_CLAUSES = f"WHEN MATCHED AND ({_CHANGED}) THEN UPDATE SET * WHEN NOT MATCH
     partitions_def=partitions.daily,
     backfill_policy=partitions.single_run,
     kinds={"spark", "delta"},
-    metadata={"dagster/column_schema": SCHEMA},
 )
 def customers(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """Customer history (SCD2): valid_from, valid_to, is_current; exactly one current row per customer."""
@@ -83,6 +81,4 @@ def customers(context: dg.AssetExecutionContext, spark: SparkEngine, lake: Delta
     metadata = lake.merge(history, "silver", "customers", ["customer_id", "valid_from"], MERGE_CLAUSES)
     # Late updates are versions older than the export day they arrived in; they join history, not "current".
     late = passed(classified).where("to_date(try_to_timestamp(updated_at)) < _partition_date").count()
-    return dg.MaterializeResult(metadata={
-        **metadata, **quarantine_metadata(counts, RULES), "late_updates": late, "dagster/column_schema": SCHEMA
-    })
+    return dg.MaterializeResult(metadata={**metadata, **quarantine_metadata(counts, RULES), "late_updates": late})

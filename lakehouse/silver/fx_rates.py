@@ -7,7 +7,7 @@ from pyspark.sql import functions as F
 from lakehouse import partitions
 from lakehouse.bronze import batch as bronze
 from lakehouse.contracts import silver as contracts
-from lakehouse.contracts.evaluate import column_schema, enforce_schema
+from lakehouse.contracts.evaluate import enforce_schema
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
 from lakehouse.silver.rules import Rule, classify, keep_latest, passed, quarantine, quarantine_metadata, rule_counts
@@ -20,7 +20,6 @@ RULES = [
          "must be a number > 0"),
 ]
 RAW_COLUMNS = ["date", "currency", "rate_to_usd"]
-SCHEMA = column_schema(contracts.FxRates)
 
 
 def conform(passed_rows: DataFrame) -> DataFrame:
@@ -41,7 +40,6 @@ def conform(passed_rows: DataFrame) -> DataFrame:
     partitions_def=partitions.daily,
     backfill_policy=partitions.single_run,
     kinds={"spark", "delta"},
-    metadata={"dagster/column_schema": SCHEMA},
 )
 def fx_rates(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """Daily rate to USD per currency. Upsert (MERGE) on (rate_date, currency)."""
@@ -52,4 +50,4 @@ def fx_rates(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaL
     quarantine(lake, classified, RAW_COLUMNS, "fx_rates", start, end)
     rates = enforce_schema(contracts.FxRates, conform(passed(classified)))
     metadata = lake.merge(rates, "silver", "fx_rates", ["rate_date", "currency"])
-    return dg.MaterializeResult(metadata={**metadata, **quarantine_metadata(counts, RULES), "dagster/column_schema": SCHEMA})
+    return dg.MaterializeResult(metadata={**metadata, **quarantine_metadata(counts, RULES)})

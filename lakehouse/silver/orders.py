@@ -9,7 +9,7 @@ from lakehouse import partitions
 from lakehouse.bronze import batch as bronze
 from lakehouse.contracts import bronze as bronze_contracts
 from lakehouse.contracts import silver as contracts
-from lakehouse.contracts.evaluate import column_schema, enforce_schema
+from lakehouse.contracts.evaluate import enforce_schema
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
 from lakehouse.silver import customers as silver_customers
@@ -27,7 +27,6 @@ RULES = [
          "must have a rate in silver.fx_rates for the order date"),
 ]
 RAW_COLUMNS = bronze_contracts.source_columns(bronze_contracts.Orders) + ["_rescued_data"]
-SCHEMA = column_schema(contracts.Orders)
 
 
 def with_references(rows: DataFrame, customers: DataFrame, fx_rates: DataFrame) -> DataFrame:
@@ -67,7 +66,6 @@ def conform(passed_rows: DataFrame) -> DataFrame:
     partitions_def=partitions.daily,
     backfill_policy=partitions.single_run,
     kinds={"spark", "delta"},
-    metadata={"dagster/column_schema": SCHEMA},
 )
 def orders(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """One row per order with `amount_usd`; bad rows go to silver/orders_quarantine with the rule they broke."""
@@ -84,6 +82,6 @@ def orders(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLak
     clean = enforce_schema(contracts.Orders, conform(passed(classified)))
     metadata = lake.overwrite_window(clean, "silver", "orders", "order_date", start, end)
     duplicates = counts.get("passed", 0) - metadata["rows_written"]
-    return dg.MaterializeResult(metadata={
-        **metadata, **quarantine_metadata(counts, RULES), "duplicates_removed": duplicates, "dagster/column_schema": SCHEMA
-    })
+    return dg.MaterializeResult(
+        metadata={**metadata, **quarantine_metadata(counts, RULES), "duplicates_removed": duplicates}
+    )
