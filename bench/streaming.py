@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -80,6 +81,7 @@ def main(argv=None) -> dict:
     p.add_argument("--scale", type=float, default=1.0)
     p.add_argument("--drain-timeout", type=float, default=60, help="seconds to wait for the backlog after producing")
     p.add_argument("--out", default=str(REPO / "bench" / "results"))
+    p.add_argument("--keep", action="store_true", help="keep the temporary lake and broker log")
     args = p.parse_args(argv)
     logging.getLogger("dagster").setLevel(logging.WARNING)
 
@@ -176,6 +178,10 @@ def main(argv=None) -> dict:
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     print(f"written to {path}")
+    if args.keep:
+        print(f"lake and broker log kept in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return report
 
 
