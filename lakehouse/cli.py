@@ -156,7 +156,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for name, handler, help_text in [
         ("generate", cmd_generate, "write landing files and print the manifest (JSON)"),
-        ("demo", cmd_demo, "generate, materialise Bronze and Silver for those days, print row counts"),
+        ("demo", cmd_demo, "generate, materialise Bronze, Silver and Gold for those days, print row counts"),
     ]:
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("--start", default="2026-11-01", help="first day, YYYY-MM-DD (default 2026-11-01)")
@@ -167,8 +167,7 @@ def parser() -> argparse.ArgumentParser:
     tables = sub.add_parser("tables", help="list every Delta table in the lake (read with delta-rs)")
     tables.add_argument("--json", action="store_true")
     tables.set_defaults(handler=cmd_tables)
-    dev = sub.add_parser("dev", help="start the Dagster UI and daemon on this code location")
-    dev.add_argument("dagster_args", nargs=argparse.REMAINDER, help="passed to `dagster dev`")
+    dev = sub.add_parser("dev", help="start the Dagster UI and daemon on this code location (other options go to `dagster dev`)")
     dev.set_defaults(handler=cmd_dev)
     broker = sub.add_parser("broker", help="run a Kafka-compatible broker for development (tansu, in memory)")
     broker.add_argument("--port", type=int, default=None, help="listen on 127.0.0.1:PORT (default: 9092, else a free port)")
@@ -190,5 +189,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=".*(beta|preview)")  # Dagster API maturity notices: noise here
-    args = parser().parse_args(argv)
+    # `lakehouse dev` passes whatever it does not know (e.g. -p 3001) on to `dagster dev`.
+    args, extra = parser().parse_known_args(argv)
+    if extra and args.command != "dev":
+        parser().error(f"unrecognized arguments: {' '.join(extra)}")
+    args.dagster_args = extra
     args.handler(args)
