@@ -17,6 +17,7 @@ from lakehouse.contracts import silver as contracts
 from lakehouse.contracts.evaluate import enforce_schema
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
+from lakehouse.silver import silver_asset
 from lakehouse.silver.rules import Rule, classify, keep_latest, passed, quarantine, quarantine_metadata, rule_counts
 
 RULES = [
@@ -59,14 +60,7 @@ _CHANGED = " OR ".join(f"NOT (t.{c} <=> s.{c})" for c in ["valid_to", "is_curren
 MERGE_CLAUSES = f"WHEN MATCHED AND ({_CHANGED}) THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
 
 
-@dg.asset(
-    key_prefix="silver",
-    group_name="silver",
-    deps=[bronze.crm_customers],
-    partitions_def=partitions.daily,
-    backfill_policy=partitions.single_run,
-    kinds={"spark", "delta"},
-)
+@silver_asset(deps=[bronze.crm_customers])
 def customers(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """Customer history (SCD2): valid_from, valid_to, is_current; exactly one current row per customer."""
     start, end = partitions.window(context)

@@ -10,6 +10,7 @@ from lakehouse.contracts import silver as contracts
 from lakehouse.contracts.evaluate import enforce_schema
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
+from lakehouse.silver import silver_asset
 from lakehouse.silver.rules import Rule, classify, keep_latest, passed, quarantine, quarantine_metadata, rule_counts
 
 RULES = [
@@ -33,14 +34,7 @@ def conform(passed_rows: DataFrame) -> DataFrame:
     return keep_latest(typed, ["rate_date", "currency"], F.desc("_ingested_at"), F.desc("_source_file"))
 
 
-@dg.asset(
-    key_prefix="silver",
-    group_name="silver",
-    deps=[bronze.fx_rates],
-    partitions_def=partitions.daily,
-    backfill_policy=partitions.single_run,
-    kinds={"spark", "delta"},
-)
+@silver_asset(deps=[bronze.fx_rates])
 def fx_rates(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """Daily rate to USD per currency. Upsert (MERGE) on (rate_date, currency)."""
     start, end = partitions.window(context)

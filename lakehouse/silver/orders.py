@@ -12,6 +12,7 @@ from lakehouse.contracts import silver as contracts
 from lakehouse.contracts.evaluate import enforce_schema
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
+from lakehouse.silver import silver_asset
 from lakehouse.silver import customers as silver_customers
 from lakehouse.silver import fx_rates as silver_fx_rates
 from lakehouse.silver.rules import Rule, classify, keep_latest, passed, quarantine, quarantine_metadata, rule_counts
@@ -59,14 +60,7 @@ def conform(passed_rows: DataFrame) -> DataFrame:
     return keep_latest(typed, ["order_id"], F.desc("updated_at"))
 
 
-@dg.asset(
-    key_prefix="silver",
-    group_name="silver",
-    deps=[bronze.orders, silver_customers.customers, silver_fx_rates.fx_rates],
-    partitions_def=partitions.daily,
-    backfill_policy=partitions.single_run,
-    kinds={"spark", "delta"},
-)
+@silver_asset(deps=[bronze.orders, silver_customers.customers, silver_fx_rates.fx_rates])
 def orders(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """One row per order with `amount_usd`; bad rows go to silver/orders_quarantine with the rule they broke."""
     start, end = partitions.window(context)

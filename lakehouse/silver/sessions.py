@@ -19,6 +19,7 @@ from lakehouse import partitions
 from lakehouse.bronze import streaming as bronze
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
+from lakehouse.silver import silver_asset
 from lakehouse.silver.rules import keep_latest
 
 IDLE_GAP_SECONDS = 30 * 60
@@ -108,15 +109,7 @@ def affected_sessions(lake: DeltaLake, session, start, end) -> tuple[DataFrame, 
     return recomputed, existing
 
 
-@dg.asset(
-    key_prefix="silver",
-    group_name="silver",
-    deps=[bronze.clickstream_events],
-    partitions_def=partitions.daily,
-    backfill_policy=partitions.single_run,
-    kinds={"spark", "delta"},
-    automation_condition=dg.AutomationCondition.eager(),
-)
+@silver_asset(deps=[bronze.clickstream_events], automation_condition=dg.AutomationCondition.eager())
 def sessions(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """One row per user session (30-minute idle gap): start, end, page count, bounce flag."""
     start, end = partitions.window(context)

@@ -13,6 +13,7 @@ from lakehouse import partitions
 from lakehouse.bronze import streaming as bronze
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
+from lakehouse.silver import silver_asset
 from lakehouse.silver.rules import keep_latest
 
 TABLE = "support_tickets"
@@ -43,15 +44,7 @@ MERGE_CLAUSES = (
 )
 
 
-@dg.asset(
-    key_prefix="silver",
-    group_name="silver",
-    deps=[bronze.support_ticket_changes],
-    partitions_def=partitions.daily,
-    backfill_policy=partitions.single_run,
-    kinds={"spark", "delta"},
-    automation_condition=dg.AutomationCondition.eager(),
-)
+@silver_asset(deps=[bronze.support_ticket_changes], automation_condition=dg.AutomationCondition.eager())
 def support_tickets(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """Current state of every ticket (soft-deleted ones flagged `is_deleted`), by highest change seq."""
     start, end = partitions.window(context)
