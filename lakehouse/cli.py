@@ -6,6 +6,7 @@
     lakehouse dev      (dagster dev on this repo's workspace, with the instance under LAKEHOUSE_HOME)
     lakehouse broker   [--port P]   (a Kafka-compatible dev broker: tansu, in memory; default port 9092)
     lakehouse produce  --topic clickstream|support_tickets_cdc [--events N] [--rate R] [--bootstrap H:P]
+    lakehouse serve    [--host 127.0.0.1] [--port 8000] [--workers 1]  (the read API over the serving store)
 """
 
 import argparse
@@ -151,6 +152,20 @@ def cmd_produce(args) -> None:
     print(json.dumps({**result, "bootstrap": kafka.bootstrap}))
 
 
+def cmd_serve(args) -> None:
+    """The read API (lakehouse/serve/api.py) under uvicorn; keys from LAKEHOUSE_API_KEYS(_FILE)."""
+    import uvicorn
+
+    from lakehouse.serve.api import keys_from_env
+
+    if args.keys_file:
+        os.environ["LAKEHOUSE_API_KEYS_FILE"] = str(Path(args.keys_file).resolve())
+    if not keys_from_env():
+        raise SystemExit("no API keys: set LAKEHOUSE_API_KEYS (JSON) or LAKEHOUSE_API_KEYS_FILE, or pass --keys-file")
+    uvicorn.run("lakehouse.serve.api:app_from_env", factory=True, host=args.host, port=args.port,
+                workers=args.workers, loop="uvloop", http="httptools", access_log=False, log_level="warning")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lakehouse", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -184,6 +199,12 @@ def parser() -> argparse.ArgumentParser:
     produce.add_argument("--scale", type=float, default=1.0)
     produce.add_argument("--seed", type=int, default=42)
     produce.set_defaults(handler=cmd_produce)
+    serve = sub.add_parser("serve", help="start the read API over the Postgres serving store (docs at /docs)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.add_argument("--keys-file", default=None, help="JSON API keys file (default: LAKEHOUSE_API_KEYS[_FILE])")
+    serve.set_defaults(handler=cmd_serve)
     return p
 
 

@@ -12,6 +12,9 @@ FRESHNESS = {
     "bronze": dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=1), warn_window=timedelta(minutes=45)),
     "silver": dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2), warn_window=timedelta(minutes=90)),
     "gold": dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=4), warn_window=timedelta(hours=3)),
+    # Gold served on (Snowflake, the Postgres serving store): within an hour of Gold.
+    "publish": dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=5), warn_window=timedelta(hours=4)),
+    "serve": dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=5), warn_window=timedelta(hours=4)),
 }
 FRESHNESS_OVERRIDES: dict[str, dg.FreshnessPolicy] = {}
 
@@ -32,7 +35,8 @@ FOLLOWS_UPSTREAM = (
 # Gold marts rebuild nightly once their Silver inputs have updated since the previous night.
 NIGHTLY = AC.on_cron("0 2 * * *", "UTC").with_label("nightly at 02:00 UTC")
 
-AUTOMATION = {"silver": FOLLOWS_UPSTREAM, "gold": NIGHTLY}
+# Publishing and serving follow Gold as Silver follows Bronze.
+AUTOMATION = {"silver": FOLLOWS_UPSTREAM, "gold": NIGHTLY, "publish": FOLLOWS_UPSTREAM, "serve": FOLLOWS_UPSTREAM}
 
 
 def with_policies(spec: dg.AssetSpec) -> dg.AssetSpec:

@@ -1,0 +1,1 @@
+"""Publishing Gold to warehouses for analysts: `publish/snowflake/*`."""
