@@ -19,6 +19,22 @@ def lake_root() -> str:
     return os.environ.get("LAKEHOUSE_LAKE_ROOT") or str(home() / "lake")
 
 
+def lake_storage_options(root: str | None = None) -> dict[str, str]:
+    """delta-rs storage options for the lake root, from the standard AWS variables (the same ones boto3,
+    dagster-aws and Sail read): AWS_ENDPOINT_URL (MinIO, moto, ...), AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    AWS_SESSION_TOKEN, AWS_REGION. Empty for a local root; unset variables are left to delta-rs's own
+    credential chain (instance profile, IRSA, ~/.aws)."""
+    if not (root or lake_root()).startswith(("s3://", "s3a://")):
+        return {}
+    names = ["AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION"]
+    options = {name: os.environ[name] for name in names if os.environ.get(name)}
+    if "AWS_REGION" not in options and os.environ.get("AWS_DEFAULT_REGION"):
+        options["AWS_REGION"] = os.environ["AWS_DEFAULT_REGION"]
+    if options.get("AWS_ENDPOINT_URL", "").startswith("http://"):
+        options["AWS_ALLOW_HTTP"] = "true"  # a local S3 API (MinIO, moto) without TLS
+    return options
+
+
 def spark_remote() -> str:
     """`sail` (embedded, default), `local` (JVM Spark from the pyspark wheel) or `sc://host:port`."""
     return os.environ.get("LAKEHOUSE_SPARK_REMOTE", "sail")

@@ -5,7 +5,10 @@ overwrite with `replaceWhere`, or a SQL `MERGE INTO`), so readers never see half
 table state (version, row counts, commit metrics) go through delta-rs, which needs no engine.
 """
 
+import random
+import time
 import uuid
+from collections.abc import Callable
 from datetime import date
 
 import dagster as dg
@@ -13,8 +16,18 @@ from deltalake import DeltaTable
 from pydantic import Field
 from pyspark.sql import DataFrame, SparkSession
 
+from lakehouse import settings
 
 LAYERS = ("bronze", "silver", "gold")
+# Another writer committed the version this write was about to take: Sail (delta-rs) reports it as
+# "Failed to commit transaction", delta-spark as Concurrent*Exception; or another writer created the table
+# first ("already exists": the first write creates with mode "error", never a blind overwrite). The write is
+# re-run against the new snapshot: partition replaces and MERGEs are idempotent, so a retry gives the table
+# a serial order would.
+COMMIT_CONFLICTS = ("Failed to commit transaction", "ConcurrentAppend", "ConcurrentWrite", "ConcurrentDelete",
+                    "ConcurrentTransaction", "MetadataChanged", "ProtocolChanged", "version already exists",
+                    "Delta table already exists", "PATH_ALREADY_EXISTS", "DELTA_PATH_EXISTS")
+COMMIT_ATTEMPTS = 5
 
 
 class TableWriteError(Exception):
@@ -25,16 +38,20 @@ class DeltaLake(dg.ConfigurableResource):
     """Delta tables under one root: a local folder, or s3://bucket/prefix."""
 
     root: str = Field(description="Lake root folder or URI (s3://bucket/prefix)")
-    storage_options: dict[str, str] = Field(default={}, description="delta-rs storage options")
+    storage_options: dict[str, str] = Field(
+        default={}, description="delta-rs storage options; empty = derived from the AWS_* variables for s3:// roots")
 
     def path(self, layer: str, table: str) -> str:
         return f"{self.root.rstrip('/')}/{layer}/{table}"
 
+    def options(self) -> dict[str, str]:
+        return self.storage_options or settings.lake_storage_options(self.root)
+
     def exists(self, layer: str, table: str) -> bool:
-        return DeltaTable.is_deltatable(self.path(layer, table), self.storage_options)
+        return DeltaTable.is_deltatable(self.path(layer, table), self.options())
 
     def delta_table(self, layer: str, table: str) -> DeltaTable:
-        return DeltaTable(self.path(layer, table), storage_options=self.storage_options)
+        return DeltaTable(self.path(layer, table), storage_options=self.options())
 
     def read(self, spark: SparkSession, layer: str, table: str) -> DataFrame:
         return spark.read.format("delta").load(self.path(layer, table))
@@ -53,10 +70,16 @@ class DeltaLake(dg.ConfigurableResource):
             raise TableWriteError(
                 f"{layer}.{table}: rows with {column} outside [{start}, {end}) would be written; nothing committed"
             )
-        writer = df.write.format("delta").mode("overwrite").partitionBy(column)
-        if self.exists(layer, table):
-            writer = writer.option("replaceWhere", predicate)
-        writer.save(self.path(layer, table))
+
+        def write() -> None:
+            writer = df.write.format("delta").partitionBy(column)
+            if self.exists(layer, table):
+                writer = writer.mode("overwrite").option("replaceWhere", predicate)
+            else:  # create; if another writer just did, fail and retry with replaceWhere
+                writer = writer.mode("error")
+            writer.save(self.path(layer, table))
+
+        retry_on_commit_conflict(write)
         return self.write_metadata(layer, table)
 
     def merge(self, df: DataFrame, layer: str, table: str, keys: list[str], clauses: str | None = None) -> dict:
@@ -65,15 +88,21 @@ class DeltaLake(dg.ConfigurableResource):
         `clauses` replaces the default `WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *`
         for tables that need conditional updates or soft deletes; the source is aliased `s`, the target `t`.
         """
-        if not self.exists(layer, table):
-            df.write.format("delta").mode("overwrite").save(self.path(layer, table))
-            return self.write_metadata(layer, table)
-        view = f"merge_source_{uuid.uuid4().hex}"
-        df.createOrReplaceTempView(view)
         on = " AND ".join(f"t.{k} <=> s.{k}" for k in keys)
         clauses = clauses or "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
-        df.sparkSession.sql(f"MERGE INTO delta.`{self.path(layer, table)}` t USING {view} s ON {on} {clauses}")
-        df.sparkSession.catalog.dropTempView(view)
+
+        def write() -> None:
+            if not self.exists(layer, table):  # create; if another writer just did, fail and retry as a MERGE
+                df.write.format("delta").mode("error").save(self.path(layer, table))
+                return
+            view = f"merge_source_{uuid.uuid4().hex}"
+            df.createOrReplaceTempView(view)
+            try:
+                df.sparkSession.sql(f"MERGE INTO delta.`{self.path(layer, table)}` t USING {view} s ON {on} {clauses}")
+            finally:
+                df.sparkSession.catalog.dropTempView(view)
+
+        retry_on_commit_conflict(write)
         return self.write_metadata(layer, table)
 
     def write_metadata(self, layer: str, table: str) -> dict:
@@ -112,11 +141,31 @@ class DeltaLake(dg.ConfigurableResource):
     def _table_names(self, layer: str) -> list[str]:
         import pyarrow.fs as pafs
 
-        fs, base = pafs.FileSystem.from_uri(self.path(layer, "_"))
-        base = base.rsplit("/", 1)[0]
+        base = self.path(layer, "_").rsplit("/", 1)[0]
+        if base.startswith(("s3://", "s3a://")):  # the same endpoint and credentials as delta-rs
+            o = self.options()
+            endpoint = o.get("AWS_ENDPOINT_URL", "")
+            fs = pafs.S3FileSystem(
+                access_key=o.get("AWS_ACCESS_KEY_ID"), secret_key=o.get("AWS_SECRET_ACCESS_KEY"),
+                session_token=o.get("AWS_SESSION_TOKEN"), region=o.get("AWS_REGION"),
+                endpoint_override=endpoint.split("://", 1)[-1] or None, scheme=endpoint.split("://", 1)[0] or "https")
+            base = base.split("://", 1)[1]
+        else:
+            fs, base = pafs.FileSystem.from_uri(base)
         entries = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
         names = sorted(e.base_name for e in entries if e.type == pafs.FileType.Directory)
         return [n for n in names if self.exists(layer, n)]
+
+
+def retry_on_commit_conflict(write: Callable[[], None], attempts: int = COMMIT_ATTEMPTS) -> None:
+    """Run `write` (one Delta commit); on a commit conflict with a concurrent writer, back off and re-run it."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return write()
+        except Exception as error:
+            if attempt == attempts or not any(marker in str(error) for marker in COMMIT_CONFLICTS):
+                raise
+            time.sleep(random.uniform(0.05, 0.3) * attempt)
 
 
 def window_predicate(column: str, start: date, end: date) -> str:

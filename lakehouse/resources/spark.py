@@ -41,12 +41,27 @@ def connect_url(remote: str) -> str:
     raise ValueError(f"LAKEHOUSE_SPARK_REMOTE must be 'sail', 'local' or 'sc://host:port', got {remote!r}")
 
 
+_sessions: dict[str, SparkSession] = {}  # one Connect session per endpoint and process
+
+
 def spark_session(remote: str, spark_config: dict | None = None) -> SparkSession:
     # UTC everywhere: partitions are UTC days and source timestamps end in Z.
-    builder = SparkSession.builder.remote(connect_url(remote)).config("spark.sql.session.timeZone", "UTC")
+    url = connect_url(remote)
+    builder = SparkSession.builder.remote(url).config("spark.sql.session.timeZone", "UTC")
     for key, value in (spark_config or {}).items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    if not url.startswith("sc://"):
+        return builder.getOrCreate()
+    # getOrCreate() hands back the process's existing session whatever its endpoint, so a second
+    # endpoint (a remote cluster next to the embedded engine) would silently run on the first one.
+    with _sail_lock:
+        session = _sessions.get(url)
+        if session is None or session.is_stopped:
+            session = _sessions[url] = builder.create()
+        else:
+            for key, value in {"spark.sql.session.timeZone": "UTC", **(spark_config or {})}.items():
+                session.conf.set(key, value)
+    return session
 
 
 class SparkEngine(PySparkResource):
