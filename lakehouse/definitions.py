@@ -9,6 +9,7 @@ from lakehouse.bronze import streaming as bronze_streaming
 from lakehouse.checks.quality import quality_checks
 from lakehouse.contracts import with_contract_schema
 from lakehouse.gold import dbt as gold
+from lakehouse.maintenance import MAINTENANCE_SCHEDULES, maintenance
 from lakehouse.publish.snowflake import PUBLISH_ASSETS, snowflake_resource
 from lakehouse.resources.kafka import KafkaResource
 from lakehouse.resources.lake import DeltaLake
@@ -57,7 +58,8 @@ defs = dg.Definitions(
     assets=[*BATCH_ASSETS, *STREAMING_ASSETS, *GOLD_ASSETS, *SERVING_ASSETS],
     asset_checks=[*QUALITY_CHECKS, *SERVE_CHECKS],
     sensors=[*KAFKA_SENSORS, landing_files_sensor, run_failure_alerts, check_failure_alerts],
-    jobs=[batch_job],
+    jobs=[batch_job, maintenance],  # maintenance: delta-rs compaction, z-order, vacuum (nightly/weekly)
+    schedules=MAINTENANCE_SCHEDULES,
     # Steps share the run's process and so its Spark session: a step per process would start an
     # engine per step, and on one machine the engine parallelises within a step anyway.
     executor=dg.in_process_executor,

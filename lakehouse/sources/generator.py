@@ -55,12 +55,29 @@ TICKET_STATUSES = ["open", "pending", "closed"]
 PRIORITIES = ["low", "normal", "high", "urgent"]
 
 
+# Constant sequences for rng.choice (same draws as choosing from a fresh list; no list built per call).
+PRODUCT_IDS = list(PRODUCTS)
+COUNTRY_CODES = list(COUNTRIES)
+# One encoder for every JSON line: json.dumps with non-default separators builds a new encoder per call.
+_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def landing_file(landing_dir: Path, source: str, day: date) -> Path:
     return Path(landing_dir) / source / f"{day.isoformat()}.{FILE_EXT[source]}"
 
 
 def iso(ts: datetime) -> str:
-    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if ts.year < 1000:  # strftime's own rendering of short years
+        return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{ts.year}-{ts.month:02d}-{ts.day:02d}T{ts.hour:02d}:{ts.minute:02d}:{ts.second:02d}Z"
+
+
+def iso_at(day: date, seconds: float) -> str:
+    """iso(at(day, seconds)) without building a datetime (the generator's hot path)."""
+    s = int(seconds)
+    if 0 <= s < 86400:
+        return f"{day.isoformat()}T{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}Z"
+    return iso(at(day, seconds))
 
 
 def at(day: date, seconds: float) -> datetime:
@@ -96,7 +113,7 @@ class World:
 
 
 def json_lines(records: list[dict]) -> list[str]:
-    return [json.dumps(r, separators=(",", ":")) for r in records]
+    return [_JSON.encode(r) for r in records]
 
 
 def inject_drift(rng: random.Random, records: list[dict], source: str, count: int, value) -> set[int]:
@@ -124,7 +141,7 @@ def customer_profile(rng: random.Random, customer_id: str, created: datetime) ->
         "phone": f"+1-555-{rng.randint(100, 999)}-{rng.randint(1000, 9999)}",
         "first_name": first,
         "last_name": last,
-        "country": rng.choice(list(COUNTRIES)),
+        "country": rng.choice(COUNTRY_CODES),
         "signup_date": created.date().isoformat(),
         "updated_at": iso(created),
     }
@@ -180,7 +197,7 @@ def crm_day(rng: random.Random, world: World, day: date, index: int, scale: floa
 
 
 def order_row(rng: random.Random, order_id: str, customer_id: str, ts: datetime, country: str) -> dict:
-    product = rng.choice(list(PRODUCTS))
+    product = rng.choice(PRODUCT_IDS)
     category, price = PRODUCTS[product]
     quantity = rng.randint(1, 5)
     return {"order_id": order_id, "customer_id": customer_id, "order_ts": iso(ts), "product_id": product,
@@ -190,7 +207,7 @@ def order_row(rng: random.Random, order_id: str, customer_id: str, ts: datetime,
 
 def orders_day(rng: random.Random, world: World, day: date, scale: float) -> Day:
     customers = sorted(c for c, created in world.customers.items() if created.date() <= day)
-    countries = {c: rng.choice(list(COUNTRIES)) for c in customers}
+    countries = {c: rng.choice(COUNTRY_CODES) for c in customers}
     stamp = day.strftime("%Y%m%d")
     records = [order_row(rng, f"O{stamp}-{k:06d}", c, at(day, rng.uniform(0, 86399)), countries[c])
                for k, c in enumerate(rng.choices(customers, k=round(ORDERS * scale)))]
@@ -245,17 +262,18 @@ def fx_day(rng: random.Random, day: date, rates: dict[str, float]) -> Day:
 # -- Clickstream: JSON events in time order; sessions of one user are more than 30 minutes apart --------------
 
 IDLE_GAP = 30 * 60
+EVENT_KINDS = ["page_view", "add_to_cart", "purchase"]
 
 
 def session_events(rng: random.Random, user: str, start: float, day: date, first_id: int) -> list[dict]:
     count = 1 if rng.random() < 0.3 else rng.randint(2, 12)
-    ts, events = start, []
+    ts, events, stamp = start, [], day.strftime("%Y%m%d")
     for k in range(count):
-        product = rng.choice(list(PRODUCTS)) if rng.random() < 0.6 else None
-        kind = "page_view" if k == 0 or product is None else rng.choice(["page_view", "add_to_cart", "purchase"])
-        events.append({"event_id": f"E{day:%Y%m%d}-{first_id + k:07d}", "user_id": user, "event_type": kind,
+        product = rng.choice(PRODUCT_IDS) if rng.random() < 0.6 else None
+        kind = "page_view" if k == 0 or product is None else rng.choice(EVENT_KINDS)
+        events.append({"event_id": f"E{stamp}-{first_id + k:07d}", "user_id": user, "event_type": kind,
                        "page": f"/p/{product}" if product else rng.choice(PAGES), "product_id": product,
-                       "event_ts": iso(at(day, ts))})
+                       "event_ts": iso_at(day, ts)})
         ts += rng.randint(10, 600)
     return events
 
@@ -293,7 +311,7 @@ def clickstream_day(rng: random.Random, world: World, day: date, scale: float, l
 
 def malformed(rng: random.Random, records: list[dict], count: int) -> list[str]:
     """Lines cut off mid-record, as a crashed producer leaves them."""
-    return [json.dumps(r, separators=(",", ":"))[: rng.randint(5, 30)] for r in rng.sample(records, count)]
+    return [_JSON.encode(r)[: rng.randint(5, 30)] for r in rng.sample(records, count)]
 
 
 # -- Support tickets: CDC changes (c/u/d) with a per-ticket sequence number ------------------------------------
