@@ -64,9 +64,7 @@ def materialize_batch(start: date, days: int) -> None:
 
 def partition_counts(table: dict) -> list[tuple[str, int]]:
     """Rows per partition value of a Delta table (one '-' row for unpartitioned tables)."""
-    from deltalake import DeltaTable
-
-    dt = DeltaTable(table["path"])
+    dt = lake().delta_table(table["layer"], table["name"])  # with the lake's storage options (S3)
     columns = dt.metadata().partition_columns
     if not columns:
         return [("-", table["rows"])]
@@ -81,10 +79,14 @@ def print_row_counts(tables: list[dict]) -> None:
             print(f"{table['layer'] + '.' + table['name']:<32} {partition:<12} {rows:>9}")
 
 
-def lake_tables() -> list[dict]:
+def lake():
     from lakehouse.resources.lake import DeltaLake
 
-    return DeltaLake(root=settings.lake_root()).tables()
+    return DeltaLake(root=settings.lake_root())
+
+
+def lake_tables() -> list[dict]:
+    return lake().tables()
 
 
 def cmd_generate(args) -> None:
