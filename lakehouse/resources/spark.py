@@ -6,6 +6,7 @@ Every transform uses only the Spark Connect API, so the same code runs on:
   - `sc://host:port`: any remote Spark Connect cluster (Spark 4 + delta-spark, Databricks, Sail).
 """
 
+import atexit
 import threading
 
 from dagster import InitResourceContext
@@ -58,6 +59,9 @@ def spark_session(remote: str, spark_config: dict | None = None) -> SparkSession
         session = _sessions.get(url)
         if session is None or session.is_stopped:
             session = _sessions[url] = builder.create()
+            if remote == "sail":
+                # Sail has no ML cache: pyspark's exit hook that clears it only logs a "GRPC Error: ml command".
+                atexit.unregister(session.client._cleanup_ml_cache)
         else:
             for key, value in {"spark.sql.session.timeZone": "UTC", **(spark_config or {})}.items():
                 session.conf.set(key, value)
