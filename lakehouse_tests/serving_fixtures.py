@@ -8,6 +8,7 @@
 - `api_server`: the read API under uvicorn on a free port, in a thread, stopped at the end.
 """
 
+import hashlib
 import os
 import socket
 import threading
@@ -28,7 +29,7 @@ KEYS_CONFIG = [
     {"name": "app", "key": APP_KEY, "scopes": ["customers:read", "revenue:read", "kpis:read", "pii"]},
     {"name": "analyst", "key": ANALYST_KEY, "scopes": ["customers:read", "revenue:read", "kpis:read"]},
     # stored as a hash only, as a keys file may hold them
-    {"name": "finance", "sha256": __import__("hashlib").sha256(FINANCE_KEY.encode()).hexdigest(),
+    {"name": "finance", "sha256": hashlib.sha256(FINANCE_KEY.encode()).hexdigest(),
      "scopes": ["revenue:read", "kpis:read"]},
 ]
 

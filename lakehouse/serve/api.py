@@ -311,7 +311,8 @@ def create_app(dsn: str | None = None, keys: dict[str, ApiKey] | None = None, po
             args.append(country)
             where += " AND country = $3"
         body = await request.app.state.pool.fetchval(
-            "SELECT coalesce(json_agg(r ORDER BY r.order_date, r.country), '[]')::text FROM ("
+            "SELECT '[' || coalesce(string_agg(row_to_json(r)::text, ',' ORDER BY r.order_date, r.country), '') "
+            "|| ']' FROM ("
             "SELECT order_date, country, sum(orders)::bigint AS orders, sum(units)::bigint AS units, "
             f"sum(revenue_usd) AS revenue_usd FROM revenue_daily WHERE {where} GROUP BY order_date, country) r", *args)
         return json_response('{"items":' + body + "}")
@@ -326,7 +327,8 @@ def create_app(dsn: str | None = None, keys: dict[str, ApiKey] | None = None, po
         """Active and new users, sessions, bounce rate, session length, orders, buyers and revenue per day."""
         date_range(start, end)
         body = await request.app.state.pool.fetchval(
-            "SELECT coalesce(json_agg(k ORDER BY k.date_day), '[]')::text FROM (SELECT * FROM daily_kpis "
+            "SELECT '[' || coalesce(string_agg(row_to_json(k)::text, ',' ORDER BY k.date_day), '') || ']' "
+            "FROM (SELECT * FROM daily_kpis "
             "WHERE date_day BETWEEN $1 AND $2) k", start, end)
         return json_response('{"items":' + body + "}")
 
