@@ -1,0 +1,540 @@
+"""Backfill benchmark: Bronze -> Silver -> Gold over a whole range of days, as ONE Dagster run (the
+single-run backfill policy), optionally against the naive way (one run per day per asset), and against
+the same Silver/Gold work written directly in DuckDB (bench/reference_duckdb.py).
+
+    python bench/backfill.py --days 7 --scale 1                      # quick: a couple of minutes
+    python bench/backfill.py --days 90 --scale 10                    # the target configuration
+    python bench/backfill.py --days 90 --scale 10 --per-partition --per-partition-days 7
+    python bench/backfill.py --days 7 --scale 1 --engine spark       # JVM Spark: the Delta-free part only
+
+Everything runs in this process against a fresh LAKEHOUSE_HOME under /tmp (or --home): the fixed-seed
+generator writes the landing files, then the `batch` job (every Bronze, Silver and Gold asset) runs over
+the window through `execute_in_process` with the partition-range tags, which is what a UI or CLI range
+backfill of single-run assets launches, recorded in a real (SQLite) Dagster instance. Reported:
+
+- wall time of the run, and per layer the summed step time (from STEP_START / STEP_SUCCESS in the run's
+  event log) with the rows the layer's materialisations wrote (their metadata) and rows/s;
+- orchestration overhead: run wall time minus the time spent inside steps;
+- peak memory: the largest RSS of this process and its children (dbt, a JVM) summed, sampled every
+  0.2 s with psutil, next to getrusage's max RSS of self and of children;
+- the number of Dagster runs;
+- with --per-partition: the same work as one run per day per asset (3 Bronze, 3 Silver, 1 dbt run per
+  day) into a second lake, its wall time, the speed-up, and whether both lakes hold the same rows. If
+  --per-partition-days is smaller than --days, the per-partition time is extrapolated linearly to --days
+  (a lower bound: the full-rebuild marts grow with history) and the figures say so;
+- the DuckDB reference over the same landing files, its time and the ratio;
+- the machine's load average (the development machine is shared).
+
+`--engine spark` runs on Apache Spark (JVM, `LAKEHOUSE_SPARK_REMOTE=local`). Its Delta jars come from
+Maven Central, which this machine cannot reach, so only the Delta-free part runs: the Bronze read and the
+Silver transforms of the asset modules over the landing files, written as Parquet. The same part is run
+on Sail as well, so the two engines are compared side by side on identical work.
+
+Results: bench/results/backfill-<UTC time>.json and .png (and stdout).
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+
+class PeakMemory:
+    """Peak RSS of this process plus all its descendants, sampled in a thread."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> int:
+        me = psutil.Process()
+        total = 0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.sample())
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.sample())
+
+
+def gib(n: float) -> float:
+    return round(n / 2**30, 3)
+
+
+def load() -> dict:
+    one, five, fifteen = os.getloadavg()
+    return {"load_1m": round(one, 2), "load_5m": round(five, 2), "load_15m": round(fifteen, 2),
+            "cpus": os.cpu_count(), "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
+
+
+def setup_home(home: Path, engine: str) -> None:
+    """Point the code location at a fresh home before it is imported (its resources read the environment)."""
+    os.environ["LAKEHOUSE_HOME"] = str(home)
+    os.environ["DAGSTER_HOME"] = str(home / "dagster")
+    os.environ.pop("LAKEHOUSE_LAKE_ROOT", None)
+    os.environ["LAKEHOUSE_SPARK_REMOTE"] = "local" if engine == "spark" else "sail"
+    (home / "dagster").mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dagster.yaml", home / "dagster" / "dagster.yaml")
+
+
+# -- reading a run's event log ---------------------------------------------------------------------------------
+
+
+def layer_of(key) -> str:
+    return key.path[0]
+
+
+def rows_of(metadata: dict) -> int:
+    def value(name):
+        v = metadata.get(name)
+        return None if v is None else int(getattr(v, "value", v))
+
+    written = value("rows_written")
+    if written is not None:
+        return written
+    merged = [value("rows_inserted"), value("rows_updated")]
+    if any(v is not None for v in merged):
+        return sum(v or 0 for v in merged)
+    return value("dagster/row_count") or 0
+
+
+def run_profile(instance, run_id: str) -> dict:
+    """Step durations and rows written per layer, from the run's event log."""
+    from dagster import DagsterEventType
+
+    starts, steps, layers = {}, {}, {}
+    step_layer, step_rows, checks, models = {}, {}, 0, {}
+    first = last = None
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        first = entry.timestamp if first is None else first
+        last = entry.timestamp
+        if event is None:
+            continue
+        kind = event.event_type
+        if kind == DagsterEventType.STEP_START:
+            starts[event.step_key] = entry.timestamp
+        elif kind in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+            steps[event.step_key] = round(entry.timestamp - starts.get(event.step_key, entry.timestamp), 3)
+        elif kind == DagsterEventType.ASSET_MATERIALIZATION:
+            # A range run records one materialisation per partition, each with the whole write's metadata:
+            # count each asset once per step.
+            mat = event.event_specific_data.materialization
+            step_layer[event.step_key] = layer_of(mat.asset_key)
+            step_rows.setdefault(event.step_key, {})[mat.asset_key] = rows_of(mat.metadata)
+            duration = mat.metadata.get("Execution Duration")  # dagster-dbt: the model's own SQL time
+            if duration is not None:
+                models[mat.asset_key.to_user_string()] = round(float(getattr(duration, "value", duration)), 3)
+        elif kind == DagsterEventType.ASSET_CHECK_EVALUATION:
+            checks += 1
+    for step, seconds in steps.items():
+        layer = step_layer.get(step, step.split("__")[0])
+        agg = layers.setdefault(layer, {"seconds": 0.0, "rows": 0, "steps": 0})
+        agg["seconds"] = round(agg["seconds"] + seconds, 3)
+        agg["rows"] += sum(step_rows.get(step, {}).values())
+        agg["steps"] += 1
+    return {"steps_s": steps, "layers": layers, "checks": checks, "models_s": models,
+            "asset_steps": sorted(step_layer), "log_span_s": round((last or 0) - (first or 0), 3)}
+
+
+def merge_profiles(profiles: list[dict]) -> dict:
+    layers = {}
+    for p in profiles:
+        for layer, agg in p["layers"].items():
+            total = layers.setdefault(layer, {"seconds": 0.0, "rows": 0, "steps": 0})
+            total["seconds"] = round(total["seconds"] + agg["seconds"], 3)
+            total["rows"] += agg["rows"]
+            total["steps"] += agg["steps"]
+    return {"layers": layers, "checks": sum(p["checks"] for p in profiles)}
+
+
+def with_rates(layers: dict) -> dict:
+    return {k: {**v, "rows_per_s": round(v["rows"] / v["seconds"]) if v["seconds"] else None}
+            for k, v in sorted(layers.items())}
+
+
+# -- the two ways of backfilling -------------------------------------------------------------------------------
+
+REFERENCE_MARTS = ["revenue_daily", "product_performance_daily", "rfm_segments"]
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def single_run(start: date, days: int) -> dict:
+    import dagster as dg
+
+    from lakehouse.definitions import defs
+
+    job = defs.resolve_job_def("batch")
+    last = start + timedelta(days=days - 1)
+    with dg.DagsterInstance.get() as instance:
+        t = time.perf_counter()
+        result = job.execute_in_process(
+            instance=instance, run_config=QUIET, raise_on_error=False,
+            tags={"dagster/asset_partition_range_start": start.isoformat(),
+                  "dagster/asset_partition_range_end": last.isoformat()})
+        wall = time.perf_counter() - t
+        profile = run_profile(instance, result.run_id)
+    in_steps = sum(profile["steps_s"].values())
+    # The work the DuckDB reference also does: the Bronze and Silver asset steps (not their checks) and the
+    # SQL of the three marts it reimplements (dbt's own execution time per model).
+    same_work = sum(profile["steps_s"][s] for s in profile["asset_steps"] if not s.startswith("gold")) + sum(
+        profile["models_s"].get(f"gold/{m}", 0) for m in REFERENCE_MARTS)
+    return {"success": result.success, "runs": 1, "wall_s": round(wall, 3), "run_ids": [result.run_id],
+            "layers": with_rates(profile["layers"]), "steps_s": profile["steps_s"], "checks": profile["checks"],
+            "dbt_models_s": profile["models_s"], "same_work_as_duckdb_s": round(same_work, 3),
+            "orchestration_overhead_s": round(wall - in_steps, 3)}
+
+
+def per_partition(start: date, days: int) -> dict:
+    """One run per day per asset, days in order (SCD2 history needs them in order), like a backfill of assets
+    without a single-run policy. The dbt assets are one op, so Gold is one run (one `dbt build`) per day."""
+    import dagster as dg
+
+    from lakehouse.definitions import BATCH_ASSETS, GOLD_ASSETS, defs
+
+    job = defs.resolve_job_def("batch")
+    order = ["bronze/fx_rates", "bronze/crm_customers", "bronze/orders", "silver/fx_rates", "silver/customers",
+             "silver/orders"]
+    by_name = {a.key.to_user_string(): a.key for a in BATCH_ASSETS}
+    groups = [[by_name[name]] for name in order] + [sorted(k for a in GOLD_ASSETS for k in a.keys)]
+    profiles, run_ids, failed = [], [], []
+    t = time.perf_counter()
+    with dg.DagsterInstance.get() as instance:
+        for i in range(days):
+            day = (start + timedelta(days=i)).isoformat()
+            for keys in groups:
+                result = job.execute_in_process(instance=instance, run_config=QUIET, partition_key=day,
+                                                asset_selection=keys, raise_on_error=False)
+                run_ids.append(result.run_id)
+                if not result.success:
+                    failed.append(f"{day} {keys[0].to_user_string()}")
+                profiles.append(run_profile(instance, result.run_id))
+            print(f"  per-partition: {day} done ({time.perf_counter() - t:.0f} s)", flush=True)
+    wall = time.perf_counter() - t
+    merged = merge_profiles(profiles)
+    in_steps = sum(sum(p["steps_s"].values()) for p in profiles)
+    return {"success": not failed, "failed": failed, "runs": len(run_ids), "wall_s": round(wall, 3),
+            "layers": with_rates(merged["layers"]), "checks": merged["checks"],
+            "orchestration_overhead_s": round(wall - in_steps, 3)}
+
+
+def run_process_startup() -> float:
+    """What a run costs before its first step under `dagster dev` (a new process loads the code location)."""
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import lakehouse.definitions"], check=True, capture_output=True)
+    return round(time.perf_counter() - t, 3)
+
+
+def lake_rows(root: Path) -> dict:
+    from lakehouse.resources.lake import DeltaLake
+
+    if not root.exists():
+        return {}
+    return {f"{t['layer']}/{t['name']}": t["rows"] for t in DeltaLake(root=str(root)).tables()}
+
+
+# -- the Delta-free part, on any engine ------------------------------------------------------------------------
+
+
+def delta_free(engine: str, landing: Path, start: date, days: int, out: Path) -> dict:
+    """Bronze read + Silver transforms of the asset modules over the landing files, written as Parquet
+    (no Delta): the part of the pipeline JVM Spark can run without the delta-spark jars."""
+    from pyspark.sql import functions as F
+
+    from lakehouse.bronze.landing import read_landing
+    from lakehouse.contracts import bronze as bronze_contracts
+    from lakehouse.resources.spark import spark_session
+    from lakehouse.silver import customers, fx_rates, orders
+    from lakehouse.silver.rules import classify, passed
+
+    t0 = time.perf_counter()
+    spark = spark_session("local" if engine == "spark" else "sail")
+    session_s = time.perf_counter() - t0
+    end = start + timedelta(days=days)
+    timings = {}
+
+    def timed(name, fn):
+        t = time.perf_counter()
+        value = fn()
+        timings[name] = round(time.perf_counter() - t, 3)
+        return value
+
+    def bronze(source, contract):
+        path = str(out / "bronze" / source)
+        rows = read_landing(spark, landing, source, bronze_contracts.source_columns(contract), start, end)
+        rows.withColumn("_ingested_at", F.current_timestamp()).write.mode("overwrite").parquet(path)
+        return spark.read.parquet(path)
+
+    fx_b = timed("bronze_fx_rates", lambda: bronze("fx_rates", bronze_contracts.FxRates))
+    crm_b = timed("bronze_crm_customers", lambda: bronze("crm_customers", bronze_contracts.CrmCustomers))
+    orders_b = timed("bronze_orders", lambda: bronze("orders", bronze_contracts.Orders))
+
+    def silver(name, df):
+        path = str(out / "silver" / name)
+        df.write.mode("overwrite").parquet(path)
+        return spark.read.parquet(path)
+
+    fx_s = timed("silver_fx_rates", lambda: silver(
+        "fx_rates", fx_rates.conform(passed(classify(fx_b, fx_rates.RULES, "silver.fx_rates")))))
+    cust_s = timed("silver_customers", lambda: silver(
+        "customers", customers.scd2(customers.versions(passed(classify(crm_b, customers.RULES, "silver.customers"))),
+                                    None)))
+    timed("silver_orders", lambda: silver("orders", orders.conform(passed(classify(
+        orders.with_references(orders_b, cust_s, fx_s), orders.RULES, "silver.orders")))))
+    rows = {name: spark.read.parquet(str(out / "silver" / name)).count() for name in ["fx_rates", "customers", "orders"]}
+    layer = lambda prefix: round(sum(v for k, v in timings.items() if k.startswith(prefix)), 3)  # noqa: E731
+    return {"engine": engine, "session_start_s": round(session_s, 3), "steps_s": timings,
+            "layers_s": {"bronze": layer("bronze"), "silver": layer("silver")}, "wall_s": layer(""), "silver_rows": rows}
+
+
+# -- report ----------------------------------------------------------------------------------------------------
+
+
+def chart(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars, colours = {}, {"bronze": "#b08d57", "silver": "#9ea7ad", "gold": "#d4af37", "overhead": "#dddddd"}
+
+    def stacked(label, layers, overhead):
+        bars[label] = {**{k: layers.get(k, {}).get("seconds", 0) for k in ("bronze", "silver", "gold")},
+                       "overhead": max(0.0, overhead)}
+
+    if result.get("single_run"):
+        s = result["single_run"]
+        stacked(f"single run\n({s['runs']} run)", s["layers"], s["orchestration_overhead_s"])
+    if result.get("per_partition"):
+        p = result["per_partition"]
+        label = f"per partition\n({p['runs']} runs, {p['days']} d)"
+        stacked(label, p["layers"], p["orchestration_overhead_s"])
+        if p["days"] != result["days"]:
+            f = result["days"] / p["days"]
+            bars[f"per partition\nextrapolated to {result['days']} d"] = {k: v * f for k, v in bars[label].items()}
+    if result.get("duckdb"):
+        d = result["duckdb"]["layers_s"]
+        bars["DuckDB SQL\nreference"] = {"bronze": d["bronze"], "silver": d["silver"], "gold": d["gold"], "overhead": 0}
+    for name, part in (result.get("delta_free") or {}).items():
+        bars[f"Delta-free part\n{name}"] = {"bronze": part["layers_s"]["bronze"], "silver": part["layers_s"]["silver"],
+                                            "gold": 0, "overhead": part["session_start_s"]}
+    fig, ax = plt.subplots(figsize=(max(6, 1.9 * len(bars)), 4.8))
+    bottom = [0.0] * len(bars)
+    for part in ("bronze", "silver", "gold", "overhead"):
+        values = [b[part] for b in bars.values()]
+        ax.bar(list(bars), values, bottom=bottom, color=colours[part],
+               label="orchestration / start-up" if part == "overhead" else part)
+        bottom = [x + y for x, y in zip(bottom, values)]
+    for i, total in enumerate(bottom):
+        ax.text(i, total, f"{total:.0f} s", ha="center", va="bottom", fontsize=9)
+    mem = result.get("single_run", {}).get("peak_rss_gib")
+    ax.set_ylabel("seconds")
+    ax.set_title(f"Backfill {result['days']} days x scale {result['scale']} ({result['engine']})"
+                 + (f", single-run peak RSS {mem} GiB" if mem else "") + f"\nload avg {result['load_before']['load_1m']}"
+                 f" on {result['load_before']['cpus']} CPUs", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--days", type=int, default=7)
+    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--start", default="2026-08-01", help="first day (default 2026-08-01)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--engine", choices=["sail", "spark"], default="sail")
+    p.add_argument("--per-partition", action="store_true", help="also run one run per day per asset")
+    p.add_argument("--per-partition-days", type=int, default=None,
+                   help="per-partition runs for only the first N days, extrapolated to --days")
+    p.add_argument("--no-duckdb", action="store_true", help="skip the DuckDB reference")
+    p.add_argument("--home", type=Path, default=None, help="LAKEHOUSE_HOME to use (default: a fresh /tmp folder)")
+    p.add_argument("--keep", action="store_true", help="keep the home folder afterwards")
+    p.add_argument("--landing", type=Path, default=None,
+                   help="generate the landing files here once and reuse them in later runs with the same arguments")
+    p.add_argument("--generate-only", action="store_true", help="only generate (into --landing) and exit")
+    p.add_argument("--delta-free-part", choices=["sail", "spark"], default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.delta_free_part:  # a child of --engine spark: one engine, landing files under --home
+        os.environ["LAKEHOUSE_SPARK_REMOTE"] = "local" if args.delta_free_part == "spark" else "sail"
+        part = delta_free(args.delta_free_part, args.home / "landing", date.fromisoformat(args.start), args.days,
+                          args.home / f"parquet-{args.delta_free_part}")
+        print(json.dumps(part))
+        return part
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    home = args.home or Path(f"/tmp/lakehouse-bench-{stamp}")
+    shutil.rmtree(home, ignore_errors=True)
+    setup_home(home, args.engine)
+    start = date.fromisoformat(args.start)
+    result = {"benchmark": "backfill", "started_at": stamp, "days": args.days, "scale": args.scale, "seed": args.seed,
+              "start": args.start, "engine": args.engine, "home": str(home), "python": platform.python_version(),
+              "command": "python bench/backfill.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "load_before": load()}
+    print(f"load before: {result['load_before']['uptime']}", flush=True)
+
+    from lakehouse.sources.generator import generate
+
+    landing = home / "landing"
+    t = time.perf_counter()
+    if args.landing:  # generated once, reused by later invocations with the same arguments
+        saved = args.landing / "manifest.json"
+        wanted = {"start": args.start, "days": args.days, "scale": args.scale, "seed": args.seed}
+        manifest = json.loads(saved.read_text()) if saved.exists() else None
+        if manifest is None or any(manifest[k] != v for k, v in wanted.items()):
+            manifest = generate(args.landing, start, args.days, args.scale, args.seed)
+            saved.write_text(json.dumps(manifest))
+        else:
+            result["landing_reused"] = str(args.landing)
+        landing.symlink_to(args.landing.resolve(), target_is_directory=True)
+    else:
+        manifest = generate(landing, start, args.days, args.scale, args.seed)
+    result["generate_s"] = round(time.perf_counter() - t, 3)
+    result["landed_records"] = {s: v["records"] for s, v in manifest["totals"].items()}
+    batch_records = sum(result["landed_records"][s] for s in ("crm_customers", "orders", "fx_rates"))
+    print(f"generated {args.days} d x scale {args.scale} in {result['generate_s']} s"
+          f"{' (reused ' + str(args.landing) + ')' if result.get('landing_reused') else ''}: {result['landed_records']}",
+          flush=True)
+    if args.generate_only:
+        return result
+
+    if args.engine == "spark":
+        print("engine spark: JVM Spark has no Delta jars on this machine (Maven Central is unreachable), so the "
+              "Dagster run (Delta tables) is skipped; running the Delta-free part (Bronze read + Silver transforms "
+              "to Parquet) on JVM Spark and on Sail for comparison.", flush=True)
+        result["note"] = ("engine spark: Delta-free part only (no delta-spark jars offline); the full pipeline "
+                          "needs Delta and runs on Sail or a Spark cluster with delta-spark")
+        result["delta_free"] = {}
+        for engine in ("spark", "sail"):
+            # One process per engine: pyspark's local Connect server leaves an auth token in the environment
+            # that makes later clients use TLS, which the Sail server does not speak.
+            with PeakMemory() as mem:
+                out = subprocess.run(
+                    [sys.executable, __file__, "--delta-free-part", engine, "--days", str(args.days),
+                     "--start", args.start, "--home", str(home)], capture_output=True, text=True)
+            if out.returncode:
+                raise SystemExit(f"delta-free part on {engine} failed:\n{out.stderr[-3000:]}")
+            part = json.loads(out.stdout.strip().splitlines()[-1])
+            part["peak_rss_gib"] = gib(mem.peak)
+            result["delta_free"][engine] = part
+            print(f"delta-free part on {engine}: {part['wall_s']} s (+ session start {part['session_start_s']} s), "
+                  f"layers {part['layers_s']}, silver rows {part['silver_rows']}, peak RSS {part['peak_rss_gib']} GiB",
+                  flush=True)
+    else:
+        with PeakMemory() as mem:
+            single = single_run(start, args.days)
+        single["peak_rss_gib"] = gib(mem.peak)
+        usage_self, usage_children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        single["maxrss_self_gib"] = gib(usage_self.ru_maxrss * 1024)
+        single["maxrss_children_gib"] = gib(usage_children.ru_maxrss * 1024)
+        single["batch_records_per_s"] = round(batch_records / single["wall_s"])
+        result["single_run"] = single
+        print(f"single run: {'ok' if single['success'] else 'FAILED'}, {single['wall_s']} s wall, "
+              f"{single['runs']} Dagster run, peak RSS {single['peak_rss_gib']} GiB "
+              f"(max RSS self {single['maxrss_self_gib']}, children {single['maxrss_children_gib']}), "
+              f"orchestration overhead {single['orchestration_overhead_s']} s", flush=True)
+        for layer, agg in single["layers"].items():
+            print(f"  {layer:<7} {agg['seconds']:>8.1f} s  {agg['rows']:>10} rows written  {agg['rows_per_s']} rows/s",
+                  flush=True)
+        result["single_run_lake_rows"] = lake_rows(home / "lake")
+
+        if args.per_partition:
+            pp_days = min(args.days, args.per_partition_days or args.days)
+            (home / "lake").rename(home / "lake-single-run")  # the per-partition runs build a second lake
+            with PeakMemory() as mem:
+                naive = per_partition(start, pp_days)
+            naive["peak_rss_gib"] = gib(mem.peak)
+            naive["days"] = pp_days
+            naive["run_process_startup_s"] = run_process_startup()
+            factor = args.days / pp_days
+            naive["extrapolated"] = factor != 1
+            naive["wall_s_for_all_days"] = round(naive["wall_s"] * factor, 3)
+            naive["runs_for_all_days"] = round(naive["runs"] * factor)
+            # Under `dagster dev` every run is a new process that loads the code location first.
+            naive["wall_s_for_all_days_with_run_processes"] = round(
+                naive["wall_s_for_all_days"] + naive["runs_for_all_days"] * naive["run_process_startup_s"], 3)
+            result["per_partition"] = naive
+            result["speedup_single_vs_per_partition"] = round(naive["wall_s_for_all_days"] / single["wall_s"], 2)
+            result["speedup_with_run_processes"] = round(
+                naive["wall_s_for_all_days_with_run_processes"] / (single["wall_s"] + naive["run_process_startup_s"]), 2)
+            if pp_days == args.days:
+                per_partition_rows = lake_rows(home / "lake")
+                same = {k: v for k, v in result["single_run_lake_rows"].items() if per_partition_rows.get(k) == v}
+                result["same_rows_as_single_run"] = {"equal": sorted(same), "different": {
+                    k: [v, per_partition_rows.get(k)] for k, v in result["single_run_lake_rows"].items() if k not in same}}
+            print(f"per partition: {'ok' if naive['success'] else 'FAILED ' + str(naive['failed'][:3])}, "
+                  f"{naive['runs']} runs over {pp_days} d in {naive['wall_s']} s"
+                  + (f" -> {naive['wall_s_for_all_days']} s for {args.days} d (extrapolated x{factor:.1f})"
+                     if naive["extrapolated"] else "")
+                  + f"; speed-up of the single run: {result['speedup_single_vs_per_partition']}x in this process, "
+                  f"{result['speedup_with_run_processes']}x counting a {naive['run_process_startup_s']} s process "
+                  f"start per run (dagster dev)", flush=True)
+
+    if not args.no_duckdb:
+        from reference_duckdb import run as duckdb_run
+
+        with PeakMemory() as mem:
+            duck = duckdb_run(home / "landing", start, args.days, home / "duckdb")
+        duck["peak_rss_gib"] = gib(mem.peak)
+        result["duckdb"] = duck
+        print(f"DuckDB reference: {duck['wall_s']} s ({duck['layers_s']}), rows {duck['rows']}", flush=True)
+        if result.get("single_run"):
+            result["ratio_single_run_vs_duckdb"] = round(result["single_run"]["wall_s"] / duck["wall_s"], 2)
+            result["ratio_same_work_vs_duckdb"] = round(result["single_run"]["same_work_as_duckdb_s"] / duck["wall_s"], 2)
+            print(f"Dagster + {args.engine} single run / DuckDB: {result['ratio_single_run_vs_duckdb']}x for the whole run "
+                  f"(all 6 marts, dbt tests, asset checks, orchestration); {result['ratio_same_work_vs_duckdb']}x for the "
+                  f"same work (Bronze + Silver asset steps {result['single_run']['same_work_as_duckdb_s']} s incl. "
+                  f"the {', '.join(REFERENCE_MARTS)} models' SQL)", flush=True)
+        for name, part in (result.get("delta_free") or {}).items():
+            duck_part = duck["layers_s"]["bronze"] + duck["steps_s"]["silver_fx_rates"] + \
+                duck["steps_s"]["silver_customers"] + duck["steps_s"]["silver_orders"] + duck["steps_s"]["write_silver"]
+            part["ratio_vs_duckdb_same_part"] = round(part["wall_s"] / duck_part, 2)
+            print(f"Delta-free part on {name} / DuckDB's Bronze+Silver: {part['ratio_vs_duckdb_same_part']}x", flush=True)
+
+    result["load_after"] = load()
+    print(f"load after: {result['load_after']['uptime']}", flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = f"backfill-{args.engine}-{args.days}d-x{args.scale:g}-{stamp}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    chart(result, RESULTS / f"{name}.png")
+    print(f"results: {RESULTS / name}.json and .png", flush=True)
+    if not args.keep and args.home is None:
+        shutil.rmtree(home, ignore_errors=True)
+    return result
+
+
+if __name__ == "__main__":
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*(beta|preview)")
+    main()
