@@ -1,6 +1,8 @@
 """The Dagster UI as people use it, in headless Chromium against `dagster dev` (see ui_fixtures.py):
 the lineage of every layer, a partition-range backfill launched from the Materialize dialog (one run
-for the whole range), an asset's partitions, a failing check, and a sensor switched on.
+for the whole range), an asset's partitions, a failing check, the Kafka sensor switched on with events
+produced to a development broker (a streaming run lands them in Bronze), and the landing-files sensor
+switched on (one run per landing file).
 
 Screenshots of each go to LAKEHOUSE_SCREENSHOTS; regenerate the README's with
     LAKEHOUSE_SCREENSHOTS=docs/screenshots python -m pytest lakehouse_tests/test_ui.py
@@ -188,17 +190,61 @@ def sensor_state(server, name: str) -> dict:
     return data["sensorOrError"]["sensorState"]
 
 
-def test_a_sensor_switched_on_in_the_ui_runs(page, dagster_dev, backfill):  # noqa: F811
-    # After the backfill, so its runs do not compete with the backfill's on two cores.
-    assert sensor_state(dagster_dev, "landing_files")["status"] == "STOPPED"
-    page.goto("/locations/lakehouse/sensors/landing_files")
+RUNS_QUERY = """query($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) { ... on Runs {
+    results { runId status tags { key value } } } } }"""
+KAFKA_EVENTS = 60
+
+
+def switch_on(page, sensor: str, server) -> None:  # noqa: F811
+    """Open the sensor's page, flip its Running switch on, wait until the instance has it RUNNING."""
+    page.goto(f"/locations/lakehouse/sensors/{sensor}")
     running = page.get_by_role("checkbox")  # the "Running" switch: a styled checkbox inside its label
-    switch = page.locator("label").filter(has=running)
     expect(running).not_to_be_checked()
-    switch.click()
+    page.locator("label").filter(has=running).click()
     expect(running).to_be_checked()
     # the switch flips at once; the instance follows when the mutation lands
-    wait_for("landing_files to be RUNNING", lambda: sensor_state(dagster_dev, "landing_files")["status"] == "RUNNING", 60)
+    wait_for(f"{sensor} to be RUNNING", lambda: sensor_state(server, sensor)["status"] == "RUNNING", 60)
+
+
+def test_kafka_sensor_switched_on_in_the_ui_lands_produced_events(page, dagster_dev, backfill):  # noqa: F811
+    """The development flow of the README: `lakehouse broker` on 127.0.0.1:9092 (the Kafka resource's default
+    when LAKEHOUSE_KAFKA_BOOTSTRAP is unset, so the sensor starts stopped), events produced, the sensor
+    turned on in the UI, a streaming run lands every event in Bronze."""
+    from deltalake import DeltaTable
+
+    from lakehouse.resources.kafka import DEFAULT_BOOTSTRAP, KafkaResource
+    from lakehouse.sources.broker import Broker, port_open
+    from lakehouse.sources.producer import messages, publish
+
+    port = int(DEFAULT_BOOTSTRAP.rsplit(":", 1)[1])
+    if port_open(port):
+        pytest.skip(f"{DEFAULT_BOOTSTRAP} is taken: this test runs the development broker there")
+    assert sensor_state(dagster_dev, "kafka_clickstream")["status"] == "STOPPED"
+    with Broker(port=port, log_file=dagster_dev.lakehouse_home / "tansu.log"):
+        kafka = KafkaResource(bootstrap_servers=DEFAULT_BOOTSTRAP)
+        kafka.create_topic("clickstream", 3)
+        sent = publish(kafka.producer(), "clickstream", messages("clickstream", UI_START, 1, 0.05, 5), KAFKA_EVENTS)
+        assert sent["events"] == KAFKA_EVENTS
+
+        switch_on(page, "kafka_clickstream", dagster_dev)
+
+        def landed():
+            runs = dagster_dev.graphql(RUNS_QUERY, {"tags": [{"key": "kafka/topic", "value": "clickstream"}]})
+            done = [r for r in runs["runsOrError"]["results"] if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
+            return done[0] if done else None
+
+        run = wait_for("a streaming run of the clickstream topic", landed, BACKFILL_TIMEOUT)
+        assert run["status"] == "SUCCESS", run
+        bronze = DeltaTable(str(dagster_dev.lakehouse_home / "lake" / "bronze" / "clickstream_events"))
+        rows = bronze.to_pyarrow_table(columns=["kafka_topic", "kafka_offset"])
+        assert rows.num_rows == KAFKA_EVENTS  # every produced event, once
+        assert set(rows.column("kafka_topic").to_pylist()) == {"clickstream"}
+
+
+def test_a_sensor_switched_on_in_the_ui_runs(page, dagster_dev, backfill):  # noqa: F811
+    # Last: its six runs would otherwise queue ahead of the backfill's and the streaming run.
+    assert sensor_state(dagster_dev, "landing_files")["status"] == "STOPPED"
+    switch_on(page, "landing_files", dagster_dev)
 
     # The daemon ticks it: one Bronze run per landing file of the batch sources (3 sources x 2 days).
     def ticked():
@@ -209,6 +255,7 @@ def test_a_sensor_switched_on_in_the_ui_runs(page, dagster_dev, backfill):  # no
     assert tick["status"] == "SUCCESS", tick
     assert len(tick["runIds"]) == 3 * UI_DAYS
 
-    switch.click()  # and off again
+    running = page.get_by_role("checkbox")
+    page.locator("label").filter(has=running).click()  # and off again
     expect(running).not_to_be_checked()
     wait_for("landing_files to be STOPPED", lambda: sensor_state(dagster_dev, "landing_files")["status"] == "STOPPED", 60)
