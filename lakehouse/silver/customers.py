@@ -71,8 +71,7 @@ def customers(context: dg.AssetExecutionContext, spark: SparkEngine, lake: Delta
     quarantine(lake, classified, RAW_COLUMNS, "customers", start, end)
     landed = versions(passed(classified))
     existing = lake.read(session, "silver", "customers") if lake.exists("silver", "customers") else None
-    history = scd2(landed, existing)
-    enforce_schema(contracts.Customers, session.createDataFrame([], history.schema))  # schema gate on a zero-row twin
+    history = enforce_schema(contracts.Customers, scd2(landed, existing))
     metadata = lake.merge(history, "silver", "customers", ["customer_id", "valid_from"], MERGE_CLAUSES)
     # Late updates are versions older than the export day they arrived in; they join history, not "current".
     late = passed(classified).where("to_date(try_to_timestamp(updated_at)) < _partition_date").count()

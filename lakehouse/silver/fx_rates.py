@@ -42,7 +42,6 @@ def fx_rates(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaL
     classified = classify(rows, RULES, "silver.fx_rates")
     counts = rule_counts(classified)
     quarantine(lake, classified, RAW_COLUMNS, "fx_rates", start, end)
-    rates = conform(passed(classified))
-    enforce_schema(contracts.FxRates, rates.sparkSession.createDataFrame([], rates.schema))  # schema gate, zero-row twin
+    rates = enforce_schema(contracts.FxRates, conform(passed(classified)))
     metadata = lake.merge(rates, "silver", "fx_rates", ["rate_date", "currency"])
     return dg.MaterializeResult(metadata={**metadata, **quarantine_metadata(counts, RULES)})
