@@ -15,6 +15,7 @@ from lakehouse.resources.kafka import KafkaResource
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
 from lakehouse.sensors import SENSORS as KAFKA_SENSORS
+from lakehouse.sensors.kafka import streaming_automation_sensor
 from lakehouse.sensors.alerts import check_failure_alerts, run_failure_alerts
 from lakehouse.sensors.landing import landing_files_sensor
 from lakehouse.serve.assets import SERVE_ASSETS, SERVE_CHECKS
@@ -57,7 +58,8 @@ QUALITY_CHECKS = quality_checks()
 defs = dg.Definitions(
     assets=[*BATCH_ASSETS, *STREAMING_ASSETS, *GOLD_ASSETS, *SERVING_ASSETS],
     asset_checks=[*QUALITY_CHECKS, *SERVE_CHECKS],
-    sensors=[*KAFKA_SENSORS, landing_files_sensor, run_failure_alerts, check_failure_alerts],
+    sensors=[*KAFKA_SENSORS, policies.automation_sensor(streaming_automation_sensor.asset_selection),
+             landing_files_sensor, run_failure_alerts, check_failure_alerts],
     jobs=[batch_job, maintenance],  # maintenance: delta-rs compaction, z-order, vacuum (nightly/weekly)
     schedules=MAINTENANCE_SCHEDULES,
     # Steps share the run's process and so its Spark session: a step per process would start an

@@ -45,6 +45,18 @@ if os.environ.get("LAKEHOUSE_SERVING_DSN"):
     AUTOMATION["serve"] = FOLLOWS_UPSTREAM
 
 
+def automation_sensor(streaming: dg.AssetSelection) -> dg.AutomationConditionSensorDefinition:
+    """Evaluates the conditions above for every asset outside `streaming` (which has its own, faster
+    sensor). On by default: Dagster's implicit automation sensor starts stopped."""
+    return dg.AutomationConditionSensorDefinition(
+        "automation",
+        target=dg.AssetSelection.all() - streaming,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=60,
+        description="Silver follows Bronze, Gold rebuilds nightly, publish/serve follow Gold where configured.",
+    )
+
+
 def with_policies(spec: dg.AssetSpec) -> dg.AssetSpec:
     """The layer's freshness policy and automation condition, unless the asset set its own."""
     layer = spec.key.path[0]

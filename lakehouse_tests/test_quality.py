@@ -220,3 +220,13 @@ def test_streaming_tables_keep_their_contracts(stream_resources, sail_url):
     assert sorted(contracts) == sorted(f"{k.to_user_string()}:contract" for k in keys)
     assert all(e.passed for e in contracts.values()), [e.description for e in contracts.values() if not e.passed]
     assert values(contracts["bronze/clickstream_events:contract"])["rows_checked"] > 0
+
+
+def test_automation_runs_by_default_for_every_asset_outside_the_streaming_sensor():
+    graph = defs.resolve_asset_graph()
+    automation = defs.resolve_sensor_def("automation")
+    streaming = defs.resolve_sensor_def("streaming_automation")
+    batch_keys = automation.asset_selection.resolve(graph)
+    assert automation.default_status == dg.DefaultSensorStatus.RUNNING
+    assert {"silver/orders", "silver/customers", "gold/revenue_daily"} <= {k.to_user_string() for k in batch_keys}
+    assert batch_keys.isdisjoint(streaming.asset_selection.resolve(graph))
