@@ -145,11 +145,11 @@ def cmd_produce(args) -> None:
     from lakehouse.resources.kafka import KafkaResource
     from lakehouse.sources.producer import messages, publish
 
+    if args.events is None and args.days is None:
+        raise SystemExit("give --events N or --days D")
     kafka = KafkaResource(bootstrap_servers=args.bootstrap or "")
     kafka.create_topic(args.topic, args.partitions)
     stream = messages(args.topic, date.fromisoformat(args.start), args.days, args.scale, args.seed)
-    if args.events is None and args.days is None:
-        raise SystemExit("give --events N or --days D")
     result = publish(kafka.producer(), kafka.topic(args.topic), stream, args.events, args.rate)
     print(json.dumps({**result, "bootstrap": kafka.bootstrap}))
 
