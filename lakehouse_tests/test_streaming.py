@@ -4,7 +4,7 @@ A real tansu broker runs for the session; every test has its own topics and lake
 come from the generator's manifest (the producer publishes exactly the landing files' lines)."""
 
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import pytest
@@ -239,6 +239,27 @@ def test_late_events_reopen_their_sessions(manifest, stream_resources):
     assert sum(s["page_count"] for s in day1_sessions) == day1["events"]
     assert 0 < len(reopened) <= late and meta["rows_updated"] == len(reopened)
     assert all(after[k]["session_end"] >= before[k]["session_end"] and not after[k]["is_bounce"] for k in reopened)
+
+
+def test_silver_sessions_read_bronze_at_one_version_so_a_batch_landing_meanwhile_waits(manifest, stream_resources,
+                                                                                       spark):
+    kafka, lake = stream_resources["kafka"], stream_resources["lake"]
+    day1 = manifest["sources"]["clickstream"][START.isoformat()]
+    late = manifest["sources"]["clickstream"][sorted(manifest["sources"]["clickstream"])[1]]["anomalies"]["late_events"]
+    produce_day(kafka, "clickstream", START, 0, SCALE, SEED)
+    run(stream_resources, CLICKS, TODAY)
+    first = lake.delta_table("bronze", "clickstream_events").version()
+    produce_day(kafka, "clickstream", START, 1, SCALE, SEED)
+    run(stream_resources, CLICKS, TODAY)  # lands while a Silver run that pinned `first` is still working
+
+    today = datetime.fromisoformat(TODAY).date()
+    recomputed, existing = silver_sessions.affected_sessions(lake, spark, today, today + timedelta(days=1), first)
+    assert existing is None  # nothing in Silver yet
+    assert recomputed.count() == day1["sessions"]
+    assert recomputed.agg({"page_count": "sum"}).first()[0] == day1["events"] - late
+
+    meta = materialization(run(stream_resources, silver_sessions.sessions, TODAY), silver_sessions.sessions)
+    assert meta["bronze/version"] == first + 1
 
 
 def ticket(ticket_id, seq, op, status="open", priority="normal"):

@@ -95,15 +95,19 @@ def superseded(existing: DataFrame, recomputed: DataFrame) -> DataFrame:
     return covered.select(*[F.col(f"e.{c}").alias(c) for c in SESSION_COLUMNS])
 
 
-def affected_sessions(lake: DeltaLake, session, start, end) -> tuple[DataFrame, DataFrame]:
-    """(recomputed sessions of the users with events in the window, those users' existing sessions)."""
-    window_rows = lake.read_window(session, "bronze", bronze.CLICKSTREAM.table, "_ingest_date", start, end)
+def affected_sessions(lake: DeltaLake, session, start, end, bronze_version: int) -> tuple[DataFrame, DataFrame]:
+    """(recomputed sessions of the users with events in the window, those users' existing sessions).
+
+    Bronze is read at one version: a batch that commits while this run works waits for the next run,
+    instead of reaching the history read but not the window read (its users would never be recomputed)."""
+    clicks = bronze.CLICKSTREAM.table
+    window_rows = lake.read_window(session, "bronze", clicks, "_ingest_date", start, end, bronze_version)
     current = lake.read(session, "silver", TABLE) if lake.exists("silver", TABLE) else None
     seen = watermark(lake)
     if seen is not None:  # only what Silver has not seen; a literal, so every use of the plan agrees
         window_rows = window_rows.where(f"_ingested_at > TIMESTAMP '{seen}'")
     users = window_rows.where(EVENT_RULE).select("user_id").distinct()
-    history = lake.read(session, "bronze", bronze.CLICKSTREAM.table).join(users, "user_id", "left_semi")
+    history = lake.read(session, "bronze", clicks, bronze_version).join(users, "user_id", "left_semi")
     recomputed = sessionise(valid_events(history))
     existing = current.join(users, "user_id", "left_semi") if current is not None else None
     return recomputed, existing
@@ -114,11 +118,12 @@ def sessions(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaL
     """One row per user session (30-minute idle gap): start, end, page count, bounce flag."""
     start, end = partitions.window(context)
     session = spark.spark_session
-    recomputed, existing = affected_sessions(lake, session, start, end)
+    bronze_version = lake.delta_table("bronze", bronze.CLICKSTREAM.table).version()
+    recomputed, existing = affected_sessions(lake, session, start, end, bronze_version)
     if existing is None:
         metadata = lake.merge(recomputed, "silver", TABLE, ["session_id"])
     else:
         stale = superseded(existing, recomputed)
         source = recomputed.withColumn("_delete", F.lit(False)).unionByName(stale.withColumn("_delete", F.lit(True)))
         metadata = lake.merge(source, "silver", TABLE, ["session_id"], MERGE_CLAUSES)
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata={**metadata, "bronze/version": bronze_version})
