@@ -241,25 +241,26 @@ def test_late_events_reopen_their_sessions(manifest, stream_resources):
     assert all(after[k]["session_end"] >= before[k]["session_end"] and not after[k]["is_bounce"] for k in reopened)
 
 
-def test_silver_sessions_read_bronze_at_one_version_so_a_batch_landing_meanwhile_waits(manifest, stream_resources,
+def test_silver_sessions_read_one_bronze_snapshot_so_a_batch_landing_meanwhile_waits(manifest, stream_resources,
                                                                                        spark):
     kafka, lake = stream_resources["kafka"], stream_resources["lake"]
     day1 = manifest["sources"]["clickstream"][START.isoformat()]
     late = manifest["sources"]["clickstream"][sorted(manifest["sources"]["clickstream"])[1]]["anomalies"]["late_events"]
     produce_day(kafka, "clickstream", START, 0, SCALE, SEED)
     run(stream_resources, CLICKS, TODAY)
-    first = lake.delta_table("bronze", "clickstream_events").version()
+    first = lake.delta_table("bronze", "clickstream_events")
     produce_day(kafka, "clickstream", START, 1, SCALE, SEED)
     run(stream_resources, CLICKS, TODAY)  # lands while a Silver run that pinned `first` is still working
 
     today = datetime.fromisoformat(TODAY).date()
-    recomputed, existing = silver_sessions.affected_sessions(lake, spark, today, today + timedelta(days=1), first)
+    upto = silver_sessions.newest(first, "_ingested_at")
+    recomputed, existing = silver_sessions.affected_sessions(lake, spark, today, today + timedelta(days=1), upto)
     assert existing is None  # nothing in Silver yet
     assert recomputed.count() == day1["sessions"]
     assert recomputed.agg({"page_count": "sum"}).first()[0] == day1["events"] - late
 
     meta = materialization(run(stream_resources, silver_sessions.sessions, TODAY), silver_sessions.sessions)
-    assert meta["bronze/version"] == first + 1
+    assert meta["bronze/version"] == first.version() + 1
 
 
 def ticket(ticket_id, seq, op, status="open", priority="normal"):

@@ -53,16 +53,11 @@ class DeltaLake(dg.ConfigurableResource):
     def delta_table(self, layer: str, table: str) -> DeltaTable:
         return DeltaTable(self.path(layer, table), storage_options=self.options())
 
-    def read(self, spark: SparkSession, layer: str, table: str, version: int | None = None) -> DataFrame:
-        """The table, or its snapshot at `version` (so that several reads in one run agree)."""
-        reader = spark.read.format("delta")
-        if version is not None:
-            reader = reader.option("versionAsOf", version)
-        return reader.load(self.path(layer, table))
+    def read(self, spark: SparkSession, layer: str, table: str) -> DataFrame:
+        return spark.read.format("delta").load(self.path(layer, table))
 
-    def read_window(self, spark: SparkSession, layer: str, table: str, column: str, start: date, end: date,
-                    version: int | None = None) -> DataFrame:
-        return self.read(spark, layer, table, version).where(window_predicate(column, start, end))
+    def read_window(self, spark: SparkSession, layer: str, table: str, column: str, start: date, end: date) -> DataFrame:
+        return self.read(spark, layer, table).where(window_predicate(column, start, end))
 
     def overwrite_window(
         self, df: DataFrame, layer: str, table: str, column: str, start: date, end: date

@@ -12,12 +12,13 @@ from datetime import timezone
 
 import dagster as dg
 import pyarrow.compute as pc
+from deltalake import DeltaTable
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from lakehouse import partitions
 from lakehouse.bronze import streaming as bronze
-from lakehouse.resources.lake import DeltaLake
+from lakehouse.resources.lake import DeltaLake, window_predicate
 from lakehouse.resources.spark import SparkEngine
 from lakehouse.silver import silver_asset
 from lakehouse.silver.rules import keep_latest
@@ -72,17 +73,19 @@ MERGE_CLAUSES = (
 )
 
 
+def newest(snapshot: DeltaTable, column: str) -> str | None:
+    """The newest value of a timestamp column in a table snapshot, as a UTC literal (read with delta-rs)."""
+    value = pc.max(snapshot.to_pyarrow_table(columns=[column]).column(0)).as_py()
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.isoformat(sep=" ")  # the session time zone is UTC (resources/spark.py)
+
+
 def watermark(lake: DeltaLake) -> str | None:
-    """The newest Bronze ingestion time Silver has processed, as a UTC literal (read with delta-rs)."""
-    if not lake.exists("silver", TABLE):
-        return None
-    column = lake.delta_table("silver", TABLE).to_pyarrow_table(columns=["_bronze_ingested_at"]).column(0)
-    newest = pc.max(column).as_py()
-    if newest is None:
-        return None
-    if newest.tzinfo is not None:
-        newest = newest.astimezone(timezone.utc).replace(tzinfo=None)
-    return newest.isoformat(sep=" ")  # the session time zone is UTC (resources/spark.py)
+    """The newest Bronze ingestion time Silver has processed."""
+    return newest(lake.delta_table("silver", TABLE), "_bronze_ingested_at") if lake.exists("silver", TABLE) else None
 
 
 def superseded(existing: DataFrame, recomputed: DataFrame) -> DataFrame:
@@ -95,20 +98,22 @@ def superseded(existing: DataFrame, recomputed: DataFrame) -> DataFrame:
     return covered.select(*[F.col(f"e.{c}").alias(c) for c in SESSION_COLUMNS])
 
 
-def affected_sessions(lake: DeltaLake, session, start, end, bronze_version: int) -> tuple[DataFrame, DataFrame]:
+def affected_sessions(lake: DeltaLake, session, start, end, upto: str) -> tuple[DataFrame, DataFrame]:
     """(recomputed sessions of the users with events in the window, those users' existing sessions).
 
-    Bronze is read at one version: a batch that commits while this run works waits for the next run,
-    instead of reaching the history read but not the window read (its users would never be recomputed)."""
-    clicks = bronze.CLICKSTREAM.table
-    window_rows = lake.read_window(session, "bronze", clicks, "_ingest_date", start, end, bronze_version)
+    Bronze is read up to `upto`, the newest ingestion time of one snapshot: a batch that commits while
+    this run works waits for the next run, instead of reaching the history read but not the window read
+    (its other users would never be recomputed). Bronze stamps `_ingested_at` inside its commit lock, so
+    the bound is exactly that snapshot (`versionAsOf` would say it too, but Sail 0.7 fails to read a
+    version older than the table's last checkpoint)."""
+    clicks = lake.read(session, "bronze", bronze.CLICKSTREAM.table).where(f"_ingested_at <= TIMESTAMP '{upto}'")
+    window_rows = clicks.where(window_predicate("_ingest_date", start, end))
     current = lake.read(session, "silver", TABLE) if lake.exists("silver", TABLE) else None
     seen = watermark(lake)
     if seen is not None:  # only what Silver has not seen; a literal, so every use of the plan agrees
         window_rows = window_rows.where(f"_ingested_at > TIMESTAMP '{seen}'")
     users = window_rows.where(EVENT_RULE).select("user_id").distinct()
-    history = lake.read(session, "bronze", clicks, bronze_version).join(users, "user_id", "left_semi")
-    recomputed = sessionise(valid_events(history))
+    recomputed = sessionise(valid_events(clicks.join(users, "user_id", "left_semi")))
     existing = current.join(users, "user_id", "left_semi") if current is not None else None
     return recomputed, existing
 
@@ -118,12 +123,12 @@ def sessions(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaL
     """One row per user session (30-minute idle gap): start, end, page count, bounce flag."""
     start, end = partitions.window(context)
     session = spark.spark_session
-    bronze_version = lake.delta_table("bronze", bronze.CLICKSTREAM.table).version()
-    recomputed, existing = affected_sessions(lake, session, start, end, bronze_version)
+    snapshot = lake.delta_table("bronze", bronze.CLICKSTREAM.table)
+    recomputed, existing = affected_sessions(lake, session, start, end, newest(snapshot, "_ingested_at"))
     if existing is None:
         metadata = lake.merge(recomputed, "silver", TABLE, ["session_id"])
     else:
         stale = superseded(existing, recomputed)
         source = recomputed.withColumn("_delete", F.lit(False)).unionByName(stale.withColumn("_delete", F.lit(True)))
         metadata = lake.merge(source, "silver", TABLE, ["session_id"], MERGE_CLAUSES)
-    return dg.MaterializeResult(metadata={**metadata, "bronze/version": bronze_version})
+    return dg.MaterializeResult(metadata={**metadata, "bronze/version": snapshot.version()})
