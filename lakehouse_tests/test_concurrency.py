@@ -11,6 +11,7 @@ import threading
 from datetime import date
 
 import dagster as dg
+import pyarrow.fs as pafs
 import pytest
 from deltalake import DeltaTable
 
@@ -94,6 +95,20 @@ def test_two_concurrent_merges_on_different_keys_keep_both(spark, conc_lake):
     assert not [r for r in results if isinstance(r, BaseException)], results
     assert_log_intact(conc_lake, "silver", "m")
     assert rows_by(conc_lake, "silver", "m", "v") == {"seed": 1, "a": 500, "b": 500}
+    assert staged_files(conc_lake) == []
+
+
+def staged_files(lake: DeltaLake) -> list[str]:
+    fs, root = lake.filesystem()
+    return [i.path for i in fs.get_file_info(pafs.FileSelector(f"{root}/_staging", allow_not_found=True))]
+
+
+def test_a_merge_source_is_staged_once_and_removed_afterwards_even_when_empty(spark, conc_lake):
+    conc_lake.merge(spark.sql("SELECT 0 AS k, 'seed' AS v"), "silver", "m", ["k"])
+    conc_lake.merge(spark.sql("SELECT id AS k, 'a' AS v FROM range(0, 3)"), "silver", "m", ["k"])
+    conc_lake.merge(spark.sql("SELECT 9 AS k, 'b' AS v WHERE false"), "silver", "m", ["k"])
+    assert rows_by(conc_lake, "silver", "m", "v") == {"a": 3}
+    assert staged_files(conc_lake) == []
 
 
 def run_bronze_orders(resources: dict, day: str) -> dg.ExecuteInProcessResult:

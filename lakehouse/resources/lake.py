@@ -8,10 +8,12 @@ table state (version, row counts, commit metrics) go through delta-rs, which nee
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 
 import dagster as dg
+import pyarrow.fs as pafs
 from deltalake import DeltaTable
 from pydantic import Field
 from pyspark.sql import DataFrame, SparkSession
@@ -95,15 +97,34 @@ class DeltaLake(dg.ConfigurableResource):
             if not self.exists(layer, table):  # create; if another writer just did, fail and retry as a MERGE
                 df.write.format("delta").mode("error").save(self.path(layer, table))
                 return
-            view = f"merge_source_{uuid.uuid4().hex}"
-            df.createOrReplaceTempView(view)
-            try:
-                df.sparkSession.sql(f"MERGE INTO delta.`{self.path(layer, table)}` t USING {view} s ON {on} {clauses}")
-            finally:
-                df.sparkSession.catalog.dropTempView(view)
+            with self.staged(df, f"{layer}.{table}") as source:
+                view = f"merge_source_{uuid.uuid4().hex}"
+                source.createOrReplaceTempView(view)
+                try:
+                    df.sparkSession.sql(f"MERGE INTO delta.`{self.path(layer, table)}` t USING {view} s ON {on} {clauses}")
+                finally:
+                    df.sparkSession.catalog.dropTempView(view)
 
         retry_on_commit_conflict(write)
         return self.write_metadata(layer, table)
+
+    @contextmanager
+    def staged(self, df: DataFrame, name: str) -> Iterator[DataFrame]:
+        """`df` computed once into Parquet files under `<root>/_staging`, read back; removed afterwards.
+
+        A MERGE passes over its source several times, and Sail recomputes a lazy source on each pass
+        (measured: a Silver sessions MERGE took 15 s from its plan, 2.2 s + 0.2 s staged first); `cache()`
+        does nothing on Sail."""
+        fs, root = self.filesystem()
+        folder = f"_staging/{name}-{uuid.uuid4().hex}"
+        df.write.parquet(f"{self.root.rstrip('/')}/{folder}")
+        if fs.get_file_info(f"{root}/{folder}").type == pafs.FileType.NotFound:  # Sail writes no folder for no rows
+            yield df.sparkSession.createDataFrame([], df.schema)
+            return
+        try:
+            yield df.sparkSession.read.parquet(f"{self.root.rstrip('/')}/{folder}")
+        finally:
+            fs.delete_dir(f"{root}/{folder}")
 
     def write_metadata(self, layer: str, table: str) -> dict:
         """What the UI shows for a materialisation: the commit's row counts, version, path and schema."""
@@ -139,22 +160,23 @@ class DeltaLake(dg.ConfigurableResource):
         return found
 
     def _table_names(self, layer: str) -> list[str]:
-        import pyarrow.fs as pafs
-
-        base = self.path(layer, "_").rsplit("/", 1)[0]
-        if base.startswith(("s3://", "s3a://")):  # the same endpoint and credentials as delta-rs
-            o = self.options()
-            endpoint = o.get("AWS_ENDPOINT_URL", "")
-            fs = pafs.S3FileSystem(
-                access_key=o.get("AWS_ACCESS_KEY_ID"), secret_key=o.get("AWS_SECRET_ACCESS_KEY"),
-                session_token=o.get("AWS_SESSION_TOKEN"), region=o.get("AWS_REGION"),
-                endpoint_override=endpoint.split("://", 1)[-1] or None, scheme=endpoint.split("://", 1)[0] or "https")
-            base = base.split("://", 1)[1]
-        else:
-            fs, base = pafs.FileSystem.from_uri(base)
-        entries = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+        fs, root = self.filesystem()
+        entries = fs.get_file_info(pafs.FileSelector(f"{root}/{layer}", allow_not_found=True))
         names = sorted(e.base_name for e in entries if e.type == pafs.FileType.Directory)
         return [n for n in names if self.exists(layer, n)]
+
+    def filesystem(self) -> tuple[pafs.FileSystem, str]:
+        """A pyarrow filesystem for the lake (the same endpoint and credentials as delta-rs), and the root's path in it."""
+        root = self.root.rstrip("/")
+        if not root.startswith(("s3://", "s3a://")):
+            return pafs.FileSystem.from_uri(root)
+        o = self.options()
+        endpoint = o.get("AWS_ENDPOINT_URL", "")
+        fs = pafs.S3FileSystem(
+            access_key=o.get("AWS_ACCESS_KEY_ID"), secret_key=o.get("AWS_SECRET_ACCESS_KEY"),
+            session_token=o.get("AWS_SESSION_TOKEN"), region=o.get("AWS_REGION"),
+            endpoint_override=endpoint.split("://", 1)[-1] or None, scheme=endpoint.split("://", 1)[0] or "https")
+        return fs, root.split("://", 1)[1]
 
 
 def retry_on_commit_conflict(write: Callable[[], None], attempts: int = COMMIT_ATTEMPTS) -> None:
