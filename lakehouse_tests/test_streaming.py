@@ -43,6 +43,28 @@ def final_day(manifest: dict, source: str) -> dict:
     return manifest["sources"][source][max(manifest["sources"][source])]
 
 
+def test_every_message_becomes_one_bronze_row_and_malformed_ones_say_why():
+    from lakehouse.resources.kafka import Message
+
+    values = [b'{"event_id":"E1","user_id":"u1","page":"/caf\xc3\xa9","product_id":null}',
+              b'{"event_id":"E2","user_id":7,"page":{"a":1},"coupon":"X"}',  # non-strings kept as JSON text
+              b'{"event_id":NaN}',  # refused by orjson, read by json
+              b'[1,2]', None, b'{"event_id":"E3", oops', b'\xff{"event_id":"E4"}']
+    messages = [Message("t", 0, i, "k", v, 1_700_000_000_000 + i) for i, v in enumerate(values)]
+    rows = bronze.to_rows(bronze.CLICKSTREAM, messages, datetime(2026, 11, 1).date(), "run-1").to_pylist()
+
+    assert [r["kafka_offset"] for r in rows] == list(range(7))
+    assert [(r["event_id"], r["user_id"], r["page"]) for r in rows[:3]] == [
+        ("E1", "u1", "/café"), ("E2", "7", '{"a": 1}'), ("NaN", None, None)]
+    assert [r["_rescued_data"] for r in rows] == [None, '{"coupon":"X"}', None, None, None, None, None]
+    errors = [r["_parse_error"] for r in rows]
+    assert errors[:5] == [None, None, None, "not a JSON object: list", "empty message (null payload)"]
+    assert errors[5].startswith("invalid JSON: ") and errors[6].startswith("invalid JSON: ")
+    assert rows[4]["_raw"] is None and rows[6]["_raw"] == '\ufffd{"event_id":"E4"}'
+    assert all(r["event_id"] is None for r in rows[3:])
+    assert {(r["_run_id"], r["_ingest_date"].isoformat()) for r in rows} == {("run-1", "2026-11-01")}
+
+
 def test_produced_events_flow_through_sensor_bronze_and_silver_with_exact_counts(manifest, stream_resources):
     kafka, lake = stream_resources["kafka"], stream_resources["lake"]
     clicks_sent = produce_days(kafka, "clickstream", START, DAYS, SCALE, SEED)
