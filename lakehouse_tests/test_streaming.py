@@ -263,6 +263,30 @@ def test_late_events_reopen_their_sessions(manifest, stream_resources):
     assert all(after[k]["session_end"] >= before[k]["session_end"] and not after[k]["is_bounce"] for k in reopened)
 
 
+def click(event_id: str, at: str, user: str = "u1") -> dict:
+    return {"event_id": event_id, "user_id": user, "event_type": "page_view", "page": "/",
+            "event_ts": f"2026-11-01T{at}:00Z"}
+
+
+def test_an_event_bridging_two_sessions_merges_them_and_leaves_older_sessions_alone(stream_resources):
+    kafka, lake = stream_resources["kafka"], stream_resources["lake"]
+    produce_json(kafka, "clickstream", [click("E0", "08:00"), click("E1", "10:00"), click("E2", "10:10"),
+                                        click("E3", "11:00"), click("E4", "11:05"), click("F1", "10:20", "u2")])
+    run(stream_resources, CLICKS, TODAY)
+    run(stream_resources, silver_sessions.sessions, TODAY)
+    assert len(read_rows(lake, "silver", "sessions")) == 4
+
+    # 10:40 is 30 minutes after 10:10 and 20 before 11:00: the 10:00 and 11:00 sessions become one.
+    produce_json(kafka, "clickstream", [click("E5", "10:40")])
+    run(stream_resources, CLICKS, TODAY)
+    meta = materialization(run(stream_resources, silver_sessions.sessions, TODAY), silver_sessions.sessions)
+    after = {s["session_id"]: (s["page_count"], s["session_end"].strftime("%H:%M"))
+             for s in read_rows(lake, "silver", "sessions")}
+    assert after == {"u1-20261101T080000": (1, "08:00"), "u1-20261101T100000": (5, "11:05"),
+                     "u2-20261101T102000": (1, "10:20")}
+    assert (meta["rows_updated"], meta["rows_deleted"], meta["rows_inserted"]) == (1, 1, 0)
+
+
 def test_silver_sessions_read_one_bronze_snapshot_so_a_batch_landing_meanwhile_waits(manifest, stream_resources,
                                                                                        spark):
     kafka, lake = stream_resources["kafka"], stream_resources["lake"]

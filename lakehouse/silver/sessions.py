@@ -2,8 +2,8 @@
 
 A run takes the Bronze events of its window that Silver has not seen yet (ingested after the newest
 `_bronze_ingested_at` in Silver: Bronze commits are serialised, so ingestion time follows commit
-order), finds the users they belong to, and re-sessionises those users' whole (deduplicated) event
-history. The result is MERGEd: new sessions are inserted, sessions that grew (a late event re-opens
+order), finds the users they belong to, and re-sessionises the part of those users' (deduplicated)
+event history that the new events can change. The result is MERGEd: new sessions are inserted, sessions that grew (a late event re-opens
 them) are updated, and a session that a late event joined into a larger one is deleted (only when the
 larger one covers it). Re-running a window changes nothing.
 """
@@ -25,8 +25,8 @@ from lakehouse.silver.rules import keep_latest
 
 IDLE_GAP_SECONDS = 30 * 60
 TABLE = "sessions"
-EVENT_RULE = ("_parse_error IS NULL AND event_id IS NOT NULL AND user_id IS NOT NULL "
-              "AND try_to_timestamp(event_ts) IS NOT NULL")
+EVENT_TS = "try_to_timestamp(event_ts)"
+EVENT_RULE = f"_parse_error IS NULL AND event_id IS NOT NULL AND user_id IS NOT NULL AND {EVENT_TS} IS NOT NULL"
 SESSION_COLUMNS = ["session_id", "user_id", "session_start", "session_end", "session_date", "duration_seconds",
                    "page_count", "page_views", "is_bounce", "last_event_received_at", "_bronze_ingested_at"]
 
@@ -34,9 +34,8 @@ SESSION_COLUMNS = ["session_id", "user_id", "session_start", "session_end", "ses
 def valid_events(rows: DataFrame) -> DataFrame:
     """One row per event_id (re-sent duplicates dropped), typed; malformed and keyless messages left out."""
     events = rows.where(EVENT_RULE).select(
-        "event_id", "user_id", "event_type", "page", "product_id",
-        F.expr("try_to_timestamp(event_ts)").alias("event_ts"), "kafka_timestamp", "kafka_partition", "kafka_offset",
-        "_ingested_at")
+        "event_id", "user_id", "event_type", "page", "product_id", F.expr(EVENT_TS).alias("event_ts"),
+        "kafka_timestamp", "kafka_partition", "kafka_offset", "_ingested_at")
     return keep_latest(events, ["event_id"], F.col("kafka_timestamp"), F.col("kafka_partition"), F.col("kafka_offset"))
 
 
@@ -98,8 +97,12 @@ def superseded(existing: DataFrame, recomputed: DataFrame) -> DataFrame:
     return covered.select(*[F.col(f"e.{c}").alias(c) for c in SESSION_COLUMNS])
 
 
-def affected_sessions(lake: DeltaLake, session, start, end, upto: str) -> tuple[DataFrame, DataFrame]:
-    """(recomputed sessions of the users with events in the window, those users' existing sessions).
+def affected_sessions(lake: DeltaLake, session, start, end, upto: str) -> tuple[DataFrame, DataFrame | None]:
+    """(recomputed sessions of the users with new events in the window, those users' existing sessions).
+
+    Only the part of each user's history that new events can change is recomputed (`changes_since`).
+    Every session before it ends more than 30 minutes before the first new event, so it stays as it is:
+    the cost of a run follows the new events, not the age of the table.
 
     Bronze is read up to `upto`, the newest ingestion time of one snapshot: a batch that commits while
     this run works waits for the next run, instead of reaching the history read but not the window read
@@ -112,10 +115,26 @@ def affected_sessions(lake: DeltaLake, session, start, end, upto: str) -> tuple[
     seen = watermark(lake)
     if seen is not None:  # only what Silver has not seen; a literal, so every use of the plan agrees
         window_rows = window_rows.where(f"_ingested_at > TIMESTAMP '{seen}'")
-    users = window_rows.where(EVENT_RULE).select("user_id").distinct()
-    recomputed = sessionise(valid_events(clicks.join(users, "user_id", "left_semi")))
-    existing = current.join(users, "user_id", "left_semi") if current is not None else None
+    since = changes_since(window_rows.where(EVENT_RULE), current)
+    history = clicks.join(since, "user_id").where(F.expr(EVENT_TS) >= F.col("_since")).drop("_since")
+    recomputed = sessionise(valid_events(history))
+    if current is None:
+        return recomputed, None
+    existing = current.join(since, "user_id").where(F.col("session_end") >= F.col("_since")).drop("_since")
     return recomputed, existing
+
+
+def changes_since(new_events: DataFrame, current: DataFrame | None) -> DataFrame:
+    """(user_id, _since) per user with new events: the start of their earliest existing session that ends
+    no more than 30 minutes before their first new event (it may grow or merge), else that event's time."""
+    first_new = new_events.groupBy("user_id").agg(F.min(F.expr(EVENT_TS)).alias("_first_new"))
+    if current is None:
+        return first_new.select("user_id", F.col("_first_new").alias("_since"))
+    reopened = current.join(first_new, "user_id").where(
+        F.col("session_end").cast("long") >= F.col("_first_new").cast("long") - IDLE_GAP_SECONDS)
+    earliest = reopened.groupBy("user_id").agg(F.min("session_start").alias("_reopened"))
+    return first_new.join(earliest, "user_id", "left").select(
+        "user_id", F.least("_first_new", F.coalesce("_reopened", "_first_new")).alias("_since"))
 
 
 @silver_asset(deps=[bronze.clickstream_events], automation_condition=dg.AutomationCondition.eager())
