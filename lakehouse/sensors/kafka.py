@@ -149,7 +149,7 @@ streaming_automation_sensor = dg.AutomationConditionSensorDefinition(
     "streaming_automation",
     target=dg.AssetSelection.assets(bronze.clickstream_events, bronze.support_ticket_changes).downstream(
         depth=1, include_self=False),
-    minimum_interval_seconds=10,
+    minimum_interval_seconds=5,
     default_status=default_status(),
     description="Materialises Silver sessions / support tickets when streaming Bronze changes (their automation conditions).",
 )
