@@ -27,7 +27,7 @@ def bootstrap_from_env() -> str:
     return os.environ.get("LAKEHOUSE_KAFKA_BOOTSTRAP") or DEFAULT_BOOTSTRAP
 
 
-class Message(NamedTuple):  # a tuple: read_range makes one per message, ten times faster than a dataclass
+class Message(NamedTuple):  # read_range makes one per message: a tuple is made 3x faster than a frozen dataclass
     topic: str
     partition: int
     offset: int
