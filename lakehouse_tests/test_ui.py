@@ -89,7 +89,7 @@ def backfill(browser, dagster_dev, screenshots) -> dict:  # noqa: F811
         partitions = dialog.get_by_placeholder("No matching partitions")
         partitions.fill(f"[{FIRST_DAY}...{LAST_DAY}]")
         partitions.press("Enter")
-        expect(dialog.get_by_text("2 partitions")).to_be_visible()
+        expect(dialog.get_by_text("2 partitions", exact=True)).to_be_visible()
         dialog.get_by_role("button", name="Launch backfill").click()
         toast = ui.get_by_text(re.compile(r"Created backfill \w+"))
         expect(toast).to_be_visible()
