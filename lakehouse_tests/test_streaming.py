@@ -43,6 +43,12 @@ def final_day(manifest: dict, source: str) -> dict:
     return manifest["sources"][source][max(manifest["sources"][source])]
 
 
+def day1_events_sent_late(manifest: dict) -> int:
+    """Day 1's clickstream events that the generator sends with day 2 (the manifest counts them there)."""
+    days = manifest["sources"]["clickstream"]
+    return days[sorted(days)[1]]["anomalies"]["late_events"]
+
+
 def test_every_message_becomes_one_bronze_row_and_malformed_ones_say_why():
     from lakehouse.resources.kafka import Message
 
@@ -242,7 +248,7 @@ def test_sensor_waits_for_a_full_batch_up_to_max_wait(stream_resources):
 def test_late_events_reopen_their_sessions(manifest, stream_resources):
     kafka, lake = stream_resources["kafka"], stream_resources["lake"]
     day1 = manifest["sources"]["clickstream"][START.isoformat()]
-    late = manifest["sources"]["clickstream"][sorted(manifest["sources"]["clickstream"])[1]]["anomalies"]["late_events"]
+    late = day1_events_sent_late(manifest)
 
     produce_day(kafka, "clickstream", START, 0, SCALE, SEED)  # day 1, its late events held back
     run(stream_resources, CLICKS, TODAY)  # by hand, no sensor: everything up to the end offsets
@@ -291,7 +297,7 @@ def test_silver_sessions_read_one_bronze_snapshot_so_a_batch_landing_meanwhile_w
                                                                                        spark):
     kafka, lake = stream_resources["kafka"], stream_resources["lake"]
     day1 = manifest["sources"]["clickstream"][START.isoformat()]
-    late = manifest["sources"]["clickstream"][sorted(manifest["sources"]["clickstream"])[1]]["anomalies"]["late_events"]
+    late = day1_events_sent_late(manifest)
     produce_day(kafka, "clickstream", START, 0, SCALE, SEED)
     run(stream_resources, CLICKS, TODAY)
     first = lake.delta_table("bronze", "clickstream_events")

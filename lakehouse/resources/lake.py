@@ -117,12 +117,13 @@ class DeltaLake(dg.ConfigurableResource):
         does nothing on Sail."""
         fs, root = self.filesystem()
         folder = f"_staging/{name}-{uuid.uuid4().hex}"
-        df.write.parquet(f"{self.root.rstrip('/')}/{folder}")
+        uri = f"{self.root.rstrip('/')}/{folder}"
+        df.write.parquet(uri)
         if fs.get_file_info(f"{root}/{folder}").type == pafs.FileType.NotFound:  # Sail writes no folder for no rows
             yield df.sparkSession.createDataFrame([], df.schema)
             return
         try:
-            yield df.sparkSession.read.parquet(f"{self.root.rstrip('/')}/{folder}")
+            yield df.sparkSession.read.parquet(uri)
         finally:
             fs.delete_dir(f"{root}/{folder}")
 
