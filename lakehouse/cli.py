@@ -3,8 +3,11 @@
     lakehouse generate --start 2026-11-01 --days 7 --scale 1 --seed 42
     lakehouse demo     [--start --days --scale --seed]
     lakehouse tables   [--json]
+    lakehouse dbt-vars --start DAY --end DAY   (the --vars for a `dbt build` by hand)
     lakehouse dev      (dagster dev on this repo's workspace, with the instance under LAKEHOUSE_HOME)
-    lakehouse broker   [--port P]   (a Kafka-compatible dev broker: tansu, in memory; default port 9092)
+    lakehouse broker   [--kafka] [--port P]  (a dev broker: tansu in memory, or Apache Kafka in KRaft mode; port 9092)
+    lakehouse spark-cluster [--workers 2] [--port 15002]  (Apache Spark standalone + Spark Connect with Delta)
+    lakehouse jars     [delta] [kafka]  (pre-fetch the JVM jars with Maven into the cache)
     lakehouse produce  --topic clickstream|support_tickets_cdc [--events N] [--rate R] [--bootstrap H:P]
     lakehouse serve    [--host 127.0.0.1] [--port 8000] [--workers 1]  (the read API over the serving store)
 """
@@ -113,32 +116,70 @@ def cmd_tables(args) -> None:
             print(f"{t['layer']:<8} {t['name']:<28} {t['rows']:>9} {t['version']:>8}  {t['path']}")
 
 
+def cmd_dbt_vars(args) -> None:
+    """The --vars Dagster gives dbt, for a `dbt build` by hand against the same lake."""
+    from lakehouse.gold.dbt import dbt_vars
+
+    end = date.fromisoformat(args.end) + timedelta(days=1)  # --end is inclusive, like a partition range
+    print(json.dumps(dbt_vars(date.fromisoformat(args.start), end, lake())))
+
+
 def cmd_dev(args) -> None:
     dagster_home()
     workspace = REPO_ROOT / "workspace.yaml"
     sys.exit(subprocess.call(["dagster", "dev", "-w", str(workspace), *args.dagster_args]))
 
 
-def cmd_broker(args) -> None:
+def until_stopped() -> None:
+    """Block until Ctrl-C or SIGTERM (docker stop, kill, CI): the caller's `finally` then stops its processes."""
     import signal
 
-    from lakehouse.sources.broker import Broker, port_open
-
-    # SIGTERM (docker stop, kill, CI) must stop tansu too, not orphan it.
     def interrupt(*_):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
-    # 9092 by default, which the Kafka resource uses when LAKEHOUSE_KAFKA_BOOTSTRAP is unset; a free port if taken.
-    broker = Broker(port=args.port or (None if port_open(9092) else 9092)).start()
-    print(f"Kafka-compatible broker (tansu, in-memory) listening on {broker.bootstrap}")
-    print(f"export LAKEHOUSE_KAFKA_BOOTSTRAP={broker.bootstrap}", flush=True)
     try:
-        broker.wait()
+        signal.pause()
     except KeyboardInterrupt:
         pass
+
+
+def cmd_broker(args) -> None:
+    from lakehouse.sources.broker import Broker, KafkaBroker, port_open
+
+    # 9092 by default, which the Kafka resource uses when LAKEHOUSE_KAFKA_BOOTSTRAP is unset; a free port if taken.
+    port = args.port or (None if port_open(9092) else 9092)
+    broker = (KafkaBroker(port=port, data_dir=settings.home() / "kafka") if args.kafka else Broker(port=port))
+    broker.start()
+    try:
+        print(f"{broker.description} listening on {broker.bootstrap}")
+        print(f"export LAKEHOUSE_KAFKA_BOOTSTRAP={broker.bootstrap}", flush=True)
+        until_stopped()
     finally:
         broker.stop()
+
+
+def cmd_spark_cluster(args) -> None:
+    from lakehouse.resources.jvm_spark import SparkCluster
+
+    cluster = SparkCluster(workers=args.workers, port=args.port, worker_cores=args.worker_cores,
+                           worker_memory=args.worker_memory, host=args.host, s3=args.s3,
+                           log_dir=settings.home() / "logs" / "spark-cluster")
+    with cluster.running():
+        print(f"Apache Spark standalone cluster ({args.workers} worker(s)) with a Delta Spark Connect server at "
+              f"{cluster.url} (logs: {cluster.log_dir})")
+        print(f"export LAKEHOUSE_SPARK_REMOTE={cluster.url}", flush=True)
+        until_stopped()
+
+
+def cmd_jars(args) -> None:
+    from lakehouse.resources.jars import BUNDLES, jars
+
+    unknown = set(args.bundles) - set(BUNDLES)
+    if unknown:
+        raise SystemExit(f"unknown jar bundle(s) {sorted(unknown)}: choose from {sorted(BUNDLES)}")
+    for name in args.bundles or ["delta", "kafka"]:
+        print(f"{name}: {len(jars(BUNDLES[name]))} jar(s) in {BUNDLES[name].folder}")
 
 
 def cmd_produce(args) -> None:
@@ -184,11 +225,29 @@ def parser() -> argparse.ArgumentParser:
     tables = sub.add_parser("tables", help="list every Delta table in the lake (read with delta-rs)")
     tables.add_argument("--json", action="store_true")
     tables.set_defaults(handler=cmd_tables)
+    dbt_vars = sub.add_parser("dbt-vars", help="print the dbt --vars for a window (a `dbt build` by hand)")
+    dbt_vars.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
+    dbt_vars.add_argument("--end", required=True, help="last day (inclusive), YYYY-MM-DD")
+    dbt_vars.set_defaults(handler=cmd_dbt_vars)
     dev = sub.add_parser("dev", help="start the Dagster UI and daemon on this code location (other options go to `dagster dev`)")
     dev.set_defaults(handler=cmd_dev)
-    broker = sub.add_parser("broker", help="run a Kafka-compatible broker for development (tansu, in memory)")
+    broker = sub.add_parser("broker", help="run a Kafka broker for development (tansu in memory, or Apache Kafka)")
     broker.add_argument("--port", type=int, default=None, help="listen on 127.0.0.1:PORT (default: 9092, else a free port)")
+    broker.add_argument("--kafka", action="store_true",
+                        help="Apache Kafka in KRaft mode (jars via Maven; data under $LAKEHOUSE_HOME/kafka)")
     broker.set_defaults(handler=cmd_broker)
+    cluster = sub.add_parser("spark-cluster",
+                             help="run an Apache Spark standalone cluster and a Spark Connect server with Delta")
+    cluster.add_argument("--workers", type=int, default=2)
+    cluster.add_argument("--port", type=int, default=15002, help="the Spark Connect port (default 15002)")
+    cluster.add_argument("--worker-cores", type=int, default=1)
+    cluster.add_argument("--worker-memory", default="2g")
+    cluster.add_argument("--host", default="127.0.0.1", help="where the Connect server listens (0.0.0.0 in a container)")
+    cluster.add_argument("--s3", action="store_true", help="s3:// lakes through S3A, with the AWS_* variables")
+    cluster.set_defaults(handler=cmd_spark_cluster)
+    jars_cmd = sub.add_parser("jars", help="fetch the JVM jars (Delta for Apache Spark, Apache Kafka) into the cache")
+    jars_cmd.add_argument("bundles", nargs="*", metavar="delta|kafka|s3", help="default: delta and kafka")
+    jars_cmd.set_defaults(handler=cmd_jars)
     produce = sub.add_parser("produce", help="publish the generator's streaming events to Kafka at a steady rate")
     produce.add_argument("--topic", required=True, choices=["clickstream", "support_tickets_cdc"])
     produce.add_argument("--events", type=int, default=None, help="exactly N messages, anomalies included")

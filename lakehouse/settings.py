@@ -38,3 +38,8 @@ def lake_storage_options(root: str | None = None) -> dict[str, str]:
 def spark_remote() -> str:
     """`sail` (embedded, default), `local` (JVM Spark from the pyspark wheel) or `sc://host:port`."""
     return os.environ.get("LAKEHOUSE_SPARK_REMOTE", "sail")
+
+
+def jars_cache() -> Path:
+    """Where Maven-fetched JVM jars (Delta for Apache Spark, Apache Kafka) are kept between runs."""
+    return Path(os.environ.get("LAKEHOUSE_JARS_CACHE") or Path.home() / ".cache" / "lakehouse" / "jars")

@@ -68,7 +68,7 @@ def test_compose_has_every_service_and_dagster_services_get_every_variable_they_
     bucket = env["LAKEHOUSE_LAKE_ROOT"].removeprefix("s3://").split("/")[0]
     assert f"lake/{bucket}" in " ".join(services["minio-init"]["command"])
     assert "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
-    assert "delta-spark" in " ".join(services["spark-connect"]["command"])
+    assert services["spark-connect"]["command"][:2] == ["lakehouse", "spark-cluster"]
     # Bronze reads landing files by path on the engine too: both mount the same volume at LAKEHOUSE_HOME/landing
     landing = f"landing:{env['LAKEHOUSE_HOME']}/landing"
     assert landing in services["code-location"]["volumes"] and landing in services["spark-connect"]["volumes"]

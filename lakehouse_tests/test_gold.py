@@ -144,9 +144,11 @@ def test_dbt_tests_are_asset_checks_and_gold_is_in_the_batch_job():
     assert {f"gold/{m}" for m in MARTS} <= {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
 
 
-def test_dbt_gets_the_partition_window_and_the_assets_engine(sail_url, lake):
-    assert gold.dbt_build_args(date(2026, 11, 1), date(2026, 11, 8)) == [
-        "build", "--vars", '{"start_date": "2026-11-01", "end_date": "2026-11-08"}']
+def test_dbt_gets_the_partition_window_the_lakes_tables_and_the_assets_engine(sail_url, lake, batch_run):
+    silver = ["customers", "customers_quarantine", "fx_rates", "fx_rates_quarantine", "orders", "orders_quarantine"]
+    assert json.loads(gold.dbt_build_args(date(2026, 11, 1), date(2026, 11, 8), lake)[2]) == {
+        "start_date": "2026-11-01", "end_date": "2026-11-08",
+        "lake_tables": [f"silver/{t}" for t in silver] + [f"gold/{m}" for m in lake.table_names("gold")]}
     assert gold.dbt_env(SparkEngine(remote=sail_url), lake) == {"SPARK_REMOTE": sail_url, "LAKEHOUSE_LAKE_ROOT": lake.root}
 
 

@@ -4,17 +4,24 @@
     registering, by path, the Silver tables (dbt sources) and the Gold models already written. A
     source whose Delta table does not exist yet (e.g. Silver sessions before any clickstream has
     arrived) is registered as an empty view with the columns declared in its `empty_fallback` meta,
-    so the marts still build. -#}
+    so the marts still build.
+
+    Which tables exist comes from the var `lake_tables` ("layer/name", read from the Delta logs with
+    delta-rs by Dagster, or by `lakehouse dbt-vars` for a run by hand), not from the engine: engines
+    answer differently for a missing path (Sail lists no files, Apache Spark fails the query). -#}
 
 {% macro lake_root() -%}
   {{ return(env_var('LAKEHOUSE_LAKE_ROOT', env_var('LAKEHOUSE_HOME', '.lakehouse') ~ '/lake').rstrip('/')) }}
 {%- endmacro %}
 
 
-{% macro delta_table_exists(path) -%}
-  {#- Listing `_delta_log` with the binaryFile reader returns no rows (no error) when it is missing. -#}
-  {% set result = run_query("select count(*) as n from binaryFile.`" ~ path ~ "/_delta_log`") %}
-  {{ return(result.columns[0].values()[0] > 0) }}
+{% macro delta_table_exists(layer, name) -%}
+  {% set tables = var('lake_tables', none) %}
+  {% if tables is none %}
+    {{ exceptions.raise_compiler_error("var lake_tables missing: run dbt through Dagster, or by hand with "
+                                       "--vars \"$(lakehouse dbt-vars --start DAY --end DAY)\"") }}
+  {% endif %}
+  {{ return((layer ~ '/' ~ name) in tables) }}
 {%- endmacro %}
 
 
@@ -35,7 +42,7 @@
       {% do run_query("create schema if not exists " ~ source.schema) %}
       {% set path = root ~ '/' ~ source.schema ~ '/' ~ source.identifier %}
       {% set relation = source.schema ~ '.' ~ source.identifier %}
-      {% if delta_table_exists(path) %}
+      {% if delta_table_exists(source.schema, source.identifier) %}
         {% do run_query("create table if not exists " ~ relation ~ " using delta location '" ~ path ~ "'") %}
         {% do registered.append(relation) %}
       {% elif source.meta.get('empty_fallback') %}
@@ -48,7 +55,7 @@
     {% for node in graph.nodes.values() if node.resource_type == 'model' and node.config.materialized in ('table', 'incremental') %}
       {% do run_query("create schema if not exists " ~ node.schema) %}
       {% set path = root ~ '/gold/' ~ node.alias %}
-      {% if delta_table_exists(path) %}
+      {% if delta_table_exists('gold', node.alias) %}
         {% do run_query("create table if not exists " ~ node.schema ~ "." ~ node.alias ~ " using delta location '" ~ path ~ "'") %}
         {#- dbt filled its relation cache before this hook ran: tell it the model exists, so an
             incremental model takes the incremental path instead of being created afresh. -#}

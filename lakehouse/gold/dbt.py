@@ -70,27 +70,20 @@ class GoldTranslator(DagsterDbtTranslator):
 translator = GoldTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
-def dbt_vars(start: date, end: date) -> dict[str, str]:
-    """The partition window [start, end) as the dbt vars the daily models filter on."""
-    return {"start_date": start.isoformat(), "end_date": end.isoformat()}
+def dbt_vars(start: date, end: date, lake: DeltaLake) -> dict:
+    """The partition window [start, end) the daily models filter on, and the Silver and Gold tables the
+    lake holds (`layer/name`), which the on-run-start macro registers in dbt's Spark session."""
+    tables = [f"{layer}/{name}" for layer in ("silver", "gold") for name in lake.table_names(layer)]
+    return {"start_date": start.isoformat(), "end_date": end.isoformat(), "lake_tables": tables}
 
 
-def dbt_build_args(start: date, end: date) -> list[str]:
-    return ["build", "--vars", json.dumps(dbt_vars(start, end))]
-
-
-def spark_connect_endpoint(spark: SparkEngine) -> str:
-    """The Spark Connect URL of the assets' engine, for a client in another process."""
-    url = connect_url(spark.remote)  # `sail`: the embedded server of this process, started if need be
-    if url.startswith("sc://"):
-        return url
-    # `local`: pyspark started a Connect server for this process's session; point dbt at that one
-    return f"sc://{spark.spark_session.client._builder.endpoint}"
+def dbt_build_args(start: date, end: date, lake: DeltaLake) -> list[str]:
+    return ["build", "--vars", json.dumps(dbt_vars(start, end, lake))]
 
 
 def dbt_env(spark: SparkEngine, lake: DeltaLake) -> dict[str, str]:
     """What the dbt subprocess needs to reach the assets' engine and lake."""
-    return {"SPARK_REMOTE": spark_connect_endpoint(spark), "LAKEHOUSE_LAKE_ROOT": lake.root}
+    return {"SPARK_REMOTE": connect_url(spark.remote), "LAKEHOUSE_LAKE_ROOT": lake.root}
 
 
 _env_lock = threading.Lock()
@@ -126,7 +119,7 @@ def gold_dbt(
     """`dbt build` of the selected Gold models and their tests over the run's partition window."""
     start, end = partitions.window(context)
     with environment(dbt_env(spark, lake)):
-        invocation = dbt.cli(dbt_build_args(start, end), context=context)
+        invocation = dbt.cli(dbt_build_args(start, end, lake), context=context)
     for event in invocation.stream():
         if isinstance(event, dg.Output):
             table = context.asset_key_for_output(event.output_name).path[-1]

@@ -152,7 +152,7 @@ class DeltaLake(dg.ConfigurableResource):
         """Every Delta table in the lake, read with delta-rs (no engine needed)."""
         found = []
         for layer in LAYERS:
-            for name in self._table_names(layer):
+            for name in self.table_names(layer):
                 dt = self.delta_table(layer, name)
                 found.append(
                     {"layer": layer, "name": name, "rows": table_row_count(dt), "version": dt.version(),
@@ -160,7 +160,7 @@ class DeltaLake(dg.ConfigurableResource):
                 )
         return found
 
-    def _table_names(self, layer: str) -> list[str]:
+    def table_names(self, layer: str) -> list[str]:
         fs, root = self.filesystem()
         entries = fs.get_file_info(pafs.FileSelector(f"{root}/{layer}", allow_not_found=True))
         names = sorted(e.base_name for e in entries if e.type == pafs.FileType.Directory)

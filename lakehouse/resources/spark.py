@@ -2,8 +2,10 @@
 
 Every transform uses only the Spark Connect API, so the same code runs on:
   - `sail`: the embedded Sail engine, started in this process on first use (default);
-  - `local`: Apache Spark (JVM) from the pyspark wheel, through its local Connect server;
-  - `sc://host:port`: any remote Spark Connect cluster (Spark 4 + delta-spark, Databricks, Sail).
+  - `local`: Apache Spark (JVM) from the pyspark wheel with delta-spark, through a Spark Connect server
+    this process starts on first use (resources/jvm_spark.py);
+  - `sc://host:port`: any remote Spark Connect cluster (Spark 4 + delta-spark, Databricks, Sail,
+    `lakehouse spark-cluster`).
 """
 
 import atexit
@@ -35,8 +37,10 @@ def embedded_sail_url() -> str:
 def connect_url(remote: str) -> str:
     if remote == "sail":
         return embedded_sail_url()
-    if remote == "local" or remote.startswith("local["):
-        return "local[*]" if remote == "local" else remote
+    if remote == "local":
+        from lakehouse.resources.jvm_spark import local_spark_url
+
+        return local_spark_url()
     if remote.startswith("sc://"):
         return remote
     raise ValueError(f"LAKEHOUSE_SPARK_REMOTE must be 'sail', 'local' or 'sc://host:port', got {remote!r}")
@@ -51,17 +55,15 @@ def spark_session(remote: str, spark_config: dict | None = None) -> SparkSession
     builder = SparkSession.builder.remote(url).config("spark.sql.session.timeZone", "UTC")
     for key, value in (spark_config or {}).items():
         builder = builder.config(key, value)
-    if not url.startswith("sc://"):
-        return builder.getOrCreate()
     # getOrCreate() hands back the process's existing session whatever its endpoint, so a second
     # endpoint (a remote cluster next to the embedded engine) would silently run on the first one.
     with _sail_lock:
         session = _sessions.get(url)
         if session is None or session.is_stopped:
             session = _sessions[url] = builder.create()
-            if remote == "sail":
-                # Sail has no ML cache: pyspark's exit hook that clears it only logs a "GRPC Error: ml command".
-                atexit.unregister(session.client._cleanup_ml_cache)
+            # No Spark ML here, and Sail has no ML cache: pyspark's exit hook that clears it would only
+            # log a "GRPC Error: ml command" there.
+            atexit.unregister(session.client._cleanup_ml_cache)
         else:
             for key, value in {"spark.sql.session.timeZone": "UTC", **(spark_config or {})}.items():
                 session.conf.set(key, value)
