@@ -3,8 +3,10 @@ sensor loop runs, and measure what reaches the lake.
 
     python bench/streaming.py                       # 2,000 events/s for 30 s (about a minute in all)
     python bench/streaming.py --rate 25000 --seconds 60 --max-batch 100000
+    python bench/streaming.py --broker kafka        # against Apache Kafka (KRaft) instead of tansu
 
-A fresh tansu broker and a fresh lake under a temporary folder; three processes, as in a deployment:
+A fresh broker (tansu by default, or Apache Kafka with `--broker kafka`) and a fresh lake under a
+temporary folder; three processes, as in a deployment:
 - the producer (the source system) publishes at a steady rate, its messages generated before the clock
   starts;
 - this process evaluates the real Kafka sensor and launches the Bronze run it requests, again and again;
@@ -54,7 +56,7 @@ from lakehouse.resources.lake import DeltaLake  # noqa: E402
 from lakehouse.resources.spark import SparkEngine, embedded_sail_url  # noqa: E402
 from lakehouse.sensors.kafka import kafka_sensor, streaming_automation_sensor  # noqa: E402
 from lakehouse.silver import sessions as silver_sessions  # noqa: E402
-from lakehouse.sources.broker import Broker  # noqa: E402
+from lakehouse.sources.broker import Broker, KafkaBroker  # noqa: E402
 from lakehouse.sources.producer import messages, publish  # noqa: E402
 
 
@@ -148,6 +150,8 @@ def main(argv=None) -> dict:
     p.add_argument("--rate", type=float, default=2000, help="events per second to produce")
     p.add_argument("--seconds", type=float, default=30, help="how long to produce")
     p.add_argument("--partitions", type=int, default=3)
+    p.add_argument("--broker", choices=["tansu", "kafka"], default="tansu",
+                   help="tansu (in memory) or Apache Kafka in KRaft mode (the reference; starts in 5-15 s)")
     p.add_argument("--max-batch", type=int, default=50_000, help="sensor: most messages per Bronze run")
     p.add_argument("--tick", type=float, default=1.0, help="seconds between Kafka sensor ticks when idle")
     p.add_argument("--silver-interval", type=float, default=streaming_automation_sensor.minimum_interval_seconds,
@@ -162,7 +166,9 @@ def main(argv=None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="lakehouse-bench-streaming-"))
     os.environ.setdefault("LAKEHOUSE_HOME", str(work))
     events = int(args.rate * args.seconds)
-    with Broker(log_file=work / "tansu.log") as broker:
+    broker = (KafkaBroker(data_dir=work / "kafka", log_file=work / "kafka.log") if args.broker == "kafka"
+              else Broker(log_file=work / "tansu.log"))
+    with broker:
         kafka = KafkaResource(bootstrap_servers=broker.bootstrap)
         kafka.create_topic("clickstream", args.partitions)
         lake = DeltaLake(root=str(work / "lake"))
@@ -241,8 +247,8 @@ def main(argv=None) -> dict:
             "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": "python bench/streaming.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-            "settings": {"target_rate": args.rate, "seconds": args.seconds, "partitions": args.partitions,
-                         "max_batch": args.max_batch, "tick_seconds": args.tick,
+            "settings": {"broker": args.broker, "target_rate": args.rate, "seconds": args.seconds,
+                         "partitions": args.partitions, "max_batch": args.max_batch, "tick_seconds": args.tick,
                          "silver_interval_seconds": args.silver_interval},
             "produced": produced,
             "bronze_rows": rows,

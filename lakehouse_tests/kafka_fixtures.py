@@ -1,6 +1,8 @@
-"""Fixtures for the streaming tests: one real tansu broker per test session, on a free port, and per-test
-Kafka topics (a topic prefix per test) and lakes, so tests share the broker but nothing else."""
+"""Fixtures for the streaming tests: every test runs against both brokers - tansu (the dev broker) and
+Apache Kafka (the reference) - each one real process per test session on a free port, with per-test
+Kafka topics (a topic prefix per test) and lakes, so tests share a broker but nothing else."""
 
+import hashlib
 import re
 from datetime import date
 
@@ -11,7 +13,7 @@ from lakehouse.bronze import streaming as bronze
 from lakehouse.resources.kafka import KafkaResource
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
-from lakehouse.sources.broker import Broker
+from lakehouse.sources.broker import Broker, KafkaBroker
 from lakehouse.sources.producer import messages, publish, stream_days
 from lakehouse.silver import sessions as silver_sessions
 from lakehouse.silver import support_tickets as silver_tickets
@@ -21,16 +23,37 @@ STREAMING_ASSETS = [bronze.clickstream_events, bronze.support_ticket_changes, si
                     silver_tickets.support_tickets]
 
 
-@pytest.fixture(scope="session")
-def broker(tmp_path_factory):
-    log = tmp_path_factory.mktemp("broker") / "tansu.log"
-    with Broker(log_file=log) as running:  # stopped when the session ends, pass or fail
-        yield running
+BROKERS = ["tansu", "kafka"]
+_RUNNING = pytest.StashKey[dict]()
+
+
+def session_broker(config: pytest.Config, kind: str, tmp_path_factory) -> Broker:
+    """The session's broker of this kind, started on first use and stopped when the session ends, pass or
+    fail. Cached on the config, not by pytest: each test module importing `broker` gets its own fixture
+    definition (and cache), which would start another broker per module."""
+    running = config.stash.setdefault(_RUNNING, {})
+    if kind not in running:
+        folder = tmp_path_factory.mktemp(f"broker-{kind}")
+        started = (KafkaBroker(data_dir=folder / "data", log_file=folder / "kafka.log") if kind == "kafka"
+                   else Broker(log_file=folder / "tansu.log")).start()
+        config.add_cleanup(started.stop)
+        running[kind] = started
+    return running[kind]
+
+
+# Module scope, not session: pytest groups the tests of a session-scoped parameter across modules, which
+# splits a module's tests in two and sets its module fixtures up again (test_s3's runs: a minute each).
+# Within a module the tests still run broker by broker; the processes are shared by `session_broker`.
+@pytest.fixture(scope="module", params=BROKERS)
+def broker(request, tmp_path_factory) -> Broker:
+    return session_broker(request.config, request.param, tmp_path_factory)
 
 
 @pytest.fixture
 def kafka(broker, request) -> KafkaResource:
-    prefix = re.sub(r"[^A-Za-z0-9]+", "-", request.node.name)[:80] + "."
+    name = re.sub(r"[^A-Za-z0-9]+", "-", request.node.name)  # the name ends with the broker's id
+    # Cut long names down with a digest, never just cut: the end (the parameters) is what tells tests apart.
+    prefix = (name if len(name) <= 80 else f"{name[:71]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}") + "."
     resource = KafkaResource(bootstrap_servers=broker.bootstrap, topic_prefix=prefix)
     for topic in ("clickstream", "support_tickets_cdc"):
         resource.create_topic(topic, PARTITIONS)

@@ -1,7 +1,8 @@
 """Streaming: Kafka -> sensor -> Bronze micro-batches (exactly once) -> Silver sessions and tickets.
 
-A real tansu broker runs for the session; every test has its own topics and lake. Expected figures
-come from the generator's manifest (the producer publishes exactly the landing files' lines)."""
+Every test runs twice, against a real tansu broker (`[tansu]`) and a real Apache Kafka (`[kafka]`), each
+one process for the session; every test has its own topics and lake. Expected figures come from the
+generator's manifest (the producer publishes exactly the landing files' lines)."""
 
 import threading
 from datetime import datetime, timedelta, timezone
@@ -10,9 +11,11 @@ import dagster as dg
 import pytest
 
 from lakehouse.bronze import streaming as bronze
+from lakehouse.resources.kafka import KafkaResource
 from lakehouse.sensors import kafka as sensors
 from lakehouse.silver import sessions as silver_sessions
 from lakehouse.silver import support_tickets as silver_tickets
+from lakehouse.sources.broker import KafkaBroker
 from lakehouse_tests.conftest import DAYS, SCALE, SEED, START, read_rows, total
 from lakehouse_tests.kafka_fixtures import (  # noqa: F401 - fixtures
     broker, kafka, materialization, produce_day, produce_days, produce_json, run, stream_lake, stream_resources,
@@ -69,6 +72,23 @@ def test_every_message_becomes_one_bronze_row_and_malformed_ones_say_why():
     assert rows[4]["_raw"] is None and rows[6]["_raw"] == '\ufffd{"event_id":"E4"}'
     assert all(r["event_id"] is None for r in rows[3:])
     assert {(r["_run_id"], r["_ingest_date"].isoformat()) for r in rows} == {("run-1", "2026-11-01")}
+
+
+def test_end_offsets_are_the_high_watermarks_on_kafka_and_probed_past_them_on_tansu_only(broker, kafka,
+                                                                                         monkeypatch):
+    """Apache Kafka's high watermark is the next offset: taken as is, no probe. tansu's is the last record
+    batch's base offset + 1 (one flush = one batch per partition, so 1 here): there the tail is read."""
+    producer = kafka.producer()
+    for partition, count in ((0, 5), (1, 3)):
+        for _ in range(count):
+            producer.produce(kafka.topic("clickstream"), value=b"{}", partition=partition)
+    assert producer.flush(30) == 0
+    probed, probe = [], KafkaResource._probe_tail
+    monkeypatch.setattr(KafkaResource, "_probe_tail",
+                        lambda self, topic, marks: probed.append(dict(marks)) or probe(self, topic, marks))
+
+    assert kafka.end_offsets("clickstream") == {0: 5, 1: 3, 2: 0}
+    assert probed == ([] if isinstance(broker, KafkaBroker) else [{0: 1, 1: 1, 2: 0}])
 
 
 def test_produced_events_flow_through_sensor_bronze_and_silver_with_exact_counts(manifest, stream_resources):

@@ -27,6 +27,11 @@ def bootstrap_from_env() -> str:
     return os.environ.get("LAKEHOUSE_KAFKA_BOOTSTRAP") or DEFAULT_BOOTSTRAP
 
 
+def is_tansu(cluster_id: str | None) -> bool:
+    """tansu names its cluster `tansu_cluster` unless told otherwise; Apache Kafka's ids are random UUIDs."""
+    return (cluster_id or "").startswith("tansu")
+
+
 class Message(NamedTuple):  # read_range makes one per message: a tuple is made 3x faster than a frozen dataclass
     topic: str
     partition: int
@@ -43,8 +48,8 @@ class KafkaResource(dg.ConfigurableResource):
     topic_prefix: str = Field(default="", description="Prefix for every topic name (environments sharing a cluster)")
     client_config: dict[str, str] = Field(default={}, description="Extra librdkafka settings (SASL/SSL, timeouts)")
     timeout_seconds: float = Field(default=10.0, description="Metadata / watermark request timeout")
-    probe_tail: bool = Field(default=True, description="Read past the high watermark to find the real end offsets "
-                             "(needed on tansu, harmless on Kafka)")
+    probe_tail: bool | None = Field(default=None, description="Read past the high watermark to find the real end "
+                                    "offsets; needed on tansu only. Empty = when the cluster is a tansu broker")
 
     @property
     def bootstrap(self) -> str:
@@ -85,12 +90,17 @@ class KafkaResource(dg.ConfigurableResource):
                 raise
 
     def partitions(self, name: str, consumer: Consumer | None = None) -> list[int]:
+        return self._partitions(name, consumer)[0]
+
+    def _partitions(self, name: str, consumer: Consumer | None = None) -> tuple[list[int], str | None]:
+        """The topic's partitions ([] if it does not exist) and the cluster's id, from one metadata request."""
         client = consumer or self.consumer()
         try:
-            meta = client.list_topics(self.topic(name), timeout=self.timeout_seconds).topics.get(self.topic(name))
+            metadata = client.list_topics(self.topic(name), timeout=self.timeout_seconds)
+            meta = metadata.topics.get(self.topic(name))
             if meta is None or meta.error is not None or not meta.partitions:
-                return []
-            return sorted(meta.partitions)
+                return [], metadata.cluster_id
+            return sorted(meta.partitions), metadata.cluster_id
         finally:
             if consumer is None:
                 client.close()
@@ -99,17 +109,20 @@ class KafkaResource(dg.ConfigurableResource):
         """The next offset to be written, per partition; {} if the topic does not exist.
 
         The high watermark is the answer on Kafka. tansu reports the base offset of the last record
-        batch + 1 instead, which hides the rest of that batch; with `probe` (default: `probe_tail`) the
-        tail from the watermark on is read to find the real end (on Kafka that read returns at most one
-        message). While producers write, the end found may trail the newest message by a moment."""
+        batch + 1 instead, which hides the rest of that batch; with `probe` (default: `probe_tail`, which
+        by default probes on tansu only) the tail from the watermark on is read to find the real end.
+        While producers write, the end found may trail the newest message by a moment."""
         consumer = self.consumer()
         try:
             topic = self.topic(name)
+            partitions, cluster_id = self._partitions(name, consumer)
             watermarks = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=self.timeout_seconds)[1]
-                          for p in self.partitions(name, consumer)}
+                          for p in partitions}
         finally:
             consumer.close()
-        return self._probe_tail(topic, watermarks) if (self.probe_tail if probe is None else probe) else watermarks
+        if probe is None:
+            probe = self.probe_tail if self.probe_tail is not None else is_tansu(cluster_id)
+        return self._probe_tail(topic, watermarks) if probe else watermarks
 
     def _probe_tail(self, topic: str, watermarks: dict[int, int]) -> dict[int, int]:
         ends = dict(watermarks)
