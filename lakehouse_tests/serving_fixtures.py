@@ -3,13 +3,12 @@
 
 - `gold_lake`: the session lake (conftest's `batch_run`) with Gold built over the whole window in
   one run, as test_gold builds it.
-- `serving_dsn`: a throwaway database on the local Postgres (127.0.0.1:5432, trust auth), dropped
-  at the end; the tests that need it are skipped, with the reason, when Postgres is unreachable.
+- `serving_dsn`: a throwaway database on the session's Postgres server (postgres_fixtures.py), dropped
+  at the end.
 - `api_server`: the read API under uvicorn on a free port, in a thread, stopped at the end.
 """
 
 import hashlib
-import os
 import socket
 import threading
 import time
@@ -20,9 +19,7 @@ import pytest
 
 from lakehouse.resources.lake import DeltaLake
 from lakehouse_tests.conftest import DAY_KEYS
-
-PG_HOST, PG_PORT = os.environ.get("LAKEHOUSE_TEST_PG_HOST", "127.0.0.1"), int(os.environ.get("LAKEHOUSE_TEST_PG_PORT", "5432"))
-ADMIN_DSN = f"postgresql://{PG_HOST}:{PG_PORT}/postgres"
+from lakehouse_tests.postgres_fixtures import postgres_server  # noqa: F401 - fixture
 
 APP_KEY, ANALYST_KEY, FINANCE_KEY = "app-key-" + uuid.uuid4().hex, "analyst-key-" + uuid.uuid4().hex, "fin-" + uuid.uuid4().hex
 KEYS_CONFIG = [
@@ -32,21 +29,6 @@ KEYS_CONFIG = [
     {"name": "finance", "sha256": hashlib.sha256(FINANCE_KEY.encode()).hexdigest(),
      "scopes": ["revenue:read", "kpis:read"]},
 ]
-
-
-def postgres_reachable() -> str | None:
-    """None if Postgres answers on PG_HOST:PG_PORT, else why not."""
-    try:
-        socket.create_connection((PG_HOST, PG_PORT), timeout=2).close()
-    except OSError as error:
-        return f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} ({error}); the serving tests need a real Postgres"
-    try:
-        import psycopg
-
-        psycopg.connect(ADMIN_DSN, connect_timeout=5).close()
-    except Exception as error:  # noqa: BLE001 - any failure to log in means we cannot test
-        return f"cannot log in to PostgreSQL at {ADMIN_DSN} ({error}); the serving tests need trust auth there"
-    return None
 
 
 @pytest.fixture(scope="session")
@@ -59,19 +41,16 @@ def gold_lake(batch_run, resources, lake) -> DeltaLake:
 
 
 @pytest.fixture(scope="session")
-def serving_dsn() -> str:
-    reason = postgres_reachable()
-    if reason:
-        pytest.skip(reason)
+def serving_dsn(postgres_server) -> str:
     import psycopg
 
     name = f"lakehouse_test_serving_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+    with psycopg.connect(postgres_server.dsn(), autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"postgresql://{PG_HOST}:{PG_PORT}/{name}"
+        yield postgres_server.dsn(name)
     finally:
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+        with psycopg.connect(postgres_server.dsn(), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

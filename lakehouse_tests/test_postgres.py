@@ -1,9 +1,6 @@
 """Dagster as a service: the instance of deploy/dagster.yaml (Postgres run, event-log and schedule storage,
 queued runs with tag concurrency limits) against a real PostgreSQL server, in a throwaway database created
-for this test session and dropped after it. Skipped, with the reason, when no server is reachable.
-
-Server: LAKEHOUSE_TEST_PG_HOST / _PORT / _USER / _PASSWORD (default 127.0.0.1:5432, user postgres, no password,
-as on the CI machine with trust auth)."""
+for this test session and dropped after it, on the session's server (postgres_fixtures.py)."""
 
 import logging
 import os
@@ -13,37 +10,27 @@ from pathlib import Path
 from unittest import mock
 
 import dagster as dg
+import psycopg2
 import pytest
 
 from lakehouse.bronze import batch as bronze_batch
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
 from lakehouse_tests.conftest import DAY_KEYS, day_counts
-
-psycopg2 = pytest.importorskip("psycopg2", reason="dagster-postgres (and psycopg2) not installed")
+from lakehouse_tests.postgres_fixtures import PostgresServer, postgres_server  # noqa: F401 - fixture
 
 DEPLOY_INSTANCE = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
-SERVER = {
-    "host": os.environ.get("LAKEHOUSE_TEST_PG_HOST", "127.0.0.1"),
-    "port": int(os.environ.get("LAKEHOUSE_TEST_PG_PORT", "5432")),
-    "user": os.environ.get("LAKEHOUSE_TEST_PG_USER", "postgres"),
-    "password": os.environ.get("LAKEHOUSE_TEST_PG_PASSWORD", ""),
-}
 
 
-def admin_connection():
-    connection = psycopg2.connect(dbname="postgres", connect_timeout=3, **SERVER)
-    connection.autocommit = True
-    return connection
+def connect(server: PostgresServer, database: str):
+    return psycopg2.connect(dbname=database, connect_timeout=3, host=server.host, port=server.port, user=server.user,
+                            password=server.password)
 
 
 @pytest.fixture(scope="module")
-def pg_database():
-    try:
-        admin = admin_connection()
-    except psycopg2.OperationalError as error:
-        pytest.skip(f"no PostgreSQL reachable at {SERVER['host']}:{SERVER['port']} as {SERVER['user']}: "
-                    f"{str(error).strip()}")
+def pg_database(postgres_server):
+    admin = connect(postgres_server, "postgres")
+    admin.autocommit = True
     name = f"lakehouse_test_{uuid.uuid4().hex[:12]}"
     with admin.cursor() as cursor:
         cursor.execute(f'CREATE DATABASE "{name}"')
@@ -56,10 +43,10 @@ def pg_database():
 
 
 @pytest.fixture(scope="module")
-def pg_env(pg_database) -> dict[str, str]:
+def pg_env(pg_database, postgres_server) -> dict[str, str]:
     """The variables deploy/dagster.yaml reads, as docker-compose and the Helm values set them."""
-    return {"DAGSTER_PG_HOST": SERVER["host"], "DAGSTER_PG_PORT": str(SERVER["port"]),
-            "DAGSTER_PG_USERNAME": SERVER["user"], "DAGSTER_PG_PASSWORD": SERVER["password"],
+    return {"DAGSTER_PG_HOST": postgres_server.host, "DAGSTER_PG_PORT": str(postgres_server.port),
+            "DAGSTER_PG_USERNAME": postgres_server.user, "DAGSTER_PG_PASSWORD": postgres_server.password,
             "DAGSTER_PG_DB": pg_database, "DAGSTER_MAX_CONCURRENT_RUNS": "4"}
 
 
@@ -72,8 +59,8 @@ def instance(pg_env, tmp_path_factory):
             yield created
 
 
-def query(database: str, sql: str) -> list[tuple]:
-    connection = psycopg2.connect(dbname=database, connect_timeout=3, **SERVER)
+def query(server: PostgresServer, database: str, sql: str) -> list[tuple]:
+    connection = connect(server, database)
     try:
         with connection.cursor() as cursor:
             cursor.execute(sql)
@@ -97,7 +84,7 @@ def test_the_deploy_instance_is_postgres_backed_with_queued_runs_and_tag_limits(
     assert limits["kafka/topic"] == {"key": "kafka/topic", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
 
 
-def test_materialisations_are_recorded_in_postgres(instance, pg_database, manifest, sail_url, tmp_path):
+def test_materialisations_are_recorded_in_postgres(instance, postgres_server, pg_database, manifest, sail_url, tmp_path):
     lake = DeltaLake(root=str(tmp_path / "lake"))
     resources = {"spark": SparkEngine(remote=sail_url), "lake": lake}
     day = DAY_KEYS[0]
@@ -110,12 +97,12 @@ def test_materialisations_are_recorded_in_postgres(instance, pg_database, manife
         assert event.asset_materialization.metadata["dagster/row_count"].value == day_counts(
             manifest, source, "records")[day]
     # read back from the database itself, not through Dagster's caches
-    assert query(pg_database, f"SELECT status FROM runs WHERE run_id = '{result.run_id}'") == [("SUCCESS",)]
-    [(count,)] = query(pg_database, "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'")
+    assert query(postgres_server, pg_database, f"SELECT status FROM runs WHERE run_id = '{result.run_id}'") == [("SUCCESS",)]
+    [(count,)] = query(postgres_server, pg_database, "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'")
     assert count == 2
 
 
-def test_a_sensor_tick_is_stored_in_postgres_and_its_runs_are_queued(instance, pg_database, manifest):
+def test_a_sensor_tick_is_stored_in_postgres_and_its_runs_are_queued(instance, postgres_server, pg_database, manifest):
     """The daemon's sensor loop, against the code location served from its own process (as in deploy/)."""
     from dagster._core.scheduler.instigation import InstigatorStatus, TickStatus
     from dagster._core.test_utils import create_test_daemon_workspace_context
@@ -139,6 +126,6 @@ def test_a_sensor_tick_is_stored_in_postgres_and_its_runs_are_queued(instance, p
         assert instance.get_instigator_state(sensor.get_remote_origin_id(), sensor.selector_id).status == (
             InstigatorStatus.RUNNING)
     # (the sensors that are on by default - alerts, automation - ticked too: count this sensor's)
-    [(ticks,)] = query(pg_database, f"SELECT count(*) FROM job_ticks WHERE selector_id = '{sensor.selector_id}'")
-    [(runs,)] = query(pg_database, "SELECT count(*) FROM runs WHERE status = 'QUEUED'")
+    [(ticks,)] = query(postgres_server, pg_database, f"SELECT count(*) FROM job_ticks WHERE selector_id = '{sensor.selector_id}'")
+    [(runs,)] = query(postgres_server, pg_database, "SELECT count(*) FROM runs WHERE status = 'QUEUED'")
     assert (ticks, runs) == (1, len(expected))
