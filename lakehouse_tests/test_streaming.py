@@ -4,6 +4,7 @@ Every test runs twice, against a real tansu broker (`[tansu]`) and a real Apache
 one process for the session; every test has its own topics and lake. Expected figures come from the
 generator's manifest (the producer publishes exactly the landing files' lines)."""
 
+import sys
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -72,6 +73,51 @@ def test_every_message_becomes_one_bronze_row_and_malformed_ones_say_why():
     assert rows[4]["_raw"] is None and rows[6]["_raw"] == '\ufffd{"event_id":"E4"}'
     assert all(r["event_id"] is None for r in rows[3:])
     assert {(r["_run_id"], r["_ingest_date"].isoformat()) for r in rows} == {("run-1", "2026-11-01")}
+
+
+POISON = [  # (key, value): every kind of message a producer can send that is not a clean JSON object
+    (b"k1", b'{"event_id":"deep","page":' + b"[" * 50_000 + b"]" * 50_000 + b"}"),  # deeper than Python recurses
+    (b"k3", None),  # a tombstone
+    (b"k4", b""),  # an empty value
+    (b"\xff\xfe", b'{"event_id":"binary-key"}'),  # a key that is not text
+    (b"k6", b"\xc3\x28 not UTF-8"),  # invalid UTF-8
+    (b"k7", b'{"event_id":"big","page":"' + b"x" * 900_000 + b'"}'),  # near Kafka's default 1 MB message limit
+]
+
+
+def test_no_message_stops_a_batch_each_lands_with_its_raw_payload_and_reason():
+    from lakehouse.resources.kafka import Message
+
+    # Parses, but is nested too deeply for Python to write the field back as JSON text.
+    depth = sys.getrecursionlimit() - 5
+    edge = (b"k2", b'{"event_id":"edge","page":' + b"[" * depth + b"]" * depth + b"}")
+    poison = [POISON[0], edge, *POISON[1:]]
+    messages = [Message("t", 0, i, key.decode("utf-8", "replace"), value, 1) for i, (key, value) in enumerate(poison)]
+    rows = bronze.to_rows(bronze.CLICKSTREAM, messages, datetime(2026, 11, 1).date(), "run-1").to_pylist()
+
+    assert [r["kafka_offset"] for r in rows] == list(range(7))
+    assert [r["event_id"] for r in rows] == [None, None, None, None, "binary-key", None, "big"]
+    errors = [r["_parse_error"] or "" for r in rows]
+    assert errors[0].startswith(("invalid JSON", "unreadable JSON: RecursionError"))
+    assert errors[1].startswith(("invalid JSON", "unreadable JSON: RecursionError"))
+    assert errors[2:4] == ["empty message (null payload)", "invalid JSON: Expecting value: line 1 column 1 (char 0)"]
+    assert errors[4] == "" and errors[5].startswith("invalid JSON") and errors[6] == ""
+    assert rows[0]["_raw"] == POISON[0][1].decode() and rows[2]["_raw"] is None and len(rows[6]["page"]) == 900_000
+    assert rows[4]["kafka_key"] == "\ufffd\ufffd"
+
+
+def test_a_poison_message_neither_fails_the_run_nor_holds_back_the_messages_after_it(stream_resources):
+    kafka, lake = stream_resources["kafka"], stream_resources["lake"]
+    producer = kafka.producer()
+    for key, value in [(b"u1", b'{"event_id":"before"}'), *POISON, (b"u1", b'{"event_id":"after"}')]:
+        producer.produce(kafka.topic("clickstream"), key=key, value=value, partition=0)
+    assert producer.flush(30) == 0
+
+    meta = materialization(run(stream_resources, CLICKS, TODAY), CLICKS)
+    rows = sorted(bronze_rows(lake, CLICKS.key.path[-1]), key=lambda r: r["kafka_offset"])
+    assert meta["rows_written"] == len(rows) == 8 and meta["kafka/lag"] == 0 and meta["malformed"] == 4
+    assert [r["kafka_offset"] for r in rows] == list(range(8))
+    assert (rows[0]["event_id"], rows[-1]["event_id"]) == ("before", "after")
 
 
 def test_end_offsets_are_the_high_watermarks_on_kafka_and_probed_past_them_on_tansu_only(broker, kafka,

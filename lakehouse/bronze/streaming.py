@@ -74,7 +74,7 @@ def decode(value: bytes | None) -> tuple[dict | None, str | None]:
             return None, "empty message (null payload)"
         try:
             record = json.loads(value.decode("utf-8", "replace"))
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than Python can follow
             return None, f"invalid JSON: {e}"
     if not isinstance(record, dict):
         return None, f"not a JSON object: {type(record).__name__}"
@@ -86,17 +86,42 @@ def as_text(value) -> str | None:
     return value if value is None or type(value) is str else json.dumps(value)
 
 
+UNWRITABLE = (RecursionError, ValueError, TypeError)  # what turning a parsed value back into JSON text can raise
+
+
+def field_columns(stream: Stream, records: list[dict]) -> dict[str, list]:
+    """The promised fields as text, column by column, and the unknown ones as rescued JSON."""
+    known = set(stream.columns)
+    return {c: [as_text(r.get(c)) for r in records] for c in stream.columns} | {
+        "_rescued_data": [None if r.keys() <= known else json.dumps({k: v for k, v in r.items() if k not in known},
+                                                                     separators=(",", ":")) for r in records]}
+
+
+def writable(stream: Stream, record: dict | None, error: str | None) -> tuple[dict | None, str | None]:
+    """A decoded message, or a parse error if its fields cannot be written back as JSON text."""
+    if record is None:
+        return record, error
+    try:
+        field_columns(stream, [record])
+        return record, None
+    except UNWRITABLE as e:
+        return None, f"unreadable JSON: {type(e).__name__}: {e}"
+
+
 def to_rows(stream: Stream, messages: list[Message], ingest_date: date, run_id: str) -> pa.Table:
     """Bronze rows for `messages`: nothing dropped, a malformed message keeps its raw text and the reason.
 
-    Built column by column (no per-row dicts): this is the hot loop of streaming ingestion."""
+    Built column by column (no per-row dicts): this is the hot loop of streaming ingestion. A batch with a
+    message that parses but cannot be written back (nested deeper than Python's recursion limit) is built
+    again with that message as a parse error, so no message can stop the batch."""
     topics, partitions, offsets, keys, values, stamps = zip(*messages) if messages else [()] * 6
     decoded = [decode(value) for value in values]
-    records = [record or {} for record, _ in decoded]
-    known = set(stream.columns)
-    columns = {c: [as_text(r.get(c)) for r in records] for c in stream.columns} | {
-        "_rescued_data": [None if r.keys() <= known else json.dumps({k: v for k, v in r.items() if k not in known},
-                                                                     separators=(",", ":")) for r in records],
+    try:
+        fields = field_columns(stream, [record or {} for record, _ in decoded])
+    except UNWRITABLE:
+        decoded = [writable(stream, record, error) for record, error in decoded]
+        fields = field_columns(stream, [record or {} for record, _ in decoded])
+    columns = fields | {
         "_raw": [value.decode("utf-8", "replace") if value is not None else None for value in values],
         "_parse_error": [error for _, error in decoded],
         "kafka_topic": topics, "kafka_partition": partitions, "kafka_offset": offsets, "kafka_key": keys,
