@@ -130,8 +130,9 @@ def cmd_dev(args) -> None:
     sys.exit(subprocess.call(["dagster", "dev", "-w", str(workspace), *args.dagster_args]))
 
 
-def until_stopped() -> None:
-    """Block until Ctrl-C or SIGTERM (docker stop, kill, CI): the caller's `finally` then stops its processes."""
+def until_stopped(what: str, running) -> None:
+    """Block until Ctrl-C or SIGTERM (docker stop, kill, CI), or until `running()` turns false; the caller's
+    `finally` then stops its processes."""
     import signal
 
     def interrupt(*_):
@@ -139,9 +140,11 @@ def until_stopped() -> None:
 
     signal.signal(signal.SIGTERM, interrupt)
     try:
-        signal.pause()
+        while running():
+            time.sleep(0.5)
     except KeyboardInterrupt:
-        pass
+        return
+    raise SystemExit(f"{what} exited by itself; its log says why")
 
 
 def cmd_broker(args) -> None:
@@ -154,7 +157,7 @@ def cmd_broker(args) -> None:
     try:
         print(f"{broker.description} listening on {broker.bootstrap}")
         print(f"export LAKEHOUSE_KAFKA_BOOTSTRAP={broker.bootstrap}", flush=True)
-        until_stopped()
+        until_stopped(broker.description, lambda: broker.process.poll() is None)
     finally:
         broker.stop()
 
@@ -169,7 +172,7 @@ def cmd_spark_cluster(args) -> None:
         print(f"Apache Spark standalone cluster ({args.workers} worker(s)) with a Delta Spark Connect server at "
               f"{cluster.url} (logs: {cluster.log_dir})")
         print(f"export LAKEHOUSE_SPARK_REMOTE={cluster.url}", flush=True)
-        until_stopped()
+        until_stopped("a Spark process", lambda: all(p.process.poll() is None for p in cluster.processes))
 
 
 def cmd_jars(args) -> None:
@@ -277,3 +280,7 @@ def main(argv: list[str] | None = None) -> None:
         parser().error(f"unrecognized arguments: {' '.join(extra)}")
     args.dagster_args = extra
     args.handler(args)
+
+
+if __name__ == "__main__":
+    main()

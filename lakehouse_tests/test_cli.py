@@ -75,3 +75,29 @@ def test_dagster_cli_materialises_a_partition_range_in_one_run(demo_twice, home)
         events = instance.get_records_for_run(latest.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
     assert latest.status == dg.DagsterRunStatus.SUCCESS
     assert len(events) == 6 * 2  # six assets, two partitions each, one run
+
+
+def test_kafka_broker_command_keeps_its_storage_across_restarts_and_sigterm_stops_it(home, tmp_path):
+    """`lakehouse broker --kafka`: Apache Kafka in KRaft mode, formatted on first start, its data kept."""
+    from lakehouse.resources.kafka import KafkaResource
+    from lakehouse.sources.broker import free_port
+
+    port, env = free_port(), {**home, "LAKEHOUSE_HOME": str(tmp_path)}
+    for start in range(2):
+        broker = subprocess.Popen(["lakehouse", "broker", "--kafka", "--port", str(port)], env=env, text=True,
+                                  stdout=subprocess.PIPE)
+        try:
+            assert broker.stdout.readline().startswith(f"Apache Kafka (KRaft, one node) listening on 127.0.0.1:{port}")
+            assert broker.stdout.readline().strip() == f"export LAKEHOUSE_KAFKA_BOOTSTRAP=127.0.0.1:{port}"
+            kafka = KafkaResource(bootstrap_servers=f"127.0.0.1:{port}")
+            if start == 0:
+                kafka.create_topic("clickstream", 2)
+                producer = kafka.producer()
+                for n in range(10):
+                    producer.produce("clickstream", value=b"{}", partition=n % 2)
+                assert producer.flush(30) == 0
+            assert kafka.end_offsets("clickstream") == {0: 5, 1: 5}  # the second start still has them
+        finally:
+            broker.terminate()
+            assert broker.wait(60) == 0
+    assert (tmp_path / "kafka" / "logs" / "meta.properties").exists()

@@ -9,6 +9,7 @@ Every transform uses only the Spark Connect API, so the same code runs on:
 """
 
 import atexit
+import os
 import threading
 
 from dagster import InitResourceContext
@@ -27,6 +28,9 @@ def embedded_sail_url() -> str:
         if _sail_server is None:
             from pysail.spark import SparkConnectServer
 
+            # Sail ends a session idle for 15 minutes; the embedded server lives as long as this process, and
+            # so should its sessions (a code server or a test session can sit idle longer than that).
+            os.environ.setdefault("SAIL_SPARK__SESSION_TIMEOUT_SECS", str(7 * 24 * 3600))
             server = SparkConnectServer(ip="127.0.0.1", port=0)
             server.start(background=True)
             _sail_server = server
@@ -59,14 +63,17 @@ def spark_session(remote: str, spark_config: dict | None = None) -> SparkSession
     # endpoint (a remote cluster next to the embedded engine) would silently run on the first one.
     with _sail_lock:
         session = _sessions.get(url)
-        if session is None or session.is_stopped:
-            session = _sessions[url] = builder.create()
-            # No Spark ML here, and Sail has no ML cache: pyspark's exit hook that clears it would only
-            # log a "GRPC Error: ml command" there.
-            atexit.unregister(session.client._cleanup_ml_cache)
-        else:
-            for key, value in {"spark.sql.session.timeZone": "UTC", **(spark_config or {})}.items():
-                session.conf.set(key, value)
+        if session is not None and not session.is_stopped:
+            try:
+                for key, value in {"spark.sql.session.timeZone": "UTC", **(spark_config or {})}.items():
+                    session.conf.set(key, value)
+                return session
+            except Exception:  # noqa: BLE001 - the server ended the session (idle timeout, restart): start anew
+                pass
+        session = _sessions[url] = builder.create()
+        # No Spark ML here, and Sail has no ML cache: pyspark's exit hook that clears it would only
+        # log a "GRPC Error: ml command" there.
+        atexit.unregister(session.client._cleanup_ml_cache)
     return session
 
 

@@ -105,7 +105,11 @@ class Broker:
                 self.stop()
                 raise BrokerError(f"{self.description} did not listen on {self.bootstrap} within {timeout}s")
             time.sleep(0.05)
+        self.wait_ready(deadline)
         return self
+
+    def wait_ready(self, deadline: float) -> None:
+        """Past listening, until clients can use it (tansu: at once)."""
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -116,9 +120,6 @@ class Broker:
                 self.process.kill()
                 self.process.wait(5)
         self.process = None
-
-    def wait(self) -> int:
-        return self.process.wait() if self.process else 0
 
     def __enter__(self) -> "Broker":
         return self.start()
@@ -180,3 +181,20 @@ class KafkaBroker(Broker):
 
     def command(self) -> list[str]:
         return self.java("kafka.Kafka", str(self.data_dir / "server.properties"))
+
+    def wait_ready(self, deadline: float) -> None:
+        """Until every partition has a leader: a restarted Kafka listens before it has loaded its logs, and
+        answers NOT_LEADER_FOR_PARTITION meanwhile."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        while time.monotonic() < deadline:
+            try:
+                topics = admin.list_topics(timeout=2).topics.values()
+                if all(p.leader >= 0 and p.error is None for t in topics for p in t.partitions.values()):
+                    return
+            except Exception:  # noqa: BLE001 - not up yet
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise BrokerError(f"{self.description} on {self.bootstrap} had partitions without a leader at the deadline")
