@@ -174,6 +174,27 @@ def test_landing_sensor_requests_one_run_per_new_file_and_nothing_when_unchanged
     assert again.run_requests == []
 
 
+def test_landing_sensor_ignores_files_it_cannot_name_and_says_so(tmp_path, monkeypatch):
+    import logging
+    from lakehouse.sources.generator import generate
+
+    monkeypatch.setenv("LAKEHOUSE_HOME", str(tmp_path))
+    generate(tmp_path / "landing", DAY_ONE, 1, 0.05, 3)
+    for stray in ("notes.csv", "1999-01-01.csv", "2026-13-01.csv", f"{DAY_KEYS[1]}.csv.tmp"):
+        (tmp_path / "landing" / "orders" / stray).write_text("order_id\n")
+    tick_log: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: tick_log.append(record.getMessage())
+    with dg.DagsterInstance.ephemeral() as instance:
+        context = dg.build_sensor_context(instance=instance)
+        context.log.addHandler(handler)
+        result = landing_files_sensor(context)
+    keys = sorted((r.asset_selection[0].to_user_string(), r.partition_key) for r in result.run_requests)
+    assert keys == [(f"bronze/{s}", DAY_KEYS[0]) for s in ["crm_customers", "fx_rates", "orders"]]
+    assert tick_log == ["ignored 3 landing file(s) not named <day>.<ext> for a partition day: "
+                        "orders/1999-01-01.csv, orders/2026-13-01.csv, orders/notes.csv"]
+
+
 class Webhook(BaseHTTPRequestHandler):
     received: list[dict] = []
 

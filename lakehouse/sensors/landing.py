@@ -6,19 +6,28 @@ from datetime import date
 
 import dagster as dg
 
-from lakehouse import settings
+from lakehouse import partitions, settings
 from lakehouse.sources.generator import FILE_EXT
 
 BATCH_SOURCES = ("crm_customers", "orders", "fx_rates")
 
 
-def landed_files() -> dict[str, float]:
-    """`<source>/<day>` -> modification time of every batch landing file."""
-    found = {}
+def landed_files() -> tuple[dict[str, float], list[str]]:
+    """`<source>/<day>` -> modification time of every batch landing file, and the files ignored: names that
+    are not a day of the partitions (`notes.csv`, `2026-13-01.csv`), or a file being written (`*.tmp`)."""
+    found, ignored = {}, []
+    days = partitions.daily
     for source in BATCH_SOURCES:
         for path in (settings.landing_dir() / source).glob(f"*.{FILE_EXT[source]}"):
-            found[f"{source}/{path.stem}"] = path.stat().st_mtime
-    return found
+            try:
+                day = date.fromisoformat(path.stem).isoformat()
+            except ValueError:
+                day = None
+            if day is None or not days.has_partition_key(day):
+                ignored.append(f"{source}/{path.name}")
+                continue
+            found[f"{source}/{day}"] = path.stat().st_mtime
+    return found, ignored
 
 
 @dg.sensor(
@@ -29,13 +38,16 @@ def landed_files() -> dict[str, float]:
 )
 def landing_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     seen = json.loads(context.cursor) if context.cursor else {}
-    files = landed_files()
+    files, ignored = landed_files()
+    if ignored:
+        context.log.warning(f"ignored {len(ignored)} landing file(s) not named <day>.<ext> for a partition day: "
+                            f"{', '.join(sorted(ignored)[:20])}")
     changed = sorted(k for k, mtime in files.items() if seen.get(k) != mtime)
     requests = [
         dg.RunRequest(
             run_key=f"{key}@{files[key]}",
             asset_selection=[dg.AssetKey(["bronze", key.split("/")[0]])],
-            partition_key=date.fromisoformat(key.split("/")[1]).isoformat(),
+            partition_key=key.split("/")[1],
         )
         for key in changed
     ]

@@ -392,7 +392,10 @@ def generate(landing_dir: Path, start: date, days: int, scale: float = 1.0, seed
         for source, content in files.items():
             path = landing_file(landing_dir, source, day)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("\n".join(([content.header] if content.header else []) + content.lines) + "\n")
+            # Written aside, then renamed: a sensor or a run never reads half a file.
+            partial = path.with_name(path.name + ".tmp")
+            partial.write_text("\n".join(([content.header] if content.header else []) + content.lines) + "\n")
+            partial.replace(path)
             sources[source][day.isoformat()] = content.manifest()
     return {"start": start.isoformat(), "days": days, "scale": scale, "seed": seed,
             "landing_dir": str(landing_dir), "sources": sources, "totals": totals(sources)}
