@@ -33,6 +33,9 @@ SINGULAR_TESTS = {"assert_revenue_daily_matches_silver_orders", "assert_customer
                   "assert_daily_kpis_agree_with_revenue_daily"}
 
 
+SILVER_TABLES = ["customers", "customers_quarantine", "fx_rates", "fx_rates_quarantine", "orders", "orders_quarantine"]
+
+
 def build_gold(resources: dict, first: str, last: str) -> dg.ExecuteInProcessResult:
     return dg.materialize([gold.gold_dbt], resources={**resources, "dbt": gold.dbt_resource()},
                           tags=range_tags(first, last))
@@ -145,10 +148,9 @@ def test_dbt_tests_are_asset_checks_and_gold_is_in_the_batch_job():
 
 
 def test_dbt_gets_the_partition_window_the_lakes_tables_and_the_assets_engine(sail_url, lake, batch_run):
-    silver = ["customers", "customers_quarantine", "fx_rates", "fx_rates_quarantine", "orders", "orders_quarantine"]
     assert json.loads(gold.dbt_build_args(date(2026, 11, 1), date(2026, 11, 8), lake)[2]) == {
         "start_date": "2026-11-01", "end_date": "2026-11-08",
-        "lake_tables": [f"silver/{t}" for t in silver] + [f"gold/{m}" for m in lake.table_names("gold")]}
+        "lake_tables": [f"silver/{t}" for t in SILVER_TABLES] + [f"gold/{m}" for m in lake.table_names("gold")]}
     assert gold.dbt_env(SparkEngine(remote=sail_url), lake) == {"SPARK_REMOTE": sail_url, "LAKEHOUSE_LAKE_ROOT": lake.root}
 
 
@@ -162,7 +164,9 @@ def test_a_range_is_one_dbt_invocation_and_every_check_passes(gold_run):
     invocations = list((gold.DBT_PROJECT_DIR / "target").glob(f"gold_dbt-{gold_run.run_id[:7]}-*"))
     assert len(invocations) == 1
     run_results = json.loads((invocations[0] / "run_results.json").read_text())
-    assert run_results["args"]["vars"] == {"start_date": DAY_KEYS[0], "end_date": (DAYS[-1] + timedelta(days=1)).isoformat()}
+    given = run_results["args"]["vars"]
+    assert (given["start_date"], given["end_date"]) == (DAY_KEYS[0], (DAYS[-1] + timedelta(days=1)).isoformat())
+    assert [t for t in given["lake_tables"] if t.startswith("silver/")] == [f"silver/{t}" for t in SILVER_TABLES]
     evaluations = gold_run.get_asset_check_evaluations()
     assert {e.check_name for e in evaluations} == {c.name for c in gold.gold_dbt.check_keys}
     assert SINGULAR_TESTS <= {e.check_name for e in evaluations}

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pyspark
 
+from lakehouse import settings
 from lakehouse.resources.jars import DELTA, S3, jars
 
 DELTA_CONF = {
@@ -115,8 +116,6 @@ def conf_args(conf: dict[str, str]) -> list[str]:
 
 def s3_conf() -> dict[str, str]:
     """s3:// paths through Hadoop's S3A, with the standard AWS variables (as delta-rs and Sail read them)."""
-    from lakehouse import settings
-
     options = settings.lake_storage_options("s3://")
     conf = {"spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
             "spark.hadoop.fs.s3a.aws.credentials.provider":
@@ -132,11 +131,11 @@ def connect_server(master: str, port: int, log: Path, driver_memory: str = "4g",
                    host: str = "127.0.0.1", s3: bool = False) -> JvmProcess:
     """A Spark Connect server with Delta Lake (and, with `s3`, S3A) on `master` (local[*] or spark://host:port)."""
     extra_jars = ",".join(str(j) for bundle in ([DELTA, S3] if s3 else [DELTA]) for j in jars(bundle))
-    settings = {**DELTA_CONF, **(s3_conf() if s3 else {}), "spark.connect.grpc.binding.address": host,
-                "spark.connect.grpc.binding.port": str(port), **(conf or {})}
+    spark_conf = {**DELTA_CONF, **(s3_conf() if s3 else {}), "spark.connect.grpc.binding.address": host,
+                  "spark.connect.grpc.binding.port": str(port), **(conf or {})}
     args = [str(spark_home() / "bin" / "spark-submit"), "--master", master, "--class", CONNECT_SERVER_CLASS,
             "--name", "lakehouse-spark-connect", "--driver-memory", driver_memory, "--jars", extra_jars,
-            *conf_args(settings), "spark-internal"]
+            *conf_args(spark_conf), "spark-internal"]
     return JvmProcess("Spark Connect server", args, port, log)
 
 
@@ -144,16 +143,14 @@ _local_lock = threading.Lock()
 _local_server: JvmProcess | None = None
 
 
-def local_spark_url(log_dir: Path | None = None) -> str:
+def local_spark_url() -> str:
     """Start one local Apache Spark Connect server (with Delta) per process and reuse it."""
     global _local_server
     with _local_lock:
         if _local_server is None or _local_server.process.poll() is not None:
-            from lakehouse import settings
-
-            folder = log_dir or settings.home() / "logs"
             port = free_port()
-            _local_server = connect_server("local[*]", port, folder / f"spark-connect-{os.getpid()}-{port}.log").start()
+            log = settings.home() / "logs" / f"spark-connect-{os.getpid()}-{port}.log"
+            _local_server = connect_server("local[*]", port, log).start()
             atexit.register(_local_server.stop)
     return f"sc://127.0.0.1:{_local_server.port}"
 
