@@ -8,13 +8,14 @@ package creates, and its commands run through `runuser`."""
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from lakehouse_tests.remote_fixtures import free_port
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,6 @@ def postgres_bin() -> Path:
         raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql (.ci/run does), "
                            "or set LAKEHOUSE_TEST_PG_HOST to a server of your own")
     return Path(initdb).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
