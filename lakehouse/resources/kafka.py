@@ -41,6 +41,10 @@ class Message(NamedTuple):  # read_range makes one per message: a tuple is made 
     timestamp_ms: int | None
 
 
+LEADER_MOVING = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                 KafkaError.UNKNOWN_TOPIC_OR_PART}
+
+
 class KafkaResource(dg.ConfigurableResource):
     """confluent-kafka clients for one cluster; topic names are `topic_prefix` + logical name."""
 
@@ -116,13 +120,24 @@ class KafkaResource(dg.ConfigurableResource):
         try:
             topic = self.topic(name)
             partitions, cluster_id = self._partitions(name, consumer)
-            watermarks = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=self.timeout_seconds)[1]
-                          for p in partitions}
+            watermarks = {p: self._high_watermark(consumer, TopicPartition(topic, p)) for p in partitions}
         finally:
             consumer.close()
         if probe is None:
             probe = self.probe_tail if self.probe_tail is not None else is_tansu(cluster_id)
         return self._probe_tail(topic, watermarks) if probe else watermarks
+
+    def _high_watermark(self, consumer: Consumer, partition: TopicPartition) -> int:
+        """Retried while the error is retriable: a leader being elected (a broker restarting, a partition
+        moving) answers NOT_LEADER_FOR_PARTITION for a moment."""
+        deadline = time.monotonic() + self.timeout_seconds
+        while True:
+            try:
+                return consumer.get_watermark_offsets(partition, timeout=self.timeout_seconds)[1]
+            except KafkaException as e:
+                if e.args[0].code() not in LEADER_MOVING or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def _probe_tail(self, topic: str, watermarks: dict[int, int]) -> dict[int, int]:
         ends = dict(watermarks)
