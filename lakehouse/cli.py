@@ -124,6 +124,17 @@ def cmd_dbt_vars(args) -> None:
     print(json.dumps(dbt_vars(date.fromisoformat(args.start), end, lake())))
 
 
+def cmd_kafka_epoch(args) -> None:
+    """After a topic was reset or recreated on purpose: land it from its first offset as a new epoch."""
+    from lakehouse.bronze.streaming import STREAMS, start_new_epoch
+
+    if args.table not in STREAMS:
+        raise SystemExit(f"no streaming Bronze table {args.table!r}; one of {sorted(STREAMS)}")
+    epoch = start_new_epoch(lake(), args.table)
+    print(f"bronze.{args.table}: epoch {epoch} started; the next run lands Kafka topic "
+          f"{STREAMS[args.table].topic!r} from its first offset")
+
+
 def cmd_dev(args) -> None:
     dagster_home()
     workspace = REPO_ROOT / "workspace.yaml"
@@ -232,6 +243,9 @@ def parser() -> argparse.ArgumentParser:
     dbt_vars.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
     dbt_vars.add_argument("--end", required=True, help="last day (inclusive), YYYY-MM-DD")
     dbt_vars.set_defaults(handler=cmd_dbt_vars)
+    epoch = sub.add_parser("kafka-epoch", help="start a new epoch for a streaming Bronze table whose topic was reset")
+    epoch.add_argument("table", help="clickstream_events or support_ticket_changes")
+    epoch.set_defaults(handler=cmd_kafka_epoch)
     dev = sub.add_parser("dev", help="start the Dagster UI and daemon on this code location (other options go to `dagster dev`)")
     dev.set_defaults(handler=cmd_dev)
     broker = sub.add_parser("broker", help="run a Kafka broker for development (tansu in memory, or Apache Kafka)")

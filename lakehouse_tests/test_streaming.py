@@ -370,9 +370,9 @@ def test_silver_sessions_read_one_bronze_snapshot_so_a_batch_landing_meanwhile_w
     produce_day(kafka, "clickstream", START, 1, SCALE, SEED)
     run(stream_resources, CLICKS, TODAY)  # lands while a Silver run that pinned `first` is still working
 
-    today = datetime.fromisoformat(TODAY).date()
     upto = silver_sessions.newest(first, "_ingested_at")
-    recomputed, existing = silver_sessions.affected_sessions(lake, spark, today, today + timedelta(days=1), upto)
+    new = silver_sessions.new_events(lake, spark, upto)
+    recomputed, existing, _ = silver_sessions.affected_sessions(lake, spark, new, upto)
     assert existing is None  # nothing in Silver yet
     assert recomputed.count() == day1["sessions"]
     assert recomputed.agg({"page_count": "sum"}).first()[0] == day1["events"] - late

@@ -29,7 +29,8 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from lakehouse import partitions
-from lakehouse.resources.kafka import KafkaResource, Message
+from lakehouse.checks import accounting
+from lakehouse.resources.kafka import KafkaResource, Message, TopicOffsets
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
 
@@ -51,7 +52,8 @@ SUPPORT_TICKETS = Stream("support_tickets_cdc", "support_ticket_changes",
                          "ticket_id")
 STREAMS = {s.table: s for s in (CLICKSTREAM, SUPPORT_TICKETS)}
 
-KAFKA_COLUMNS = [("kafka_topic", pa.string()), ("kafka_partition", pa.int32()), ("kafka_offset", pa.int64()),
+KAFKA_COLUMNS = [("kafka_topic", pa.string()), ("kafka_topic_id", pa.string()), ("kafka_epoch", pa.int32()),
+                 ("kafka_partition", pa.int32()), ("kafka_offset", pa.int64()),
                  ("kafka_key", pa.string()), ("kafka_timestamp", pa.timestamp("ms", tz="UTC"))]
 META_COLUMNS = [("_rescued_data", pa.string()), ("_raw", pa.string()), ("_parse_error", pa.string()),
                 *KAFKA_COLUMNS, ("_ingested_at", pa.timestamp("us", tz="UTC")), ("_ingest_date", pa.date32()),
@@ -108,7 +110,8 @@ def writable(stream: Stream, record: dict | None, error: str | None) -> tuple[di
         return None, f"unreadable JSON: {type(e).__name__}: {e}"
 
 
-def to_rows(stream: Stream, messages: list[Message], ingest_date: date, run_id: str) -> pa.Table:
+def to_rows(stream: Stream, messages: list[Message], ingest_date: date, run_id: str, epoch: int = 0,
+            topic_id: str | None = None, ingested_at: datetime | None = None) -> pa.Table:
     """Bronze rows for `messages`: nothing dropped, a malformed message keeps its raw text and the reason.
 
     Built column by column (no per-row dicts): this is the hot loop of streaming ingestion. A batch with a
@@ -128,22 +131,116 @@ def to_rows(stream: Stream, messages: list[Message], ingest_date: date, run_id: 
         "kafka_timestamp": stamps,
     }
     table = schema(stream)
-    constants = {"_ingested_at": datetime.now(timezone.utc), "_ingest_date": ingest_date, "_run_id": run_id}
+    constants = {"_ingested_at": ingested_at or datetime.now(timezone.utc), "_ingest_date": ingest_date,
+                 "_run_id": run_id, "kafka_epoch": epoch, "kafka_topic_id": topic_id}
     return pa.table([pa.repeat(pa.scalar(constants[f.name], f.type), len(messages)) if f.name in constants
                      else pa.array(columns[f.name], f.type) for f in table], schema=table)
 
 
-def next_offsets(lake: DeltaLake, table: str, topic: str) -> dict[int, int]:
-    """Per Kafka partition, the offset after the highest one already in Bronze (the source of truth)."""
+EPOCH_PROPERTY = "lakehouse.kafka_epoch"  # a Bronze table property: the epoch new messages land in
+
+
+def current_epoch(lake: DeltaLake, table: str) -> int:
+    """The epoch Bronze lands in: 0, and one more each time `lakehouse kafka-epoch` starts a new one."""
     if not lake.exists("bronze", table):
-        return {}
+        return 0
+    return int(lake.delta_table("bronze", table).metadata().configuration.get(EPOCH_PROPERTY, 0))
+
+
+def start_new_epoch(lake: DeltaLake, table: str) -> int:
+    """The documented remedy for a reset or recreated topic: land it from its first offset as a new epoch.
+
+    Rows of earlier epochs stay; progress (the next offset per partition) is counted per epoch, so the new
+    incarnation's offsets 0, 1, ... are not taken for ones already landed. One metadata commit."""
+    if not lake.exists("bronze", table):
+        raise ValueError(f"bronze.{table} does not exist yet: its first run lands the topic from its first offset")
+    epoch = current_epoch(lake, table) + 1
+    lake.delta_table("bronze", table).alter.set_table_properties({EPOCH_PROPERTY: str(epoch)}, raise_if_not_exists=False)
+    return epoch
+
+
+@dataclass(frozen=True)
+class Landed:
+    """What Bronze holds of one topic's current epoch."""
+
+    next: dict[int, int]  # per Kafka partition, the offset after the highest one landed (the source of truth)
+    topic_ids: frozenset[str]  # the topic incarnation(s) the epoch was landed from
+    newest_ingested_at: datetime | None
+
+
+def landed(lake: DeltaLake, table: str, topic: str, epoch: int) -> Landed:
+    if not lake.exists("bronze", table):
+        return Landed({}, frozenset(), None)
     data = lake.delta_table("bronze", table).to_pyarrow_dataset().to_table(
-        columns=["kafka_partition", "kafka_offset"], filter=pc.field("kafka_topic") == topic)
-    if data.num_rows == 0:
-        return {}
+        columns=["kafka_partition", "kafka_offset", "kafka_topic_id", "_ingested_at"],
+        filter=(pc.field("kafka_topic") == topic) & (pc.field("kafka_epoch") == epoch))
     top = data.group_by("kafka_partition").aggregate([("kafka_offset", "max")])
-    return {int(p): int(o) + 1 for p, o in zip(top.column("kafka_partition").to_pylist(),
-                                                 top.column("kafka_offset_max").to_pylist())}
+    ids = frozenset(i for i in pc.unique(data.column("kafka_topic_id")).to_pylist() if i)
+    return Landed({int(p): int(o) + 1 for p, o in zip(top.column("kafka_partition").to_pylist(),
+                                                    top.column("kafka_offset_max").to_pylist())},
+                  ids, pc.max(data.column("_ingested_at")).as_py())
+
+
+def next_offsets(lake: DeltaLake, table: str, topic: str) -> dict[int, int]:
+    """Per Kafka partition, the offset after the highest one landed in the current epoch."""
+    return landed(lake, table, topic, current_epoch(lake, table)).next
+
+
+class TopicReset(Exception):
+    """The topic no longer continues what Bronze landed: deleted and created again, or its offsets reset."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Bronze's progress through a topic, and what the topic holds now."""
+
+    table: str
+    topic: str
+    epoch: int
+    landed: Landed
+    topic_now: TopicOffsets
+
+    def resets(self) -> list[str]:
+        """Why the topic cannot continue the epoch ([] when it can)."""
+        found, ends = [], self.topic_now.end
+        if self.landed.topic_ids and self.topic_now.topic_id and self.topic_now.topic_id not in self.landed.topic_ids:
+            found.append(f"it was recreated (topic id {self.topic_now.topic_id}, landed from "
+                         f"{', '.join(sorted(self.landed.topic_ids))})")
+        for p, next_offset in sorted(self.landed.next.items()):
+            if p not in ends:
+                found.append(f"partition {p} is gone (landed up to offset {next_offset - 1})")
+            elif ends[p] < next_offset:
+                found.append(f"partition {p} ends at offset {ends[p]}, below offset {next_offset - 1} already landed")
+        return found
+
+    def check_not_reset(self) -> None:
+        if problems := self.resets():
+            raise TopicReset(
+                f"bronze.{self.table}: Kafka topic {self.topic} does not continue epoch {self.epoch} of Bronze: "
+                f"{'; '.join(problems)}. Nothing was landed. If the topic was reset on purpose, run "
+                f"`lakehouse kafka-epoch {self.table}`: epoch {self.epoch + 1} then lands it from its first offset "
+                f"(earlier epochs' rows stay).")
+
+    @property
+    def start(self) -> dict[int, int]:
+        """Where the next batch starts per partition: after what Bronze holds, or where retention left off."""
+        return {p: max(self.landed.next.get(p, 0), low) for p, low in self.topic_now.start.items()}
+
+    def gaps(self) -> dict[int, tuple[int, int]]:
+        """Offsets that retention deleted before Bronze landed them: {partition: (first, end)}."""
+        return {p: (self.landed.next.get(p, 0), low) for p, low in sorted(self.topic_now.start.items())
+                if low > self.landed.next.get(p, 0)}
+
+    def lag(self, landed_next: dict[int, int] | None = None) -> dict[int, int]:
+        start = self.start | (landed_next or {})
+        return {p: max(0, end - start.get(p, 0)) for p, end in self.topic_now.end.items()}
+
+
+def progress(stream: Stream, kafka: KafkaResource, lake: DeltaLake) -> Progress:
+    """Bronze's progress and the topic's state (its end probed past tansu's watermark, so a reset is real)."""
+    epoch = current_epoch(lake, stream.table)
+    topic = kafka.topic(stream.topic)
+    return Progress(stream.table, topic, epoch, landed(lake, stream.table, topic, epoch), kafka.offsets(stream.topic))
 
 
 @contextmanager
@@ -179,26 +276,46 @@ def gc_paused():
 
 def ingest(stream: Stream, kafka: KafkaResource, lake: DeltaLake, spark_session, ingest_date: date, run_id: str,
            requested_end: dict[str, int] | None = None) -> dict:
-    """One micro-batch: returns the ranges read, the rows written and the lag left behind."""
-    topic = kafka.topic(stream.topic)
+    """One micro-batch: returns the ranges read, the rows written, the offsets retention took and the lag."""
     with table_lock(lake, stream.table):
+        before = progress(stream, kafka, lake)
+        before.check_not_reset()
         # A sensor's request names its end offsets (read from the topic); by hand, it is the topic's end now.
-        ends = {int(p): e for p, e in requested_end.items()} if requested_end else kafka.end_offsets(stream.topic)
-        start = next_offsets(lake, stream.table, topic)
+        ends = {int(p): e for p, e in requested_end.items()} if requested_end else before.topic_now.end
+        start = before.start
         ranges = {p: (start.get(p, 0), end) for p, end in ends.items() if end > start.get(p, 0)}
         with gc_paused():
             messages = kafka.read_range(stream.topic, ranges)
-            rows = to_rows(stream, messages, ingest_date, run_id)
+            rows = to_rows(stream, messages, ingest_date, run_id, before.epoch, before.topic_now.topic_id,
+                           ingested_after(before.landed.newest_ingested_at))
+        written = 0
         if rows.num_rows:
             (spark_session.createDataFrame(rows).write.format("delta").mode("append")
              .partitionBy("_ingest_date").save(lake.path("bronze", stream.table)))
-    after = start | {p: end for p, (_, end) in ranges.items()}
-    # The lag left: high watermarks are enough (and cheap); on tansu they may trail by one record batch.
-    lag = {p: max(0, end - after.get(p, 0)) for p, end in kafka.end_offsets(stream.topic, probe=False).items()}
+            written = int(lake.delta_table("bronze", stream.table).history(1)[0]["operationMetrics"]["numOutputRows"])
+    after = progress(stream, kafka, lake)
     malformed = int(pc.sum(pc.is_valid(rows.column("_parse_error"))).as_py() or 0) if rows.num_rows else 0
     stamps = rows.column("kafka_timestamp") if rows.num_rows else None
-    return {"ranges": ranges, "rows": rows.num_rows, "malformed": malformed, "lag": lag,
+    return {"ranges": ranges, "read": len(messages), "rows": written, "malformed": malformed,
+            "epoch": before.epoch, "topic_id": before.topic_now.topic_id, "gaps": before.gaps(),
+            "partitions": len(before.topic_now.end), "lag": after.lag(),
             "max_kafka_timestamp": pc.max(stamps).as_py() if stamps is not None else None}
+
+
+def ingested_after(newest: datetime | None) -> datetime:
+    """Now, or just after the newest landed row if this host's clock is behind the one that landed it:
+    Silver reads Bronze by `_ingested_at`, which must follow commit order (commits are serialised)."""
+    now = datetime.now(timezone.utc)
+    return max(now, newest + timedelta(milliseconds=1)) if newest else now
+
+
+def duplicate_offsets(lake: DeltaLake, table: str) -> tuple[int, list]:
+    """(how many (topic, epoch, partition, offset) are in Bronze more than once, a few of them)."""
+    data = lake.delta_table("bronze", table).to_pyarrow_dataset().to_table(
+        columns=["kafka_topic", "kafka_epoch", "kafka_partition", "kafka_offset"])
+    counts = data.group_by(data.column_names).aggregate([("kafka_offset", "count")])
+    twice = counts.filter(pc.greater(counts.column("kafka_offset_count"), 1))
+    return twice.num_rows, twice.slice(0, 5).drop_columns(["kafka_offset_count"]).to_pylist()
 
 
 class KafkaBatch(dg.Config):
@@ -215,7 +332,16 @@ def ingest_date_of(context: dg.AssetExecutionContext) -> date:
     return date.fromisoformat(context.partition_key)
 
 
+def added_partitions(context: dg.AssetExecutionContext, partitions: int) -> list[int]:
+    """Partitions the topic has gained since the previous batch (whose metadata recorded its count)."""
+    previous = context.instance.get_latest_materialization_event(context.asset_key)
+    entry = previous.asset_materialization.metadata.get("kafka/partitions") if previous else None
+    return list(range(entry.value, partitions)) if entry is not None and entry.value < partitions else []
+
+
 def streaming_bronze_asset(stream: Stream, description: str) -> dg.AssetsDefinition:
+    asset = dg.AssetKey(["bronze", stream.table])
+
     @dg.asset(
         name=stream.table,
         key_prefix="bronze",
@@ -224,29 +350,64 @@ def streaming_bronze_asset(stream: Stream, description: str) -> dg.AssetsDefinit
         partitions_def=partitions.daily,
         kinds={"kafka", "spark", "delta"},
         tags={"lakehouse/ingestion": "streaming"},
-        # For lakes written from several hosts (S3), where the file lock does not reach: give this pool a
-        # limit of 1 (`dagster instance concurrency set bronze_<table> 1`) to serialise the runs in Dagster.
+        # Serialises the runs of a table across hosts, where the file lock does not reach (limit 1 in
+        # dagster.yaml's `concurrency.pools.default_limit`).
         pool=f"bronze_{stream.table}",
+        check_specs=[
+            accounting.spec(asset),
+            dg.AssetCheckSpec("offsets_unique", asset=asset, blocking=True,
+                              description="No Kafka message (topic, epoch, partition, offset) is in Bronze twice."),
+            dg.AssetCheckSpec("no_offsets_skipped", asset=asset,
+                              description="No offset was deleted by the topic's retention before Bronze landed it."),
+        ],
     )
     def _bronze(context: dg.AssetExecutionContext, config: KafkaBatch, spark: SparkEngine, lake: DeltaLake,
                 kafka: KafkaResource) -> dg.MaterializeResult:
         result = ingest(stream, kafka, lake, spark.spark_session, ingest_date_of(context), context.run_id,
                         config.end_offsets)
-        context.log.info(f"{kafka.topic(stream.topic)}: {result['rows']} message(s) from {result['ranges']}, "
+        topic, gaps = kafka.topic(stream.topic), result["gaps"]
+        context.log.info(f"{topic}: {result['rows']} message(s) from {result['ranges']}, "
                          f"lag {sum(result['lag'].values())}")
+        if gaps:
+            context.log.warning(f"{topic}: retention deleted offsets {gaps} before Bronze landed them")
+        added = added_partitions(context, result["partitions"])
+        if added:
+            context.log.info(f"{topic}: partition(s) {added} added since the last batch, landed from their first offset")
         metadata = lake.write_metadata("bronze", stream.table) if lake.exists("bronze", stream.table) else {}
         if not result["rows"]:
             metadata.pop("delta/operation", None)
-        return dg.MaterializeResult(metadata={
-            **metadata,
-            "rows_written": result["rows"],
-            "malformed": result["malformed"],
-            "kafka/topic": kafka.topic(stream.topic),
-            "kafka/offsets": dg.MetadataValue.json({str(p): list(r) for p, r in result["ranges"].items()}),
-            "kafka/lag": sum(result["lag"].values()),
-            "kafka/lag_by_partition": dg.MetadataValue.json({str(p): v for p, v in result["lag"].items()}),
-            **({"kafka/max_timestamp": result["max_kafka_timestamp"].isoformat()} if result["max_kafka_timestamp"] else {}),
-        })
+        counts, accounted = accounting.account(f"bronze.{stream.table}", result["read"], result["rows"])
+        duplicates, sample = duplicate_offsets(lake, stream.table) if lake.exists("bronze", stream.table) else (0, [])
+        skipped = sum(end - first for first, end in gaps.values())
+        return dg.MaterializeResult(
+            metadata={
+                **metadata, **counts,
+                "malformed": result["malformed"],
+                "kafka/topic": topic,
+                "kafka/epoch": result["epoch"],
+                "kafka/topic_id": result["topic_id"] or "",
+                "kafka/offsets": dg.MetadataValue.json({str(p): list(r) for p, r in result["ranges"].items()}),
+                "kafka/lag": sum(result["lag"].values()),
+                "kafka/lag_by_partition": dg.MetadataValue.json({str(p): v for p, v in result["lag"].items()}),
+                "kafka/retention_gaps": dg.MetadataValue.json({str(p): list(g) for p, g in gaps.items()}),
+                "kafka/partitions": result["partitions"],
+                "kafka/new_partitions": dg.MetadataValue.json(added),
+                **({"kafka/max_timestamp": result["max_kafka_timestamp"].isoformat()} if result["max_kafka_timestamp"] else {}),
+            },
+            check_results=[
+                accounted,
+                dg.AssetCheckResult(
+                    check_name="offsets_unique", passed=duplicates == 0, severity=dg.AssetCheckSeverity.ERROR,
+                    metadata={"duplicate_offsets": duplicates},
+                    description=f"bronze.{stream.table}.kafka_offset breaks offsets_unique: {duplicates} offset(s) "
+                                f"landed more than once, e.g. {sample}" if duplicates else None),
+                dg.AssetCheckResult(
+                    check_name="no_offsets_skipped", passed=not gaps, severity=dg.AssetCheckSeverity.ERROR,
+                    metadata={"offsets_skipped": skipped},
+                    description=f"{topic}: retention deleted {skipped} offset(s) before Bronze landed them: "
+                                f"{ {p: list(g) for p, g in gaps.items()} }" if gaps else None),
+            ],
+        )
 
     return _bronze
 

@@ -76,6 +76,8 @@ class KafkaRow(DataFrameModel):
     raw: STRING = Field(alias="_raw", nullable=True, description="The message payload as received")
     parse_error: STRING = Field(alias="_parse_error", nullable=True, description="Why the payload is unusable")
     kafka_topic: STRING = Field(nullable=False)
+    kafka_topic_id: STRING = Field(nullable=True, description="The topic's id: a recreated topic gets a new one")
+    kafka_epoch: T.IntegerType() = Field(nullable=False, ge=0, description="Bumped by `lakehouse kafka-epoch` after a reset")
     kafka_partition: T.IntegerType() = Field(nullable=False, ge=0)
     kafka_offset: T.LongType() = Field(nullable=False, ge=0)
     kafka_key: STRING = Field(nullable=True)
@@ -98,8 +100,8 @@ class ClickstreamEvents(KafkaRow):
 
     class Config:
         name = "bronze.clickstream_events"
-        # Kafka's (partition, offset) is the key: a replayed batch must not land twice.
-        metadata = {"key": ["kafka_topic", "kafka_partition", "kafka_offset"], "window": "_ingest_date"}
+        # Kafka's (epoch, partition, offset) is the key: a replayed batch must not land twice.
+        metadata = {"key": ["kafka_topic", "kafka_epoch", "kafka_partition", "kafka_offset"], "window": "_ingest_date"}
 
 
 class SupportTicketChanges(KafkaRow):
@@ -114,4 +116,4 @@ class SupportTicketChanges(KafkaRow):
 
     class Config:
         name = "bronze.support_ticket_changes"
-        metadata = {"key": ["kafka_topic", "kafka_partition", "kafka_offset"], "window": "_ingest_date"}
+        metadata = {"key": ["kafka_topic", "kafka_epoch", "kafka_partition", "kafka_offset"], "window": "_ingest_date"}

@@ -16,7 +16,7 @@ import time
 from typing import NamedTuple
 
 import dagster as dg
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import Field
 
@@ -39,6 +39,12 @@ class Message(NamedTuple):  # read_range makes one per message: a tuple is made 
     key: str | None
     value: bytes | None
     timestamp_ms: int | None
+
+
+class TopicOffsets(NamedTuple):
+    topic_id: str | None  # None: no such topic
+    start: dict[int, int]  # the oldest offset still held (retention deletes below it), per partition
+    end: dict[int, int]  # the next offset to be written, per partition
 
 
 LEADER_MOVING = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
@@ -110,9 +116,13 @@ class KafkaResource(dg.ConfigurableResource):
                 client.close()
 
     def end_offsets(self, name: str, probe: bool | None = None) -> dict[int, int]:
-        """The next offset to be written, per partition; {} if the topic does not exist.
+        """The next offset to be written, per partition; {} if the topic does not exist."""
+        return self.offsets(name, probe).end
 
-        The high watermark is the answer on Kafka. tansu reports the base offset of the last record
+    def offsets(self, name: str, probe: bool | None = None) -> TopicOffsets:
+        """The topic's identity and, per partition, its first offset still held and the next one to be written.
+
+        The high watermark is the end on Kafka. tansu reports the base offset of the last record
         batch + 1 instead, which hides the rest of that batch; with `probe` (default: `probe_tail`, which
         by default probes on tansu only) the tail from the watermark on is read to find the real end.
         While producers write, the end found may trail the newest message by a moment."""
@@ -120,20 +130,32 @@ class KafkaResource(dg.ConfigurableResource):
         try:
             topic = self.topic(name)
             partitions, cluster_id = self._partitions(name, consumer)
-            watermarks = {p: self._high_watermark(consumer, TopicPartition(topic, p)) for p in partitions}
+            marks = {p: self._watermarks(consumer, TopicPartition(topic, p)) for p in partitions}
         finally:
             consumer.close()
         if probe is None:
             probe = self.probe_tail if self.probe_tail is not None else is_tansu(cluster_id)
-        return self._probe_tail(topic, watermarks) if probe else watermarks
+        ends = {p: high for p, (_, high) in marks.items()}
+        return TopicOffsets(self.topic_id(name) if partitions else None, {p: low for p, (low, _) in marks.items()},
+                            self._probe_tail(topic, ends) if probe else ends)
 
-    def _high_watermark(self, consumer: Consumer, partition: TopicPartition) -> int:
+    def topic_id(self, name: str) -> str | None:
+        """The topic's id: a topic deleted and created again under the same name gets a new one."""
+        admin = self.admin()  # kept alive until the result is in
+        try:
+            described = admin.describe_topics(TopicCollection([self.topic(name)]))
+            topic_id = described[self.topic(name)].result(self.timeout_seconds).topic_id
+        except KafkaException:
+            return None
+        return str(topic_id) if topic_id is not None else None
+
+    def _watermarks(self, consumer: Consumer, partition: TopicPartition) -> tuple[int, int]:
         """Retried while the error is retriable: a leader being elected (a broker restarting, a partition
         moving) answers NOT_LEADER_FOR_PARTITION for a moment."""
         deadline = time.monotonic() + self.timeout_seconds
         while True:
             try:
-                return consumer.get_watermark_offsets(partition, timeout=self.timeout_seconds)[1]
+                return consumer.get_watermark_offsets(partition, timeout=self.timeout_seconds)
             except KafkaException as e:
                 if e.args[0].code() not in LEADER_MOVING or time.monotonic() > deadline:
                     raise

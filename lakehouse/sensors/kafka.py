@@ -54,14 +54,22 @@ def evaluate(stream: bronze.Stream, asset_key: dg.AssetKey, kafka: KafkaResource
     """One tick, as a pure function of (topic offsets, Bronze offsets, cursor, time): (request or skip, new cursor)."""
     topic = kafka.topic(stream.topic)
     try:
-        ends = kafka.end_offsets(stream.topic)
+        now_at = bronze.progress(stream, kafka, lake)
     except Exception as e:  # noqa: BLE001 - a broker outage must not fail the tick forever
         return dg.SkipReason(f"{topic}: broker unavailable ({e})"), cursor
+    ends = now_at.topic_now.end
     if not ends:
         return dg.SkipReason(f"{topic}: topic does not exist (yet)"), cursor
-    landed = bronze.next_offsets(lake, stream.table, topic)
-    lag = {p: max(0, end - landed.get(p, 0)) for p, end in ends.items()}
-    start = dict(landed)
+    if resets := now_at.resets():
+        # Requesting runs would only fail them: say it on every tick until someone starts a new epoch.
+        message = (f"{topic} was reset or recreated ({'; '.join(resets)}); lag {sum(e - now_at.topic_now.start[p] for p, e in ends.items())} unlanded. "
+                   f"Run `lakehouse kafka-epoch {stream.table}` to land it as epoch {now_at.epoch + 1}")
+        if log:
+            log.error(message)
+        return dg.SkipReason(message), cursor
+    if log and (gaps := now_at.gaps()):
+        log.warning(f"{topic}: retention deleted offsets {gaps} before Bronze landed them")
+    start, lag = now_at.start, now_at.lag()
     requested_at = cursor.get("requested_at", 0)
     if cursor.get("requested") and now - requested_at < retry_after_seconds:
         # A batch is in flight: new work starts after it (the cursor is a hint; the run checks Bronze).

@@ -1,9 +1,10 @@
 """Silver sessions: clickstream events grouped per user into sessions split by 30 minutes of inactivity.
 
-A run takes the Bronze events of its window that Silver has not seen yet (ingested after the newest
-`_bronze_ingested_at` in Silver: Bronze commits are serialised, so ingestion time follows commit
-order), finds the users they belong to, and re-sessionises the part of those users' (deduplicated)
-event history that the new events can change. The result is MERGEd: new sessions are inserted, sessions that grew (a late event re-opens
+A run takes every Bronze event that Silver has not seen yet, whichever ingest-date partition it landed in
+(ingested after the newest `_bronze_ingested_at` in Silver: Bronze commits are serialised and stamp
+`_ingested_at` in commit order), quarantines the ones that break a rule (silver/sessions_quarantine), finds
+the users the valid ones belong to, and re-sessionises the part of those users' (deduplicated) event
+history that the new events can change. The result is MERGEd: new sessions are inserted, sessions that grew (a late event re-opens
 them) are updated, and a session that a late event joined into a larger one is deleted (only when the
 larger one covers it). Re-running a window changes nothing.
 """
@@ -13,20 +14,33 @@ from datetime import timezone
 import dagster as dg
 import pyarrow.compute as pc
 from deltalake import DeltaTable
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from lakehouse import partitions
 from lakehouse.bronze import streaming as bronze
-from lakehouse.resources.lake import DeltaLake, window_predicate
+from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
 from lakehouse.silver import silver_asset
-from lakehouse.silver.rules import keep_latest
+from lakehouse.checks import accounting
+from lakehouse.silver.rules import Rule, classify, keep_latest, quarantined, rule_counts
 
 IDLE_GAP_SECONDS = 30 * 60
 TABLE = "sessions"
 EVENT_TS = "try_to_timestamp(event_ts)"
-EVENT_RULE = f"_parse_error IS NULL AND event_id IS NOT NULL AND user_id IS NOT NULL AND {EVENT_TS} IS NOT NULL"
+RULES = [
+    Rule("message_is_json_object", "_raw", "_parse_error IS NOT NULL", "must be a JSON object"),
+    Rule("event_id_not_null", "event_id", "event_id IS NULL", "must be present"),
+    Rule("user_id_not_null", "user_id", "user_id IS NULL", "must be present"),
+    Rule("event_ts_is_timestamp", "event_ts", f"{EVENT_TS} IS NULL", "must be an ISO-8601 timestamp"),
+]
+EVENT_RULE = " AND ".join(f"NOT coalesce({r.violated_when}, false)" for r in RULES)
+RECORD_COLUMNS = [*bronze.CLICKSTREAM.columns, "_rescued_data", "_raw", "_parse_error"]
+
+
+def kafka_source() -> Column:
+    """Where a quarantined event came from, as the quarantine table's `_source_file`: its place in Kafka."""
+    return F.concat_ws("/", F.lit("kafka:"), "kafka_topic", F.concat(F.lit("epoch"), "kafka_epoch"),
+                       "kafka_partition", "kafka_offset")
 SESSION_COLUMNS = ["session_id", "user_id", "session_start", "session_end", "session_date", "duration_seconds",
                    "page_count", "page_views", "is_bounce", "last_event_received_at", "_bronze_ingested_at"]
 
@@ -97,31 +111,34 @@ def superseded(existing: DataFrame, recomputed: DataFrame) -> DataFrame:
     return covered.select(*[F.col(f"e.{c}").alias(c) for c in SESSION_COLUMNS])
 
 
-def affected_sessions(lake: DeltaLake, session, start, end, upto: str) -> tuple[DataFrame, DataFrame | None]:
-    """(recomputed sessions of the users with new events in the window, those users' existing sessions).
+def new_events(lake: DeltaLake, session, upto: str) -> DataFrame:
+    """Bronze events Silver has not seen, from every ingest-date partition, up to the snapshot `upto`.
+
+    Bronze is read up to `upto`, the newest ingestion time of one snapshot: a batch that commits while
+    this run works waits for the next run, instead of reaching the history read but not this one (its
+    other users would never be recomputed). `versionAsOf` would say it too, but Sail 0.7 fails to read a
+    version older than the table's last checkpoint."""
+    clicks = lake.read(session, "bronze", bronze.CLICKSTREAM.table).where(f"_ingested_at <= TIMESTAMP '{upto}'")
+    seen = watermark(lake)
+    # A literal, so every use of the plan agrees.
+    return clicks.where(f"_ingested_at > TIMESTAMP '{seen}'") if seen is not None else clicks
+
+
+def affected_sessions(lake: DeltaLake, session, new: DataFrame, upto: str) -> tuple[DataFrame, DataFrame | None, DataFrame]:
+    """(recomputed sessions of the users with new valid events, those users' existing sessions, their history).
 
     Only the part of each user's history that new events can change is recomputed (`changes_since`).
     Every session before it ends more than 30 minutes before the first new event, so it stays as it is:
-    the cost of a run follows the new events, not the age of the table.
-
-    Bronze is read up to `upto`, the newest ingestion time of one snapshot: a batch that commits while
-    this run works waits for the next run, instead of reaching the history read but not the window read
-    (its other users would never be recomputed). Bronze stamps `_ingested_at` inside its commit lock, so
-    the bound is exactly that snapshot (`versionAsOf` would say it too, but Sail 0.7 fails to read a
-    version older than the table's last checkpoint)."""
+    the cost of a run follows the new events, not the age of the table."""
     clicks = lake.read(session, "bronze", bronze.CLICKSTREAM.table).where(f"_ingested_at <= TIMESTAMP '{upto}'")
-    window_rows = clicks.where(window_predicate("_ingest_date", start, end))
     current = lake.read(session, "silver", TABLE) if lake.exists("silver", TABLE) else None
-    seen = watermark(lake)
-    if seen is not None:  # only what Silver has not seen; a literal, so every use of the plan agrees
-        window_rows = window_rows.where(f"_ingested_at > TIMESTAMP '{seen}'")
-    since = changes_since(window_rows.where(EVENT_RULE), current)
+    since = changes_since(new.where(EVENT_RULE), current)
     history = clicks.join(since, "user_id").where(F.expr(EVENT_TS) >= F.col("_since")).drop("_since")
     recomputed = sessionise(valid_events(history))
     if current is None:
-        return recomputed, None
+        return recomputed, None, history
     existing = current.join(since, "user_id").where(F.col("session_end") >= F.col("_since")).drop("_since")
-    return recomputed, existing
+    return recomputed, existing, history
 
 
 def changes_since(new_events: DataFrame, current: DataFrame | None) -> DataFrame:
@@ -137,17 +154,47 @@ def changes_since(new_events: DataFrame, current: DataFrame | None) -> DataFrame
         "user_id", F.least("_first_new", F.coalesce("_reopened", "_first_new")).alias("_since"))
 
 
-@silver_asset(deps=[bronze.clickstream_events], automation_condition=dg.AutomationCondition.eager())
+def events_in_sessions(lake: DeltaLake) -> int:
+    """How many events the sessions hold (read with delta-rs, not from this run's plan)."""
+    if not lake.exists("silver", TABLE):
+        return 0
+    return int(pc.sum(lake.delta_table("silver", TABLE).to_pyarrow_table(columns=["page_count"]).column(0)).as_py() or 0)
+
+
+def distinct_events(rows: DataFrame) -> int:
+    return rows.where(EVENT_RULE).select("event_id").distinct().count()
+
+
+@silver_asset(deps=[bronze.clickstream_events], automation_condition=dg.AutomationCondition.eager(),
+              check_specs=[accounting.spec(dg.AssetKey(["silver", TABLE]))])
 def sessions(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
-    """One row per user session (30-minute idle gap): start, end, page count, bounce flag."""
-    start, end = partitions.window(context)
+    """One row per user session (30-minute idle gap): start, end, page count, bounce flag.
+
+    A run takes every event Bronze landed since the last one, in whatever partition: the run's partition
+    says when it ran, not which events it may take."""
     session = spark.spark_session
     snapshot = lake.delta_table("bronze", bronze.CLICKSTREAM.table)
-    recomputed, existing = affected_sessions(lake, session, start, end, newest(snapshot, "_ingested_at"))
+    upto, seen = newest(snapshot, "_ingested_at"), watermark(lake)
+    new = new_events(lake, session, upto)
+    classified = classify(new.withColumn("_partition_date", F.col("_ingest_date"))
+                          .withColumn("_source_file", kafka_source()), RULES, "silver.sessions")
+    counts = rule_counts(classified)
+    bad = quarantined(classified, RECORD_COLUMNS)
+    lake.merge(bad, "silver", f"{TABLE}_quarantine", ["_source_file"])
+    recomputed, existing, history = affected_sessions(lake, session, new, upto)
+    events_before = events_in_sessions(lake)
     if existing is None:
         metadata = lake.merge(recomputed, "silver", TABLE, ["session_id"])
     else:
         stale = superseded(existing, recomputed)
         source = recomputed.withColumn("_delete", F.lit(False)).unionByName(stale.withColumn("_delete", F.lit(True)))
         metadata = lake.merge(source, "silver", TABLE, ["session_id"], MERGE_CLAUSES)
-    return dg.MaterializeResult(metadata={**metadata, "bronze/version": snapshot.version()})
+    # A valid new event is either new to Silver (it is now in a session) or a re-sent copy of one it has.
+    earlier = history.where(f"_ingested_at <= TIMESTAMP '{seen}'") if seen else history.limit(0)
+    first_seen = distinct_events(history) - distinct_events(earlier)
+    passed = counts.pop("passed", 0)
+    counts_metadata, accounted = accounting.account(
+        "silver.sessions", sum(counts.values()) + passed, events_in_sessions(lake) - events_before,
+        {r.name: counts.get(r.name, 0) for r in RULES}, passed - first_seen)
+    return dg.MaterializeResult(metadata={**metadata, **counts_metadata, "bronze/version": snapshot.version()},
+                                check_results=[accounted])

@@ -1,0 +1,27 @@
+"""Row accounting: every row a run reads is written, quarantined (per rule) or superseded by a newer
+version of its key. Each Bronze and Silver asset reports the figures as metadata and as the asset check
+`rows_accounted_for`, emitted by the run itself. `written` is what the Delta commit says it wrote, so a
+row lost between the plan and the table makes the check fail."""
+
+import dagster as dg
+
+NAME = "rows_accounted_for"
+
+
+def spec(asset: dg.AssetKey) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(NAME, asset=asset,
+                             description="Rows read = rows written + rows quarantined (per rule) + duplicates superseded.")
+
+
+def account(table: str, read: int, written: int, quarantined: dict[str, int] | None = None,
+            superseded: int = 0) -> tuple[dict, dg.AssetCheckResult]:
+    """(metadata, check result) for one run's rows."""
+    quarantined = quarantined or {}
+    total = written + sum(quarantined.values()) + superseded
+    metadata = {"rows_read": read, "rows_written": written, "rows_quarantined": sum(quarantined.values()),
+                **{f"quarantined/{rule}": n for rule, n in quarantined.items()}, "rows_superseded": superseded}
+    return metadata, dg.AssetCheckResult(
+        check_name=NAME, passed=read == total, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata,
+        description=None if read == total else
+        f"{table}: {read} row(s) read but {total} accounted for ({written} written, {sum(quarantined.values())} "
+        f"quarantined, {superseded} superseded): {read - total:+d} row(s) unaccounted")
