@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from unittest import mock
 
+import pytest
 import yaml
 
 from lakehouse import settings
@@ -44,7 +45,7 @@ def test_the_instance_config_validates_against_dagsters_schema():
         result = process_config(dagster_instance_config_schema(), load("dagster.yaml"))
     assert result.success, result.errors
     assert instance_env_vars() == {"DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD",
-                                   "DAGSTER_PG_DB", "DAGSTER_MAX_CONCURRENT_RUNS"}
+                                   "DAGSTER_PG_DB"}
 
 
 def test_compose_has_every_service_and_dagster_services_get_every_variable_they_read():
@@ -95,6 +96,20 @@ def test_helm_values_mirror_the_instance_config():
     assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "lakehouse.definitions"]
     env = {e["name"] for e in deployment["env"]} | {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}  # in envSecrets
     assert CODE_ENV - {"AWS_ENDPOINT_URL"} <= env  # real S3: no endpoint override
-    queued = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
-    assert queued["tagConcurrencyLimits"] == instance["run_coordinator"]["config"]["tag_concurrency_limits"]
+    concurrency = values["concurrency"]
+    assert concurrency["runs"]["tagConcurrencyLimits"] == instance["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert concurrency["runs"]["maxConcurrentRuns"] == instance["concurrency"]["runs"]["max_concurrent_runs"]
+    assert concurrency["pools"]["defaultLimit"] == instance["concurrency"]["pools"]["default_limit"] == 1
     assert values["postgresql"]["enabled"] is False and values["runLauncher"]["type"] == "K8sRunLauncher"
+
+
+@pytest.mark.parametrize("instance_file", ["dagster.yaml", "deploy/dagster.yaml"])
+def test_every_pool_runs_one_step_at_a_time_with_no_manual_step(instance_file, tmp_path, monkeypatch):
+    """The streaming Bronze tables' pools: one batch of a table at a time across processes and hosts."""
+    from dagster._core.instance.config import dagster_instance_config
+
+    (tmp_path / "dagster.yaml").write_text((REPO / instance_file).read_text())
+    for name in ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"):
+        monkeypatch.setenv(name, "5432" if name.endswith("PORT") else "x")
+    config, _ = dagster_instance_config(str(tmp_path))
+    assert config["concurrency"]["pools"]["default_limit"] == 1

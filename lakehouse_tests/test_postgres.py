@@ -47,7 +47,7 @@ def pg_env(pg_database, postgres_server) -> dict[str, str]:
     """The variables deploy/dagster.yaml reads, as docker-compose and the Helm values set them."""
     return {"DAGSTER_PG_HOST": postgres_server.host, "DAGSTER_PG_PORT": str(postgres_server.port),
             "DAGSTER_PG_USERNAME": postgres_server.user, "DAGSTER_PG_PASSWORD": postgres_server.password,
-            "DAGSTER_PG_DB": pg_database, "DAGSTER_MAX_CONCURRENT_RUNS": "4"}
+            "DAGSTER_PG_DB": pg_database}
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +82,7 @@ def test_the_deploy_instance_is_postgres_backed_with_queued_runs_and_tag_limits(
     assert settings.max_concurrent_runs == 4
     limits = {limit["key"]: limit for limit in settings.tag_concurrency_limits}
     assert limits["kafka/topic"] == {"key": "kafka/topic", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    assert instance.get_concurrency_config().pool_config.default_pool_limit == 1  # one streaming batch per table
 
 
 def test_materialisations_are_recorded_in_postgres(instance, postgres_server, pg_database, manifest, sail_url, tmp_path):
