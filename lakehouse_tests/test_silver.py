@@ -110,7 +110,15 @@ def test_materialisation_metadata_reports_counts_for_the_ui(batch_run, manifest)
     [orders] = [m for m in batch_run.get_asset_materialization_events() if m.asset_key.path == ["silver", "orders"]][:1]
     metadata = {k: v.value for k, v in orders.materialization.metadata.items()}
     assert metadata["rows_quarantined"] == sum(total(manifest, "orders", a) for a in ORDER_RULES.values())
-    assert metadata["duplicates_removed"] == total(manifest, "orders", "duplicates")
+    assert metadata["rows_superseded"] == total(manifest, "orders", "duplicates")
     assert metadata["quarantined/customer_exists"] == total(manifest, "orders", "unknown_customers")
-    assert metadata["dagster/row_count"] == sum(day_counts(manifest, "orders", "records").values()) - metadata[
-        "rows_quarantined"] - metadata["duplicates_removed"]
+    landed = sum(day_counts(manifest, "orders", "records").values())
+    assert metadata["rows_read"] == landed
+    assert metadata["dagster/row_count"] == metadata["rows_written"] == landed - metadata["rows_quarantined"] - metadata[
+        "rows_superseded"]
+
+
+def test_every_silver_orders_run_accounts_for_each_landed_row(batch_run):
+    [check] = [c for c in batch_run.get_asset_check_evaluations()
+               if c.asset_key.path == ["silver", "orders"] and c.check_name == "rows_accounted_for"]
+    assert check.passed

@@ -84,7 +84,8 @@ class DeltaLake(dg.ConfigurableResource):
         retry_on_commit_conflict(write)
         return self.write_metadata(layer, table)
 
-    def merge(self, df: DataFrame, layer: str, table: str, keys: list[str], clauses: str | None = None) -> dict:
+    def merge(self, df: DataFrame, layer: str, table: str, keys: list[str], clauses: str | None = None,
+              partition_by: str | None = None) -> dict:
         """Upsert `df` on `keys` with SQL MERGE INTO (created on first write).
 
         `clauses` replaces the default `WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *`
@@ -95,7 +96,8 @@ class DeltaLake(dg.ConfigurableResource):
 
         def write() -> None:
             if not self.exists(layer, table):  # create; if another writer just did, fail and retry as a MERGE
-                df.write.format("delta").mode("error").save(self.path(layer, table))
+                writer = df.write.format("delta").mode("error")
+                (writer.partitionBy(partition_by) if partition_by else writer).save(self.path(layer, table))
                 return
             with self.staged(df, f"{layer}.{table}") as source:
                 view = f"merge_source_{uuid.uuid4().hex}"

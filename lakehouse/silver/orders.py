@@ -1,5 +1,11 @@
-"""Silver orders: typed, checked, deduplicated on order_id (latest update wins) and converted to USD
-with the day's FX rate. A run replaces its window of `order_date` partitions in one commit."""
+"""Silver orders: one row per order_id across all days, the latest update winning whichever day's file
+brought it, typed, checked and converted to USD with the FX rate of the order's own date.
+
+`order_date` is the date of `order_ts`, not the landing day: an update that lands days later replaces
+the order in its own partition. A run lands the Bronze rows of its window and recomputes each order they
+touch from every Bronze version of it (any day), so days run in any order, re-run, or as one range give
+the table a full recompute would. The result is MERGEd on order_id in one commit (an order can move
+between partitions, and an order whose only valid version is gone is deleted)."""
 
 import dagster as dg
 from pyspark.sql import DataFrame
@@ -10,12 +16,13 @@ from lakehouse.bronze import batch as bronze
 from lakehouse.contracts import bronze as bronze_contracts
 from lakehouse.contracts import silver as contracts
 from lakehouse.contracts.evaluate import enforce_schema
-from lakehouse.resources.lake import DeltaLake
+from lakehouse.checks import accounting
+from lakehouse.resources.lake import DeltaLake, window_predicate
 from lakehouse.resources.spark import SparkEngine
 from lakehouse.silver import silver_asset
 from lakehouse.silver import customers as silver_customers
 from lakehouse.silver import fx_rates as silver_fx_rates
-from lakehouse.silver.rules import Rule, classify, keep_latest, passed, quarantine, quarantine_metadata, rule_counts
+from lakehouse.silver.rules import Rule, classify, keep_latest, passed, quarantine, rule_counts
 
 AMOUNT = "try_cast(amount AS DECIMAL(18,2))"
 RULES = [
@@ -30,13 +37,18 @@ RULES = [
 RAW_COLUMNS = bronze_contracts.source_columns(bronze_contracts.Orders) + ["_rescued_data"]
 
 
+ORDER_DATE = "to_date(try_to_timestamp(order_ts))"
+ORDER_COLUMNS = [f.name for f in contracts.Orders.to_schema().columns.values()]
+
+
 def with_references(rows: DataFrame, customers: DataFrame, fx_rates: DataFrame) -> DataFrame:
-    """Attach what the referential rules need: whether the customer is known, and the day's FX rate."""
+    """Attach what the referential rules need: whether the customer is known, and the order date's FX rate."""
     known = customers.select("customer_id").distinct().withColumn("_known_customer", F.lit(True))
     rates = fx_rates.select(
-        F.col("rate_date").alias("_partition_date"), "currency", F.col("rate_to_usd").alias("fx_rate_to_usd")
+        F.col("rate_date").alias("_order_date"), "currency", F.col("rate_to_usd").alias("fx_rate_to_usd")
     )
-    return rows.join(known, "customer_id", "left").join(rates, ["_partition_date", "currency"], "left")
+    return (rows.withColumn("_order_date", F.expr(ORDER_DATE)).join(known, "customer_id", "left")
+            .join(rates, ["_order_date", "currency"], "left"))
 
 
 def conform(passed_rows: DataFrame) -> DataFrame:
@@ -44,7 +56,7 @@ def conform(passed_rows: DataFrame) -> DataFrame:
         "order_id",
         "customer_id",
         F.expr("try_to_timestamp(order_ts)").alias("order_ts"),
-        F.col("_partition_date").alias("order_date"),
+        F.col("_order_date").alias("order_date"),
         "product_id",
         "category",
         F.expr("try_cast(quantity AS INT)").alias("quantity"),
@@ -56,26 +68,68 @@ def conform(passed_rows: DataFrame) -> DataFrame:
         F.expr("try_to_timestamp(updated_at)").alias("updated_at"),
         "_rescued_data",
         "_source_file",
+        "_partition_date",
     )
-    return keep_latest(typed, ["order_id"], F.desc("updated_at"))
+    # The latest update wins; between equal ones, the later landing (a re-sent, corrected file).
+    latest = keep_latest(typed, ["order_id"], F.desc_nulls_last("updated_at"), F.desc("_partition_date"),
+                         F.desc("_source_file"))
+    return latest.drop("_partition_date")
 
 
-@silver_asset(deps=[bronze.orders, silver_customers.customers, silver_fx_rates.fx_rates])
+_SET = ", ".join(f"{c} = s.{c}" for c in ORDER_COLUMNS)
+MERGE_CLAUSES = (
+    "WHEN MATCHED AND s._delete THEN DELETE "
+    f"WHEN MATCHED AND NOT s._delete THEN UPDATE SET {_SET} "
+    f"WHEN NOT MATCHED AND NOT s._delete THEN INSERT ({', '.join(ORDER_COLUMNS)}) "
+    f"VALUES ({', '.join('s.' + c for c in ORDER_COLUMNS)})"
+)
+
+
+def recomputed(window_ids: DataFrame, all_rows: DataFrame, existing: DataFrame | None) -> DataFrame:
+    """The orders the window touches, each from every Bronze version of it, as a MERGE source: the
+    winners, and a `_delete` row for each order that no longer has a valid version."""
+    candidates = all_rows.join(window_ids, "order_id", "left_semi")
+    winners = enforce_schema(contracts.Orders, conform(passed(classify(candidates, RULES, "silver.orders"))))
+    if existing is None:
+        return winners
+    gone = existing.join(window_ids, "order_id", "left_semi").join(winners.select("order_id"), "order_id", "left_anti")
+    return winners.withColumn("_delete", F.lit(False)).unionByName(
+        gone.select(*ORDER_COLUMNS).withColumn("_delete", F.lit(True)))
+
+
+def kept_and_superseded(valid: DataFrame, table: DataFrame) -> tuple[int, int]:
+    """(orders whose Silver row is a valid window row, valid window rows whose order Silver holds in
+    another version): a valid row whose order is missing from Silver counts in neither."""
+    held = valid.join(table.select("order_id"), "order_id", "left_semi").count()
+    kept = valid.join(table.select("order_id", "_source_file", "updated_at"),
+                      ["order_id", "_source_file"], "left_semi").select("order_id").distinct().count()
+    return kept, held - kept
+
+
+@silver_asset(deps=[bronze.orders, silver_customers.customers, silver_fx_rates.fx_rates],
+              check_specs=[accounting.spec(dg.AssetKey(["silver", "orders"]))])
 def orders(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """One row per order with `amount_usd`; bad rows go to silver/orders_quarantine with the rule they broke."""
     start, end = partitions.window(context)
     session = spark.spark_session
-    rows = with_references(
-        lake.read_window(session, "bronze", "orders", "_partition_date", start, end),
-        lake.read(session, "silver", "customers"),
-        lake.read_window(session, "silver", "fx_rates", "rate_date", start, end),
-    )
-    classified = classify(rows, RULES, "silver.orders")
+    customers, fx_rates = lake.read(session, "silver", "customers"), lake.read(session, "silver", "fx_rates")
+    landed = lake.read(session, "bronze", "orders")
+    window = with_references(landed.where(window_predicate("_partition_date", start, end)), customers, fx_rates)
+    classified = classify(window, RULES, "silver.orders")
     counts = rule_counts(classified)
     quarantine(lake, classified, RAW_COLUMNS, "orders", start, end)
-    clean = enforce_schema(contracts.Orders, conform(passed(classified)))
-    metadata = lake.overwrite_window(clean, "silver", "orders", "order_date", start, end)
-    duplicates = counts.get("passed", 0) - metadata["rows_written"]
-    return dg.MaterializeResult(
-        metadata={**metadata, **quarantine_metadata(counts, RULES), "duplicates_removed": duplicates}
-    )
+    existing = lake.read(session, "silver", "orders") if lake.exists("silver", "orders") else None
+    # The orders to recompute: those the window's files mention, and those a window file used to supply.
+    touched = window.select("order_id")
+    if existing is not None:
+        files = window.select("_source_file").distinct()
+        touched = touched.unionByName(existing.join(files, "_source_file", "left_semi").select("order_id"))
+    with lake.staged(touched.distinct(), "silver.orders-touched") as window_ids:
+        source = recomputed(window_ids, with_references(landed, customers, fx_rates), existing)
+        metadata = (lake.merge(source, "silver", "orders", ["order_id"], partition_by="order_date") if existing is None
+                    else lake.merge(source, "silver", "orders", ["order_id"], MERGE_CLAUSES))
+    kept, superseded = kept_and_superseded(passed(classified), lake.read(session, "silver", "orders"))
+    counts.pop("passed", None)
+    accounting_metadata, accounted = accounting.account(
+        "silver.orders", window.count(), kept, {r.name: counts.get(r.name, 0) for r in RULES}, superseded)
+    return dg.MaterializeResult(metadata={**metadata, **accounting_metadata}, check_results=[accounted])
