@@ -65,12 +65,20 @@ class DeltaLake(dg.ConfigurableResource):
         self, df: DataFrame, layer: str, table: str, column: str, start: date, end: date
     ) -> dict:
         """Replace the rows whose `column` lies in [start, end) with `df`, in one commit."""
-        predicate = window_predicate(column, start, end)
+        return self.overwrite_where(df, layer, table, column, window_predicate(column, start, end),
+                                    f"outside [{start}, {end})")
+
+    def overwrite_days(self, df: DataFrame, layer: str, table: str, column: str, days: list[date]) -> dict:
+        """Replace the rows whose `column` is one of `days` with `df`, in one commit."""
+        listed = ", ".join(f"'{d.isoformat()}'" for d in sorted(days))
+        return self.overwrite_where(df, layer, table, column, f"{column} IN ({listed})", f"not in ({listed})")
+
+    def overwrite_where(self, df: DataFrame, layer: str, table: str, column: str, predicate: str, outside: str) -> dict:
+        """Replace the rows matching `predicate` (over the partition column) with `df`, in one commit."""
         # Delta Spark rejects rows outside replaceWhere; Sail writes them, so we check first.
-        outside = df.where(f"NOT ({predicate}) OR {column} IS NULL").limit(1).count()
-        if outside:
+        if df.where(f"NOT ({predicate}) OR {column} IS NULL").limit(1).count():
             raise TableWriteError(
-                f"{layer}.{table}: rows with {column} outside [{start}, {end}) would be written; nothing committed"
+                f"{layer}.{table}: rows with {column} {outside} would be written; nothing committed"
             )
 
         def write() -> None:

@@ -7,12 +7,15 @@ touch from every Bronze version of it (any day), so days run in any order, re-ru
 the table a full recompute would. The result is MERGEd on order_id in one commit (an order can move
 between partitions, and an order whose only valid version is gone is deleted)."""
 
+from datetime import date
+
 import dagster as dg
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from lakehouse import partitions
 from lakehouse.bronze import batch as bronze
+from lakehouse.bronze.landing import days_in
 from lakehouse.contracts import bronze as bronze_contracts
 from lakehouse.contracts import silver as contracts
 from lakehouse.contracts.evaluate import enforce_schema
@@ -22,7 +25,7 @@ from lakehouse.resources.spark import SparkEngine
 from lakehouse.silver import silver_asset
 from lakehouse.silver import customers as silver_customers
 from lakehouse.silver import fx_rates as silver_fx_rates
-from lakehouse.silver.rules import Rule, classify, keep_latest, passed, quarantine, rule_counts
+from lakehouse.silver.rules import Rule, classify, keep_latest, passed, quarantined, rule_counts
 
 AMOUNT = "try_cast(amount AS DECIMAL(18,2))"
 RULES = [
@@ -34,6 +37,7 @@ RULES = [
     Rule("fx_rate_available", "currency", "fx_rate_to_usd IS NULL",
          "must have a rate in silver.fx_rates for the order date"),
 ]
+REFERENTIAL_RULES = ("customer_exists", "fx_rate_available")  # broken by data that may land later
 RAW_COLUMNS = bronze_contracts.source_columns(bronze_contracts.Orders) + ["_rescued_data"]
 
 
@@ -106,6 +110,27 @@ def kept_and_superseded(valid: DataFrame, table: DataFrame) -> tuple[int, int]:
     return kept, held - kept
 
 
+def days_to_run(lake: DeltaLake, session, start: date, end: date, customers: DataFrame,
+                fx_rates: DataFrame) -> list[date]:
+    """The window's landing days, and the days with orders parked for a customer or FX rate that has
+    landed since (in any day's file): those days run again, so the table does not depend on the order
+    the days were run in. An order whose customer never lands stays parked and costs nothing."""
+    days = set(days_in(start, end))
+    if lake.exists("silver", "orders_quarantine"):
+        parked = lake.read(session, "silver", "orders_quarantine").where(F.col("_rule").isin(*REFERENTIAL_RULES))
+        record = lambda field: F.get_json_object("_record", f"$.{field}")  # noqa: E731
+        customer_known = (parked.where("_rule = 'customer_exists'")
+                          .join(customers.select("customer_id"), record("customer_id") == F.col("customer_id"),
+                                "left_semi"))
+        rate_known = parked.where("_rule = 'fx_rate_available'").join(
+            fx_rates.select("rate_date", F.col("currency").alias("_currency")),
+            (F.to_date(F.expr("try_to_timestamp(get_json_object(_record, '$.order_ts'))")) == F.col("rate_date"))
+            & (record("currency") == F.col("_currency")), "left_semi")
+        retried = customer_known.unionByName(rate_known).select("_partition_date").distinct().collect()
+        days |= {r["_partition_date"] for r in retried}
+    return sorted(days)
+
+
 @silver_asset(deps=[bronze.orders, silver_customers.customers, silver_fx_rates.fx_rates],
               check_specs=[accounting.spec(dg.AssetKey(["silver", "orders"]))])
 def orders(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
@@ -114,22 +139,26 @@ def orders(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLak
     session = spark.spark_session
     customers, fx_rates = lake.read(session, "silver", "customers"), lake.read(session, "silver", "fx_rates")
     landed = lake.read(session, "bronze", "orders")
-    window = with_references(landed.where(window_predicate("_partition_date", start, end)), customers, fx_rates)
-    classified = classify(window, RULES, "silver.orders")
+    days = days_to_run(lake, session, start, end, customers, fx_rates)
+    rows = with_references(landed.where(F.col("_partition_date").isin(*days)), customers, fx_rates)
+    classified = classify(rows, RULES, "silver.orders")
     counts = rule_counts(classified)
-    quarantine(lake, classified, RAW_COLUMNS, "orders", start, end)
+    lake.overwrite_days(quarantined(classified, RAW_COLUMNS), "silver", "orders_quarantine", "_partition_date", days)
     existing = lake.read(session, "silver", "orders") if lake.exists("silver", "orders") else None
-    # The orders to recompute: those the window's files mention, and those a window file used to supply.
-    touched = window.select("order_id")
+    # The orders to recompute: those the days' files mention, and those a file of these days used to supply.
+    touched = rows.select("order_id")
     if existing is not None:
-        files = window.select("_source_file").distinct()
+        files = rows.select("_source_file").distinct()
         touched = touched.unionByName(existing.join(files, "_source_file", "left_semi").select("order_id"))
-    with lake.staged(touched.distinct(), "silver.orders-touched") as window_ids:
-        source = recomputed(window_ids, with_references(landed, customers, fx_rates), existing)
+    with lake.staged(touched.distinct(), "silver.orders-touched") as ids:
+        source = recomputed(ids, with_references(landed, customers, fx_rates), existing)
         metadata = (lake.merge(source, "silver", "orders", ["order_id"], partition_by="order_date") if existing is None
                     else lake.merge(source, "silver", "orders", ["order_id"], MERGE_CLAUSES))
     kept, superseded = kept_and_superseded(passed(classified), lake.read(session, "silver", "orders"))
     counts.pop("passed", None)
     accounting_metadata, accounted = accounting.account(
-        "silver.orders", window.count(), kept, {r.name: counts.get(r.name, 0) for r in RULES}, superseded)
-    return dg.MaterializeResult(metadata={**metadata, **accounting_metadata}, check_results=[accounted])
+        "silver.orders", rows.count(), kept, {r.name: counts.get(r.name, 0) for r in RULES}, superseded)
+    return dg.MaterializeResult(
+        metadata={**metadata, **accounting_metadata,
+                  "landing_days": dg.MetadataValue.json([d.isoformat() for d in days])},
+        check_results=[accounted])
