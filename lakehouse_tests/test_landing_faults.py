@@ -196,6 +196,14 @@ def test_a_json_key_given_twice_wins_nowhere_and_the_line_is_rescued(home, lake,
     assert bronze(lake, "crm_customers", CRM_COLUMNS) == rows((None, None, line), ("C3", None, None))
 
 
+def test_schema_drift_names_no_contract_column_of_a_rescued_json_line(home, lake, sail_url):
+    land(home, "crm_customers", b'{"customer_id":"C1","customer_id":"C2","tier":"gold"}\n')
+    result = run(sail_url, lake, "crm_customers")
+    drift = next(e for e in result.get_asset_check_evaluations() if e.check_name == "schema_drift")
+    assert drift.metadata["unknown_columns"].value == ["tier"]
+    assert drift.metadata["rows_with_rescued_data"].value == 1
+
+
 @pytest.mark.parametrize("line", ['["C1","a@x.test"]', '"C1"', "42", "null", "true", '{"customer_id":"C1"'])
 def test_a_json_line_that_is_not_an_object_is_rescued_and_counted(home, lake, sail_url, line):
     land(home, "crm_customers", f'{{"customer_id":"C3"}}\n{line}\n'.encode())
