@@ -5,8 +5,12 @@ Tests run on tansu and on Apache Kafka, except where tansu lacks the admin call 
 CreatePartitions): those run on Apache Kafka only. Expected figures are the messages each test sends."""
 
 import json
+import os
+import shutil
+import subprocess
 import time
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -195,3 +199,28 @@ def test_silver_quarantines_the_events_it_rejects_with_the_rule_and_accounts_for
     # Re-running finds nothing new and quarantines nothing twice.
     again = materialization(run(stream_resources, silver_sessions.sessions, TODAY.isoformat()), silver_sessions.sessions)
     assert again["rows_read"] == 0 and len(read_rows(lake, "silver", "sessions_quarantine")) == 5
+
+
+def test_two_processes_with_their_own_temp_folders_land_each_message_once(broker, sail_url, tmp_path):
+    """Two `dagster asset materialize` processes at once, each with its own TMPDIR (so the file lock of
+    one host cannot serialise them, as on two hosts): the instance's pool does, and each offset lands once."""
+    kafka = KafkaResource(bootstrap_servers=broker.bootstrap, topic_prefix="")  # the code location's topics
+    kafka.create_topic("clickstream", PARTITIONS)
+    for partition in range(PARTITIONS):
+        produce(kafka, [event(n) for n in range(100)], partition)
+    (tmp_path / "dagster").mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", tmp_path / "dagster")
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster"), "LAKEHOUSE_HOME": str(tmp_path / "home"),
+           "LAKEHOUSE_KAFKA_BOOTSTRAP": broker.bootstrap, "LAKEHOUSE_SPARK_REMOTE": sail_url}
+    runs = []
+    for name in ("host-a", "host-b"):
+        (tmp_path / name).mkdir()
+        runs.append(subprocess.Popen(
+            ["dagster", "asset", "materialize", "-m", "lakehouse.definitions", "--select", f"bronze/{TABLE}",
+             "--partition", TODAY.isoformat()], env={**env, "TMPDIR": str(tmp_path / name)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    for process in runs:
+        assert process.wait(300) == 0, process.stderr.read()[-3000:]
+    rows = read_rows(DeltaLake(root=str(tmp_path / "home" / "lake")), "bronze", TABLE)
+    landed = [(r["kafka_partition"], r["kafka_offset"]) for r in rows]
+    assert len(landed) == len(set(landed)) == 100 * PARTITIONS
