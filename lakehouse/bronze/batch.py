@@ -5,7 +5,8 @@ import dagster as dg
 from pyspark.sql import functions as F
 
 from lakehouse import partitions, settings
-from lakehouse.bronze.landing import read_landing
+from lakehouse.bronze.landing import read_landing, record_count
+from lakehouse.checks import accounting
 from lakehouse.contracts import bronze as contracts
 from lakehouse.contracts.evaluate import enforce_schema
 from lakehouse.resources.lake import DeltaLake
@@ -21,6 +22,7 @@ def batch_bronze_asset(source: str, contract: type[contracts.BronzeRow], descrip
         partitions_def=partitions.daily,
         backfill_policy=partitions.single_run,
         kinds={"spark", "delta"},
+        check_specs=[accounting.spec(dg.AssetKey(["bronze", source]))],
     )
     def _bronze(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
         start, end = partitions.window(context)
@@ -28,7 +30,9 @@ def batch_bronze_asset(source: str, contract: type[contracts.BronzeRow], descrip
         raw = read_landing(spark.spark_session, settings.landing_dir(), source, columns, start, end)
         rows = raw.withColumn("_ingested_at", F.current_timestamp()).withColumn("_run_id", F.lit(context.run_id))
         metadata = lake.overwrite_window(enforce_schema(contract, rows), "bronze", source, "_partition_date", start, end)
-        return dg.MaterializeResult(metadata=metadata)
+        counts, accounted = accounting.account(f"bronze.{source}", record_count(source, settings.landing_dir(), start, end),
+                                               metadata.get("rows_written", 0))
+        return dg.MaterializeResult(metadata={**metadata, **counts}, check_results=[accounted])
 
     return _bronze
 

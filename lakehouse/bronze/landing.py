@@ -77,6 +77,17 @@ def read_landing(
     return result
 
 
+def record_count(source: str, landing_dir: Path, start: date, end: date) -> int:
+    """The records in the window's landing files, counted here rather than by the engine: the lines that
+    are not blank, less each CSV file's header. Bronze must hold exactly this many rows."""
+    count = 0
+    for day in days_in(start, end):
+        data = landing_file(landing_dir, source, day).read_bytes()
+        found = sum(1 for line in data.removeprefix(codecs.BOM_UTF8).split(b"\n") if line.strip(b" \t\r"))
+        count += max(0, found - 1) if FILE_EXT[source] == "csv" else found
+    return count
+
+
 def read_file(spark: SparkSession, source: str, path: Path, columns: list[str]) -> DataFrame:
     """A plain file through the engine's reader; any other through the parser here, which raises
     LandingFileError for a refused one."""

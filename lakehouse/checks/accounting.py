@@ -4,6 +4,7 @@ version of its key. Each Bronze and Silver asset reports the figures as metadata
 row lost between the plan and the table makes the check fail."""
 
 import dagster as dg
+from pyspark.sql import DataFrame
 
 NAME = "rows_accounted_for"
 
@@ -25,3 +26,13 @@ def account(table: str, read: int, written: int, quarantined: dict[str, int] | N
         description=None if read == total else
         f"{table}: {read} row(s) read but {total} accounted for ({written} written, {sum(quarantined.values())} "
         f"quarantined, {superseded} superseded): {read - total:+d} row(s) unaccounted")
+
+
+def kept_and_superseded(valid: DataFrame, table: DataFrame, key: list[str], origin: list[str]) -> tuple[int, int]:
+    """(keys whose row in `table` came from one of the run's `valid` rows, valid rows whose key `table`
+    holds from another version): matched on `key`, and on the `origin` columns that say where a row came
+    from. A valid row whose key is missing from the table counts in neither, so the check fails."""
+    keys = table.select(*key, *origin)
+    held = valid.join(keys.select(*key).distinct(), key, "left_semi").count()
+    kept = valid.join(keys, [*key, *origin], "left_semi").select(*key).distinct().count()
+    return kept, held - kept

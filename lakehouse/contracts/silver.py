@@ -107,9 +107,12 @@ class SupportTickets(DataFrameModel):
     rescued_data: STRING = Field(alias="_rescued_data", nullable=True)
     changed_at: TIMESTAMP = Field(nullable=True)
     is_deleted: T.BooleanType() = Field(nullable=False)
+    kafka_epoch: T.IntegerType() = Field(nullable=False)
     kafka_partition: T.IntegerType() = Field(nullable=False)
     kafka_offset: T.LongType() = Field(nullable=False)
     kafka_timestamp: TIMESTAMP = Field(nullable=True)
+    bronze_ingested_at: TIMESTAMP = Field(alias="_bronze_ingested_at", nullable=False,
+                                          description="When Bronze landed the change applied (Silver's watermark)")
 
     class Config:
         name = "silver.support_tickets"

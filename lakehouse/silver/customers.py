@@ -12,13 +12,14 @@ from pyspark.sql import functions as F
 
 from lakehouse import partitions
 from lakehouse.bronze import batch as bronze
+from lakehouse.checks import accounting
 from lakehouse.contracts import bronze as bronze_contracts
 from lakehouse.contracts import silver as contracts
 from lakehouse.contracts.evaluate import enforce_schema
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
 from lakehouse.silver import silver_asset
-from lakehouse.silver.rules import Rule, classify, keep_latest, passed, quarantine, quarantine_metadata, rule_counts
+from lakehouse.silver.rules import Rule, classify, keep_latest, passed, quarantine, rule_counts
 
 RULES = [
     Rule("customer_id_not_null", "customer_id", "customer_id IS NULL OR trim(customer_id) = ''", "must be present"),
@@ -60,7 +61,7 @@ _CHANGED = " OR ".join(f"NOT (t.{c} <=> s.{c})" for c in ["valid_to", "is_curren
 MERGE_CLAUSES = f"WHEN MATCHED AND ({_CHANGED}) THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
 
 
-@silver_asset(deps=[bronze.crm_customers])
+@silver_asset(deps=[bronze.crm_customers], check_specs=[accounting.spec(dg.AssetKey(["silver", "customers"]))])
 def customers(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """Customer history (SCD2): valid_from, valid_to, is_current; exactly one current row per customer."""
     start, end = partitions.window(context)
@@ -75,4 +76,11 @@ def customers(context: dg.AssetExecutionContext, spark: SparkEngine, lake: Delta
     metadata = lake.merge(history, "silver", "customers", ["customer_id", "valid_from"], MERGE_CLAUSES)
     # Late updates are versions older than the export day they arrived in; they join history, not "current".
     late = passed(classified).where("to_date(try_to_timestamp(updated_at)) < _partition_date").count()
-    return dg.MaterializeResult(metadata={**metadata, **quarantine_metadata(counts, RULES), "late_updates": late})
+    valid = passed(classified).withColumn("updated_at", F.expr("try_to_timestamp(updated_at)"))
+    kept, superseded = accounting.kept_and_superseded(valid, lake.read(session, "silver", "customers"),
+                                                      ["customer_id", "updated_at"], ["_source_file"])
+    counts.pop("passed", None)
+    accounted_metadata, accounted = accounting.account(
+        "silver.customers", rows.count(), kept, {r.name: counts.get(r.name, 0) for r in RULES}, superseded)
+    return dg.MaterializeResult(metadata={**metadata, **accounted_metadata, "late_updates": late},
+                                check_results=[accounted])

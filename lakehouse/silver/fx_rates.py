@@ -6,12 +6,13 @@ from pyspark.sql import functions as F
 
 from lakehouse import partitions
 from lakehouse.bronze import batch as bronze
+from lakehouse.checks import accounting
 from lakehouse.contracts import silver as contracts
 from lakehouse.contracts.evaluate import enforce_schema
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
 from lakehouse.silver import silver_asset
-from lakehouse.silver.rules import Rule, classify, keep_latest, passed, quarantine, quarantine_metadata, rule_counts
+from lakehouse.silver.rules import Rule, classify, keep_latest, passed, quarantine, rule_counts
 
 RULES = [
     Rule("rate_date_is_date", "date", "try_cast(`date` AS DATE) IS NULL", "must be a date (YYYY-MM-DD)"),
@@ -23,18 +24,21 @@ RULES = [
 RAW_COLUMNS = ["date", "currency", "rate_to_usd"]
 
 
-def conform(passed_rows: DataFrame) -> DataFrame:
-    typed = passed_rows.select(
+def typed(passed_rows: DataFrame) -> DataFrame:
+    return passed_rows.select(
         F.col("date").cast("date").alias("rate_date"),
         "currency",
         F.col("rate_to_usd").cast("decimal(18,6)").alias("rate_to_usd"),
         "_ingested_at",
         "_source_file",
     )
-    return keep_latest(typed, ["rate_date", "currency"], F.desc("_ingested_at"), F.desc("_source_file"))
 
 
-@silver_asset(deps=[bronze.fx_rates])
+def conform(passed_rows: DataFrame) -> DataFrame:
+    return keep_latest(typed(passed_rows), ["rate_date", "currency"], F.desc("_ingested_at"), F.desc("_source_file"))
+
+
+@silver_asset(deps=[bronze.fx_rates], check_specs=[accounting.spec(dg.AssetKey(["silver", "fx_rates"]))])
 def fx_rates(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """Daily rate to USD per currency. Upsert (MERGE) on (rate_date, currency)."""
     start, end = partitions.window(context)
@@ -44,4 +48,10 @@ def fx_rates(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaL
     quarantine(lake, classified, RAW_COLUMNS, "fx_rates", start, end)
     rates = enforce_schema(contracts.FxRates, conform(passed(classified)))
     metadata = lake.merge(rates, "silver", "fx_rates", ["rate_date", "currency"])
-    return dg.MaterializeResult(metadata={**metadata, **quarantine_metadata(counts, RULES)})
+    kept, superseded = accounting.kept_and_superseded(
+        typed(passed(classified)), lake.read(spark.spark_session, "silver", "fx_rates"), ["rate_date", "currency"],
+        ["_source_file"])
+    counts.pop("passed", None)
+    accounted_metadata, accounted = accounting.account(
+        "silver.fx_rates", rows.count(), kept, {r.name: counts.get(r.name, 0) for r in RULES}, superseded)
+    return dg.MaterializeResult(metadata={**metadata, **accounted_metadata}, check_results=[accounted])

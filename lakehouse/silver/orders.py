@@ -101,15 +101,6 @@ def recomputed(window_ids: DataFrame, all_rows: DataFrame, existing: DataFrame |
         gone.select(*ORDER_COLUMNS).withColumn("_delete", F.lit(True)))
 
 
-def kept_and_superseded(valid: DataFrame, table: DataFrame) -> tuple[int, int]:
-    """(orders whose Silver row is a valid window row, valid window rows whose order Silver holds in
-    another version): a valid row whose order is missing from Silver counts in neither."""
-    held = valid.join(table.select("order_id"), "order_id", "left_semi").count()
-    kept = valid.join(table.select("order_id", "_source_file", "updated_at"),
-                      ["order_id", "_source_file"], "left_semi").select("order_id").distinct().count()
-    return kept, held - kept
-
-
 def days_to_run(lake: DeltaLake, session, start: date, end: date, customers: DataFrame,
                 fx_rates: DataFrame) -> list[date]:
     """The window's landing days, and the days with orders parked for a customer or FX rate that has
@@ -154,7 +145,8 @@ def orders(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLak
         source = recomputed(ids, with_references(landed, customers, fx_rates), existing)
         metadata = (lake.merge(source, "silver", "orders", ["order_id"], partition_by="order_date") if existing is None
                     else lake.merge(source, "silver", "orders", ["order_id"], MERGE_CLAUSES))
-    kept, superseded = kept_and_superseded(passed(classified), lake.read(session, "silver", "orders"))
+    kept, superseded = accounting.kept_and_superseded(passed(classified), lake.read(session, "silver", "orders"),
+                                                      ["order_id"], ["_source_file"])
     counts.pop("passed", None)
     accounting_metadata, accounted = accounting.account(
         "silver.orders", rows.count(), kept, {r.name: counts.get(r.name, 0) for r in RULES}, superseded)

@@ -68,12 +68,3 @@ def quarantine(lake: DeltaLake, classified: DataFrame, record_columns: list[str]
     """Replace the window's rows of `<table>_quarantine` with the rows that broke a rule."""
     lake.overwrite_window(quarantined(classified, record_columns), "silver", f"{table}_quarantine",
                           "_partition_date", start, end)
-
-
-def quarantine_metadata(counts: dict[str, int], rules: list[Rule]) -> dict:
-    quarantined_total = sum(v for k, v in counts.items() if k != "passed")
-    return {
-        "rows_checked": sum(counts.values()),
-        "rows_quarantined": quarantined_total,
-        **{f"quarantined/{rule.name}": counts.get(rule.name, 0) for rule in rules},
-    }
