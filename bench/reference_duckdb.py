@@ -12,7 +12,7 @@ What it does, step for step like the Dagster pipeline (lakehouse/silver/*.py, db
 - silver customers: rules customer_id_not_null, updated_at_is_timestamp; versions deduplicated on
   (customer_id, updated_at); SCD2 valid_from / valid_to / is_current over the full history;
 - silver orders: rules order_id_not_null, order_ts_is_timestamp, amount_is_number, amount_non_negative,
-  customer_exists, fx_rate_available; latest `updated_at` wins per order_id; amount_usd with the day's rate;
+  customer_exists, fx_rate_available; latest `updated_at` wins per order_id across days; order_date and the FX rate from order_ts;
 - gold revenue_daily (country as of the order from the SCD2 history), product_performance_daily,
   rfm_segments.
 
@@ -124,15 +124,18 @@ def steps(landing: Path, start: date, days: int, out: Path) -> list[tuple[str, s
                 FROM bronze_orders o
                 LEFT JOIN (SELECT DISTINCT customer_id, true AS _known_customer FROM silver_customers) k
                        ON o.customer_id = k.customer_id
-                LEFT JOIN silver_fx r ON r.rate_date = o._partition_date AND r.currency = o.currency)
+                LEFT JOIN silver_fx r ON r.rate_date = CAST(try_cast(o.order_ts AS TIMESTAMP) AS DATE)
+                                     AND r.currency = o.currency)
             SELECT *, {first_failing(ORDER_RULES)} AS _rule FROM referenced;
             CREATE TABLE silver_orders AS
-            SELECT order_id, customer_id, CAST(order_ts AS TIMESTAMP) AS order_ts, _partition_date AS order_date,
+            SELECT order_id, customer_id, CAST(order_ts AS TIMESTAMP) AS order_ts,
+                   CAST(CAST(order_ts AS TIMESTAMP) AS DATE) AS order_date,
                    product_id, category, try_cast(quantity AS INT) AS quantity, {AMOUNT} AS amount, currency,
                    fx_rate_to_usd, CAST(round({AMOUNT} * fx_rate_to_usd, 2) AS DECIMAL(18,2)) AS amount_usd, status,
                    try_cast(updated_at AS TIMESTAMP) AS updated_at, coupon_code, _source_file
             FROM orders_classified WHERE _rule IS NULL
-            QUALIFY row_number() OVER (PARTITION BY order_id ORDER BY try_cast(updated_at AS TIMESTAMP) DESC) = 1"""),
+            QUALIFY row_number() OVER (PARTITION BY order_id ORDER BY try_cast(updated_at AS TIMESTAMP) DESC NULLS LAST,
+                                      _partition_date DESC, _source_file DESC) = 1"""),
         ("silver_quarantine", """
             CREATE TABLE silver_quarantine AS
             SELECT 'fx_rates' AS _table, _partition_date, _rule, to_json(struct_pack(date, currency, rate_to_usd)) AS _record,

@@ -76,6 +76,18 @@ def day_counts(manifest: dict, source: str, key: str) -> dict[str, int]:
     return {d: (v[key] if key in v else v["anomalies"][key]) for d, v in days.items()}
 
 
+# Landed order rows that are not a Silver order of their own: older versions (re-sent, moved on in a
+# later day's file) and the rows each rule quarantines.
+ORDER_ROWS_NOT_IN_SILVER = ["duplicates", "late_updates", "null_keys", "bad_timestamps", "bad_amounts",
+                            "negative_amounts", "unknown_customers"]
+
+
+def silver_orders_by_day(manifest: dict) -> dict[str, int]:
+    """Silver orders per order date: each day's landed rows less those that are not an order of that day."""
+    return {day: f["records"] - sum(f["anomalies"][k] for k in ORDER_ROWS_NOT_IN_SILVER)
+            for day, f in manifest["sources"]["orders"].items()}
+
+
 def total(manifest: dict, source: str, *keys: str) -> int:
     return sum(sum(day_counts(manifest, source, k).values()) for k in keys)
 

@@ -21,14 +21,12 @@ from lakehouse.definitions import BATCH_ASSETS
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
 from lakehouse.sources.generator import generate, landing_file
-from lakehouse_tests.conftest import range_tags, read_rows
+from lakehouse_tests.conftest import range_tags, read_rows, silver_orders_by_day
 from lakehouse_tests.test_idempotence import snapshot
 
 START = date(2026, 10, 1)
 DAYS = [START + timedelta(days=i) for i in range(3)]
 KEYS = [d.isoformat() for d in DAYS]
-ORDER_RULE_ANOMALIES = ["duplicates", "null_keys", "bad_timestamps", "bad_amounts", "negative_amounts",
-                        "unknown_customers"]
 
 
 def read_csv(path) -> tuple[list[str], list[dict]]:
@@ -58,10 +56,7 @@ def landing(tmp_path_factory) -> dict:
     stale = {**second, "status": "placed", "updated_at": second["updated_at"]}
     append_rows(landing_file(home / "landing", "orders", DAYS[1]), header, [paid])
     append_rows(landing_file(home / "landing", "orders", DAYS[2]), header, [delivered, stale])
-    expected = {}
-    for day, figures in manifest["sources"]["orders"].items():
-        expected[day] = figures["records"] - sum(figures["anomalies"][k] for k in ORDER_RULE_ANOMALIES)
-    return {"home": home, "manifest": manifest, "expected_per_day": expected,
+    return {"home": home, "manifest": manifest, "expected_per_day": silver_orders_by_day(manifest),
             "updated": {first["order_id"]: ("delivered", KEYS[0]), second["order_id"]: ("paid", KEYS[0])}}
 
 

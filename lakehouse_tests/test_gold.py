@@ -98,7 +98,8 @@ def expected(manifest) -> dict:
             ordered_at, amount = parse_ts(row["order_ts"]), parse_decimal(row["amount"])
             if not row["order_id"].strip() or ordered_at is None or amount is None or amount < 0:
                 continue
-            if row["customer_id"] not in history or (day, row["currency"]) not in rates:
+            order_date = ordered_at.date()  # the order's own date, whichever day's file brought this version
+            if row["customer_id"] not in history or (order_date, row["currency"]) not in rates:
                 continue
             previous = orders.get(row["order_id"])
             if previous and parse_ts(previous["updated_at"]) >= parse_ts(row["updated_at"]):
@@ -106,8 +107,9 @@ def expected(manifest) -> dict:
             versions_then = history[row["customer_id"]]
             valid = [record for ts, record in versions_then if ts <= ordered_at]
             orders[row["order_id"]] = {
-                **row, "order_date": day, "ordered_at": ordered_at, "amount": amount, "quantity": int(row["quantity"]),
-                "amount_usd": (amount * rates[(day, row["currency"])]).quantize(CENT, ROUND_HALF_UP),
+                **row, "order_date": order_date, "ordered_at": ordered_at, "amount": amount,
+                "quantity": int(row["quantity"]),
+                "amount_usd": (amount * rates[(order_date, row["currency"])]).quantize(CENT, ROUND_HALF_UP),
                 "country": (valid[-1] if valid else versions_then[0][1])["country"],
             }
     current = {c: v[-1][1] for c, v in history.items()}

@@ -9,7 +9,6 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
-import pytest
 
 from lakehouse.bronze import streaming as bronze
 from lakehouse.resources.kafka import KafkaResource

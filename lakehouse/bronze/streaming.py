@@ -12,15 +12,11 @@ Partitioned by ingest date (UTC). Materialising by hand with no config consumes 
 the topic's current end offsets.
 """
 
-import fcntl
 import gc
-import hashlib
 import json
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 
 import dagster as dg
 import orjson
@@ -244,23 +240,6 @@ def progress(stream: Stream, kafka: KafkaResource, lake: DeltaLake) -> Progress:
 
 
 @contextmanager
-def table_lock(lake: DeltaLake, table: str):
-    """Serialise read-offsets -> consume -> commit for one table across processes on this host.
-
-    Delta's optimistic concurrency alone would let two appends of the same range both commit. The lock
-    is a local file: runs on other hosts are serialised by the asset's Dagster concurrency pool instead."""
-    locks = Path(tempfile.gettempdir()) / "lakehouse-locks"
-    locks.mkdir(exist_ok=True)
-    name = hashlib.sha1(lake.path("bronze", table).encode()).hexdigest()[:16]
-    with open(locks / f"bronze-{table}-{name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextmanager
 def gc_paused():
     """No garbage collection while a batch's messages become rows. The batch allocates a few objects per
     message, which makes the collector sweep the whole heap again and again (measured: 40% of the time for
@@ -277,7 +256,7 @@ def gc_paused():
 def ingest(stream: Stream, kafka: KafkaResource, lake: DeltaLake, spark_session, ingest_date: date, run_id: str,
            requested_end: dict[str, int] | None = None) -> dict:
     """One micro-batch: returns the ranges read, the rows written, the offsets retention took and the lag."""
-    with table_lock(lake, stream.table):
+    with lake.lock("bronze", stream.table):
         before = progress(stream, kafka, lake)
         before.check_not_reset()
         # A sensor's request names its end offsets (read from the topic); by hand, it is the topic's end now.

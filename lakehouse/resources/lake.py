@@ -5,12 +5,16 @@ overwrite with `replaceWhere`, or a SQL `MERGE INTO`), so readers never see half
 table state (version, row counts, commit metrics) go through delta-rs, which needs no engine.
 """
 
+import fcntl
+import hashlib
 import random
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 import pyarrow.fs as pafs
@@ -117,6 +121,23 @@ class DeltaLake(dg.ConfigurableResource):
 
         retry_on_commit_conflict(write)
         return self.write_metadata(layer, table)
+
+    @contextmanager
+    def lock(self, layer: str, table: str) -> Iterator[None]:
+        """Serialise a read -> compute -> commit section on one table across the processes of this host.
+
+        Delta's optimistic concurrency does not cover what a writer read: two appends of the same Kafka
+        range, or two SCD2 MERGEs each computing validity from a history without the other's versions,
+        would both commit. Runs on other hosts are serialised by the asset's Dagster pool instead."""
+        locks = Path(tempfile.gettempdir()) / "lakehouse-locks"
+        locks.mkdir(exist_ok=True)
+        name = hashlib.sha1(self.path(layer, table).encode()).hexdigest()[:16]
+        with open(locks / f"{layer}-{table}-{name}.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextmanager
     def staged(self, df: DataFrame, name: str) -> Iterator[DataFrame]:

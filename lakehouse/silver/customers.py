@@ -61,7 +61,7 @@ _CHANGED = " OR ".join(f"NOT (t.{c} <=> s.{c})" for c in ["valid_to", "is_curren
 MERGE_CLAUSES = f"WHEN MATCHED AND ({_CHANGED}) THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
 
 
-@silver_asset(deps=[bronze.crm_customers], check_specs=[accounting.spec(dg.AssetKey(["silver", "customers"]))])
+@silver_asset(deps=[bronze.crm_customers], pool="silver_customers", check_specs=[accounting.spec(dg.AssetKey(["silver", "customers"]))])
 def customers(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """Customer history (SCD2): valid_from, valid_to, is_current; exactly one current row per customer."""
     start, end = partitions.window(context)
@@ -71,9 +71,11 @@ def customers(context: dg.AssetExecutionContext, spark: SparkEngine, lake: Delta
     counts = rule_counts(classified)
     quarantine(lake, classified, RAW_COLUMNS, "customers", start, end)
     landed = versions(passed(classified))
-    existing = lake.read(session, "silver", "customers") if lake.exists("silver", "customers") else None
-    history = enforce_schema(contracts.Customers, scd2(landed, existing))
-    metadata = lake.merge(history, "silver", "customers", ["customer_id", "valid_from"], MERGE_CLAUSES)
+    # One SCD2 MERGE at a time (the pool, across hosts): each recomputes validity from the history it read.
+    with lake.lock("silver", "customers"):
+        existing = lake.read(session, "silver", "customers") if lake.exists("silver", "customers") else None
+        history = enforce_schema(contracts.Customers, scd2(landed, existing))
+        metadata = lake.merge(history, "silver", "customers", ["customer_id", "valid_from"], MERGE_CLAUSES)
     # Late updates are versions older than the export day they arrived in; they join history, not "current".
     late = passed(classified).where("to_date(try_to_timestamp(updated_at)) < _partition_date").count()
     valid = passed(classified).withColumn("updated_at", F.expr("try_to_timestamp(updated_at)"))

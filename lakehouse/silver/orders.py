@@ -20,7 +20,7 @@ from lakehouse.contracts import bronze as bronze_contracts
 from lakehouse.contracts import silver as contracts
 from lakehouse.contracts.evaluate import enforce_schema
 from lakehouse.checks import accounting
-from lakehouse.resources.lake import DeltaLake, window_predicate
+from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
 from lakehouse.silver import silver_asset
 from lakehouse.silver import customers as silver_customers

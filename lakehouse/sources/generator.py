@@ -110,6 +110,7 @@ class World:
     versions: set[tuple[str, str]] = field(default_factory=set)
     tickets: dict[str, dict] = field(default_factory=dict)
     held_back_events: list[dict] = field(default_factory=list)
+    placed_orders: dict[date, list[dict]] = field(default_factory=dict)  # clean orders, by order date
 
 
 def json_lines(records: list[dict]) -> list[str]:
@@ -172,11 +173,13 @@ def crm_day(rng: random.Random, world: World, day: date, index: int, scale: floa
             records.append(customer_update(rng, world, customer_id, at(day, rng.uniform(0, 86399))))
     clean = len(records)
     out = Day()
-    # Late updates: changes made yesterday that reach today's export, for customers older than that.
-    older = [c for c, created in world.customers.items() if created.date() < day - timedelta(days=1)]
+    # Late updates: changes made one to three days ago that reach only today's export, for customers older
+    # than that (Silver puts them into history at their own time, not as the current version).
+    lag = timedelta(days=rng.randint(1, min(3, max(1, index - 1))))  # customers that old exist by then
+    older = [c for c, created in world.customers.items() if created.date() < day - lag]
     n = anomaly_count(clean)
     late = rng.sample(older, min(len(older), n))
-    records += [customer_update(rng, world, c, at(day - timedelta(days=1), rng.uniform(0, 86399))) for c in late]
+    records += [customer_update(rng, world, c, at(day - lag, rng.uniform(0, 86399))) for c in late]
     out.anomalies["late_updates"] = len(late)
     drifted = inject_drift(rng, records, "crm_customers", n, lambda i: rng.choice(["gold", "silver", "bronze"]))
     out.anomalies["unknown_columns"] = len(drifted)
@@ -205,6 +208,9 @@ def order_row(rng: random.Random, order_id: str, customer_id: str, ts: datetime,
             "currency": COUNTRIES[country], "status": "placed", "updated_at": iso(ts)}
 
 
+LATER_STATUSES = ["shipped", "delivered", "cancelled"]
+
+
 def orders_day(rng: random.Random, world: World, day: date, scale: float) -> Day:
     customers = sorted(c for c, created in world.customers.items() if created.date() <= day)
     countries = {c: rng.choice(COUNTRY_CODES) for c in customers}
@@ -228,9 +234,15 @@ def orders_day(rng: random.Random, world: World, day: date, scale: float) -> Day
         "negative_amounts": [broken(3 * n + k, amount=f"-{rng.uniform(1, 99):.2f}") for k in range(n)],
         "unknown_customers": [broken(4 * n + k, customer_id=f"C9{k:06d}") for k in range(n)],
     }
-    out.anomalies = {"duplicates": len(dupes), "unknown_columns": len(drifted)}
+    resent = {d["order_id"] for d in dupes}
+    world.placed_orders[day] = [dict(r) for i, r in enumerate(records) if i not in drifted and r["order_id"] not in resent]
+    # Lifecycles: orders of the three days before move on in today's file (a later updated_at wins).
+    recent = [r for d, rows in sorted(world.placed_orders.items()) if day - timedelta(days=3) <= d < day for r in rows]
+    later = [{**r, "status": rng.choice(LATER_STATUSES), "updated_at": iso(at(day, rng.uniform(0, 86399)))}
+             for r in rng.sample(recent, min(n, len(recent)))]
+    out.anomalies = {"duplicates": len(dupes), "unknown_columns": len(drifted), "late_updates": len(later)}
     out.anomalies.update({kind: len(rows) for kind, rows in bad.items()})
-    records += dupes + [row for rows in bad.values() for row in rows]
+    records += dupes + later + [row for rows in bad.values() for row in rows]
     rng.shuffle(records)
     out.header, out.lines = csv_lines(records, ORDER_COLUMNS + [DRIFT_COLUMNS["orders"]])
     return out
