@@ -321,9 +321,14 @@ def clickstream_day(rng: random.Random, world: World, day: date, scale: float, l
     return out
 
 
+# Valid JSON with a field nested deeper than Python's recursion limit: it parses, but cannot be written back.
+POISON = '{"event_id":"poison","page":' + "[" * 5000 + "]" * 5000 + "}"
+
+
 def malformed(rng: random.Random, records: list[dict], count: int) -> list[str]:
-    """Lines cut off mid-record, as a crashed producer leaves them."""
-    return [_JSON.encode(r)[: rng.randint(5, 30)] for r in rng.sample(records, count)]
+    """Lines cut off mid-record, as a crashed producer leaves them, and one poison message (deep nesting)."""
+    cut = [_JSON.encode(r)[: rng.randint(5, 30)] for r in rng.sample(records, count)]
+    return [POISON, *cut[1:]] if cut else cut
 
 
 # -- Support tickets: CDC changes (c/u/d) with a per-ticket sequence number ------------------------------------

@@ -44,7 +44,7 @@ def message_key(source: str, line: str) -> str | None:
     """The record's user / ticket id; None for a malformed line (it goes to any partition)."""
     try:
         record = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a poison message nested too deep
         return None
     return record.get(KEY_FIELD[source]) if isinstance(record, dict) else None
 
