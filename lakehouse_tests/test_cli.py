@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from deltalake import DeltaTable
 
 from lakehouse_tests.conftest import START
 
@@ -101,3 +102,20 @@ def test_kafka_broker_command_keeps_its_storage_across_restarts_and_sigterm_stop
             broker.terminate()
             assert broker.wait(60) == 0
     assert (tmp_path / "kafka" / "logs" / "meta.properties").exists()
+
+
+def test_kafka_epoch_starts_a_new_epoch_of_a_streaming_table_and_refuses_others(home, tmp_path):
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from lakehouse.bronze.streaming import EPOCH_PROPERTY
+
+    env = {**home, "LAKEHOUSE_HOME": str(tmp_path)}
+    refused = subprocess.run(["lakehouse", "kafka-epoch", "orders"], env=env, capture_output=True, text=True)
+    assert refused.returncode != 0 and "no streaming Bronze table 'orders'" in refused.stderr
+    write_deltalake(str(tmp_path / "lake" / "bronze" / "clickstream_events"), pa.table({"kafka_epoch": [0]}))
+    for epoch in (1, 2):
+        out = run(env, "lakehouse", "kafka-epoch", "clickstream_events")
+        assert out.startswith(f"bronze.clickstream_events: epoch {epoch} started")
+    table = DeltaTable(str(tmp_path / "lake" / "bronze" / "clickstream_events"))
+    assert table.metadata().configuration[EPOCH_PROPERTY] == "2"
