@@ -227,8 +227,9 @@ class Progress:
         return {p: (self.landed.next.get(p, 0), low) for p, low in sorted(self.topic_now.start.items())
                 if low > self.landed.next.get(p, 0)}
 
-    def lag(self, landed_next: dict[int, int] | None = None) -> dict[int, int]:
-        start = self.start | (landed_next or {})
+    def lag(self) -> dict[int, int]:
+        """Messages not landed yet, per partition (those retention deleted cannot be)."""
+        start = self.start
         return {p: max(0, end - start.get(p, 0)) for p, end in self.topic_now.end.items()}
 
 

@@ -16,10 +16,10 @@ from pyspark.sql import functions as F
 from lakehouse import partitions
 from lakehouse.bronze import batch as bronze
 from lakehouse.bronze.landing import days_in
+from lakehouse.checks import accounting
 from lakehouse.contracts import bronze as bronze_contracts
 from lakehouse.contracts import silver as contracts
 from lakehouse.contracts.evaluate import enforce_schema
-from lakehouse.checks import accounting
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
 from lakehouse.silver import silver_asset
@@ -39,8 +39,6 @@ RULES = [
 ]
 REFERENTIAL_RULES = ("customer_exists", "fx_rate_available")  # broken by data that may land later
 RAW_COLUMNS = bronze_contracts.source_columns(bronze_contracts.Orders) + ["_rescued_data"]
-
-
 ORDER_DATE = "to_date(try_to_timestamp(order_ts))"
 ORDER_COLUMNS = [f.name for f in contracts.Orders.to_schema().columns.values()]
 

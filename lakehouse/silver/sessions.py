@@ -4,9 +4,9 @@ A run takes every Bronze event that Silver has not seen yet, whichever ingest-da
 (ingested after the newest `_bronze_ingested_at` in Silver: Bronze commits are serialised and stamp
 `_ingested_at` in commit order), quarantines the ones that break a rule (silver/sessions_quarantine), finds
 the users the valid ones belong to, and re-sessionises the part of those users' (deduplicated) event
-history that the new events can change. The result is MERGEd: new sessions are inserted, sessions that grew (a late event re-opens
-them) are updated, and a session that a late event joined into a larger one is deleted (only when the
-larger one covers it). Re-running a window changes nothing.
+history that the new events can change. The result is MERGEd: new sessions are inserted, sessions that
+grew (a late event re-opens them) are updated, and a session that a late event joined into a larger one
+is deleted (only when the larger one covers it). Re-running changes nothing.
 """
 
 from datetime import timezone
@@ -18,10 +18,10 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from lakehouse.bronze import streaming as bronze
+from lakehouse.checks import accounting
 from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
 from lakehouse.silver import silver_asset
-from lakehouse.checks import accounting
 from lakehouse.silver.rules import Rule, classify, keep_latest, quarantined, rule_counts
 
 IDLE_GAP_SECONDS = 30 * 60
@@ -41,6 +41,8 @@ def kafka_source() -> Column:
     """Where a quarantined event came from, as the quarantine table's `_source_file`: its place in Kafka."""
     return F.concat_ws("/", F.lit("kafka:"), "kafka_topic", F.concat(F.lit("epoch"), "kafka_epoch"),
                        "kafka_partition", "kafka_offset")
+
+
 SESSION_COLUMNS = ["session_id", "user_id", "session_start", "session_end", "session_date", "duration_seconds",
                    "page_count", "page_views", "is_bounce", "last_event_received_at", "_bronze_ingested_at"]
 
