@@ -78,7 +78,7 @@ def day_counts(manifest: dict, source: str, key: str) -> dict[str, int]:
 
 # Landed order rows that are not a Silver order of their own: older versions (re-sent, moved on in a
 # later day's file) and the rows each rule quarantines.
-ORDER_ROWS_NOT_IN_SILVER = ["duplicates", "late_updates", "null_keys", "bad_timestamps", "bad_amounts",
+ORDER_ROWS_NOT_IN_SILVER = ["duplicates", "late_updates", "resent", "null_keys", "bad_timestamps", "bad_amounts",
                             "negative_amounts", "unknown_customers"]
 
 

@@ -106,7 +106,7 @@ def test_materialisation_metadata_reports_counts_for_the_ui(batch_run, manifest)
     [orders] = [m for m in batch_run.get_asset_materialization_events() if m.asset_key.path == ["silver", "orders"]][:1]
     metadata = {k: v.value for k, v in orders.materialization.metadata.items()}
     assert metadata["rows_quarantined"] == sum(total(manifest, "orders", a) for a in ORDER_RULES.values())
-    assert metadata["rows_superseded"] == total(manifest, "orders", "duplicates", "late_updates")
+    assert metadata["rows_superseded"] == total(manifest, "orders", "duplicates", "late_updates", "resent")
     assert metadata["quarantined/customer_exists"] == total(manifest, "orders", "unknown_customers")
     landed = sum(day_counts(manifest, "orders", "records").values())
     assert metadata["rows_read"] == landed

@@ -210,6 +210,9 @@ def test_two_processes_with_their_own_temp_folders_land_each_message_once(broker
         produce(kafka, [event(n) for n in range(100)], partition)
     (tmp_path / "dagster").mkdir()
     shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", tmp_path / "dagster")
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:  # its SQLite databases, made once
+        instance.get_runs_count()
+        instance.event_log_storage.get_concurrency_keys()
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster"), "LAKEHOUSE_HOME": str(tmp_path / "home"),
            "LAKEHOUSE_KAFKA_BOOTSTRAP": broker.bootstrap, "LAKEHOUSE_SPARK_REMOTE": sail_url}
     runs = []

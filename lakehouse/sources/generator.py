@@ -110,6 +110,7 @@ class World:
     versions: set[tuple[str, str]] = field(default_factory=set)
     tickets: dict[str, dict] = field(default_factory=dict)
     held_back_events: list[dict] = field(default_factory=list)
+    held_back_changes: list[dict] = field(default_factory=list)
     placed_orders: dict[date, list[dict]] = field(default_factory=dict)  # clean orders, by order date
 
 
@@ -234,15 +235,19 @@ def orders_day(rng: random.Random, world: World, day: date, scale: float) -> Day
         "negative_amounts": [broken(3 * n + k, amount=f"-{rng.uniform(1, 99):.2f}") for k in range(n)],
         "unknown_customers": [broken(4 * n + k, customer_id=f"C9{k:06d}") for k in range(n)],
     }
-    resent = {d["order_id"] for d in dupes}
-    world.placed_orders[day] = [dict(r) for i, r in enumerate(records) if i not in drifted and r["order_id"] not in resent]
+    paid = {d["order_id"] for d in dupes}
+    world.placed_orders[day] = [dict(r) for i, r in enumerate(records) if i not in drifted and r["order_id"] not in paid]
     # Lifecycles: orders of the three days before move on in today's file (a later updated_at wins).
     recent = [r for d, rows in sorted(world.placed_orders.items()) if day - timedelta(days=3) <= d < day for r in rows]
     later = [{**r, "status": rng.choice(LATER_STATUSES), "updated_at": iso(at(day, rng.uniform(0, 86399)))}
              for r in rng.sample(recent, min(n, len(recent)))]
-    out.anomalies = {"duplicates": len(dupes), "unknown_columns": len(drifted), "late_updates": len(later)}
+    # Re-sent: yesterday's rows again, unchanged, in today's file (an export that overlaps the previous one).
+    yesterday = world.placed_orders.get(day - timedelta(days=1), [])
+    resent_rows = [dict(r) for r in rng.sample(yesterday, min(n, len(yesterday)))]
+    out.anomalies = {"duplicates": len(dupes), "unknown_columns": len(drifted), "late_updates": len(later),
+                     "resent": len(resent_rows)}
     out.anomalies.update({kind: len(rows) for kind, rows in bad.items()})
-    records += dupes + later + [row for rows in bad.values() for row in rows]
+    records += dupes + later + resent_rows + [row for rows in bad.values() for row in rows]
     rng.shuffle(records)
     out.header, out.lines = csv_lines(records, ORDER_COLUMNS + [DRIFT_COLUMNS["orders"]])
     return out
@@ -339,7 +344,7 @@ def ticket_change(ticket: dict, op: str, ts: datetime) -> dict:
     return {"op": op, **ticket, "changed_at": iso(ts)}
 
 
-def tickets_day(rng: random.Random, world: World, day: date, scale: float) -> Day:
+def tickets_day(rng: random.Random, world: World, day: date, scale: float, last_day: bool = False) -> Day:
     customers = sorted(c for c, created in world.customers.items() if created.date() <= day)
     changes = []
     live = sorted(t for t, v in world.tickets.items() if not v["deleted"] and v["status"] != "closed")
@@ -374,13 +379,16 @@ def tickets_day(rng: random.Random, world: World, day: date, scale: float) -> Da
         changes[i], changes[i + 1] = changes[i + 1], changes[i]
     drifted = inject_drift(rng, changes, "support_tickets_cdc", n, lambda i: rng.choice(["gold", "standard"]))
     dupes = duplicate(rng, changes, n, drifted)
-    lines = json_lines(changes)
-    for extra in json_lines(dupes) + malformed(rng, changes, n):
+    # Late across days: changes that reach the stream only the next day, after later ones of their ticket.
+    held = set() if last_day else set(rng.sample(range(len(changes)), min(n, len(changes))))
+    arriving_late, world.held_back_changes = world.held_back_changes, [changes[i] for i in sorted(held)]
+    lines = json_lines([c for i, c in enumerate(changes) if i not in held])
+    for extra in json_lines(dupes + arriving_late) + malformed(rng, changes, n):
         lines.insert(rng.randint(0, len(lines)), extra)
     tickets = world.tickets.values()
     out.lines = lines
-    out.anomalies = {"duplicates": len(dupes), "out_of_order": len(swapped), "malformed": n,
-                     "unknown_columns": len(drifted)}
+    out.anomalies = {"duplicates": len(dupes), "out_of_order": len(swapped), "late_changes": len(arriving_late),
+                     "malformed": n, "unknown_columns": len(drifted)}
     out.expected = {"changes": len(changes), "tickets": len(tickets),
                     "deleted": sum(t["deleted"] for t in tickets),
                     **{s: sum(t["status"] == s and not t["deleted"] for t in tickets) for s in TICKET_STATUSES}}
@@ -404,7 +412,8 @@ def generate(landing_dir: Path, start: date, days: int, scale: float = 1.0, seed
             "orders": orders_day(rngs["orders"], world, day, scale),
             "fx_rates": fx_day(rngs["fx_rates"], day, rates),
             "clickstream": clickstream_day(rngs["clickstream"], world, day, scale, last_day=index == days - 1),
-            "support_tickets_cdc": tickets_day(rngs["support_tickets_cdc"], world, day, scale),
+            "support_tickets_cdc": tickets_day(rngs["support_tickets_cdc"], world, day, scale,
+                                               last_day=index == days - 1),
         }
         for source, content in files.items():
             path = landing_file(landing_dir, source, day)

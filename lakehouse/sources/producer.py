@@ -35,7 +35,7 @@ def stream_days(start: date, days: int | None, scale: float = 1.0, seed: int = 4
         last = days is not None and index == days - 1
         yield day, {
             "clickstream": clickstream_day(rngs["clickstream"], world, day, scale, last_day=last),
-            "support_tickets_cdc": tickets_day(rngs["support_tickets_cdc"], world, day, scale),
+            "support_tickets_cdc": tickets_day(rngs["support_tickets_cdc"], world, day, scale, last_day=last),
         }
         index += 1
 
