@@ -135,7 +135,7 @@ def steps(landing: Path, start: date, days: int, out: Path) -> list[tuple[str, s
                    try_cast(updated_at AS TIMESTAMP) AS updated_at, coupon_code, _source_file
             FROM orders_classified WHERE _rule IS NULL
             QUALIFY row_number() OVER (PARTITION BY order_id ORDER BY try_cast(updated_at AS TIMESTAMP) DESC NULLS LAST,
-                                      _partition_date DESC, _source_file DESC) = 1"""),
+                                      _partition_date, _source_file) = 1"""),
         ("silver_quarantine", """
             CREATE TABLE silver_quarantine AS
             SELECT 'fx_rates' AS _table, _partition_date, _rule, to_json(struct_pack(date, currency, rate_to_usd)) AS _record,

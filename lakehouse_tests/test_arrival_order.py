@@ -73,12 +73,14 @@ def landing_home(home):
             os.environ["LAKEHOUSE_HOME"] = before
 
 
-def run_days(landing: dict, sail_url: str, lake: DeltaLake, runs: list[tuple[int, int]]) -> None:
+def run_days(landing: dict, sail_url: str, lake: DeltaLake, runs: list[tuple[int, int]]) -> list:
     """Each run is (first day, last day) of the batch assets, in the order given."""
-    resources = {"spark": SparkEngine(remote=sail_url), "lake": lake}
+    resources, results = {"spark": SparkEngine(remote=sail_url), "lake": lake}, []
     with landing_home(landing["home"]):
         for first, last in runs:
-            assert dg.materialize(BATCH_ASSETS, resources=resources, tags=range_tags(KEYS[first], KEYS[last])).success
+            results.append(dg.materialize(BATCH_ASSETS, resources=resources, tags=range_tags(KEYS[first], KEYS[last])))
+            assert results[-1].success
+    return results
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +108,23 @@ def test_day_by_day_in_reverse_gives_the_range_runs_tables(landing, range_run, s
     lake = DeltaLake(root=str(tmp_path / "lake"))
     run_days(landing, sail_url, lake, [(2, 2), (1, 1), (0, 0)])
     assert silver(lake) == silver(range_run)
+
+
+def test_a_later_days_update_marks_its_orders_own_day_changed(landing, sail_url, tmp_path):
+    """Day 3's file delivers a day-1 order: its run records a materialisation of day 1 of silver/orders
+    too, so Gold's day 1 shows as stale in the UI."""
+    lake = DeltaLake(root=str(tmp_path / "lake"))
+    *_, day3, again = run_days(landing, sail_url, lake, [(0, 0), (1, 1), (2, 2), (2, 2)])
+    _, rows = read_csv(landing_file(landing["home"] / "landing", "orders", DAYS[2]))
+    moved_on = {r["order_ts"][:10] for r in rows if r["status"] in ("shipped", "delivered", "cancelled")}
+    assert KEYS[0] in moved_on and KEYS[2] not in moved_on
+    assert silver_orders_partitions(day3) == moved_on | {KEYS[2]}
+    assert silver_orders_partitions(again) == {KEYS[2]}  # a re-run changes no other day
+
+
+def silver_orders_partitions(result) -> set[str]:
+    return {e.partition for e in result.get_asset_materialization_events()
+            if e.asset_key == dg.AssetKey(["silver", "orders"])}
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -17,6 +17,7 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
 import pyarrow.fs as pafs
 from deltalake import DeltaTable
 from pydantic import Field
@@ -157,6 +158,15 @@ class DeltaLake(dg.ConfigurableResource):
             yield df.sparkSession.read.parquet(uri)
         finally:
             fs.delete_dir(f"{root}/{folder}")
+
+    def data_files(self, layer: str, table: str, column: str) -> dict[str, str]:
+        """{data file: its value of partition `column`} in the current snapshot (read from the Delta log)."""
+        actions = pa.table(self.delta_table(layer, table).get_add_actions(flatten=True))
+        return dict(zip(actions.column("path").to_pylist(), map(str, actions.column(f"partition.{column}").to_pylist())))
+
+    def partitions_written(self, layer: str, table: str, column: str, files_before: dict[str, str]) -> set[str]:
+        """The values of partition `column` that have files the snapshot `files_before` did not."""
+        return {value for path, value in self.data_files(layer, table, column).items() if path not in files_before}
 
     def write_metadata(self, layer: str, table: str) -> dict:
         """What the UI shows for a materialisation: the commit's row counts, version, path and schema."""

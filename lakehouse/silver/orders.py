@@ -72,16 +72,18 @@ def conform(passed_rows: DataFrame) -> DataFrame:
         "_source_file",
         "_partition_date",
     )
-    # The latest update wins; between equal ones, the later landing (a re-sent, corrected file).
-    latest = keep_latest(typed, ["order_id"], F.desc_nulls_last("updated_at"), F.desc("_partition_date"),
-                         F.desc("_source_file"))
+    # The latest update wins; between equal ones, the first landing (a re-sent copy changes nothing).
+    latest = keep_latest(typed, ["order_id"], F.desc_nulls_last("updated_at"), F.asc("_partition_date"),
+                         F.asc("_source_file"))
     return latest.drop("_partition_date")
 
 
 _SET = ", ".join(f"{c} = s.{c}" for c in ORDER_COLUMNS)
+# Only orders that changed are rewritten, so the partitions a run writes are the order dates it changed.
+_CHANGED = " OR ".join(f"NOT (t.{c} <=> s.{c})" for c in ORDER_COLUMNS)
 MERGE_CLAUSES = (
     "WHEN MATCHED AND s._delete THEN DELETE "
-    f"WHEN MATCHED AND NOT s._delete THEN UPDATE SET {_SET} "
+    f"WHEN MATCHED AND NOT s._delete AND ({_CHANGED}) THEN UPDATE SET {_SET} "
     f"WHEN NOT MATCHED AND NOT s._delete THEN INSERT ({', '.join(ORDER_COLUMNS)}) "
     f"VALUES ({', '.join('s.' + c for c in ORDER_COLUMNS)})"
 )
@@ -139,10 +141,17 @@ def orders(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLak
     if existing is not None:
         files = rows.select("_source_file").distinct()
         touched = touched.unionByName(existing.join(files, "_source_file", "left_semi").select("order_id"))
+    files_before = lake.data_files("silver", "orders", "order_date") if existing is not None else {}
     with lake.staged(touched.distinct(), "silver.orders-touched") as ids:
         source = recomputed(ids, with_references(landed, customers, fx_rates), existing)
         metadata = (lake.merge(source, "silver", "orders", ["order_id"], partition_by="order_date") if existing is None
                     else lake.merge(source, "silver", "orders", ["order_id"], MERGE_CLAUSES))
+    # An update that lands after its order's day changes that day's partition: say so, so that Dagster
+    # marks what depends on it (Gold) stale for that day too.
+    for day in sorted(lake.partitions_written("silver", "orders", "order_date", files_before)
+                      - {d.isoformat() for d in days_in(start, end)}):
+        context.log_event(dg.AssetMaterialization(context.asset_key, partition=day, metadata={
+            "changed_by": dg.MetadataValue.text(f"the run of [{start}, {end}): later versions of its orders")}))
     kept, superseded = accounting.kept_and_superseded(passed(classified), lake.read(session, "silver", "orders"),
                                                       ["order_id"], ["_source_file"])
     counts.pop("passed", None)
