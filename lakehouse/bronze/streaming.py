@@ -15,7 +15,7 @@ the topic's current end offsets.
 import gc
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
@@ -273,7 +273,9 @@ def ingest(stream: Stream, kafka: KafkaResource, lake: DeltaLake, spark_session,
             (spark_session.createDataFrame(rows).write.format("delta").mode("append")
              .partitionBy("_ingest_date").save(lake.path("bronze", stream.table)))
             written = int(lake.delta_table("bronze", stream.table).history(1)[0]["operationMetrics"]["numOutputRows"])
-    after = progress(stream, kafka, lake)
+    # The lag left: what the topic holds now past what this batch took (Bronze need not be read again).
+    after = replace(before, landed=replace(before.landed, next=start | {p: end for p, (_, end) in ranges.items()}),
+                    topic_now=kafka.offsets(stream.topic))
     malformed = int(pc.sum(pc.is_valid(rows.column("_parse_error"))).as_py() or 0) if rows.num_rows else 0
     stamps = rows.column("kafka_timestamp") if rows.num_rows else None
     return {"ranges": ranges, "read": len(messages), "rows": written, "malformed": malformed,

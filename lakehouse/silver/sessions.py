@@ -98,9 +98,9 @@ def newest(snapshot: DeltaTable, column: str) -> str | None:
     return value.isoformat(sep=" ")  # the session time zone is UTC (resources/spark.py)
 
 
-def watermark(lake: DeltaLake) -> str | None:
-    """The newest Bronze ingestion time Silver has processed."""
-    return newest(lake.delta_table("silver", TABLE), "_bronze_ingested_at") if lake.exists("silver", TABLE) else None
+def watermark(lake: DeltaLake, table: str = TABLE) -> str | None:
+    """The newest Bronze ingestion time the Silver `table` has processed."""
+    return newest(lake.delta_table("silver", table), "_bronze_ingested_at") if lake.exists("silver", table) else None
 
 
 def superseded(existing: DataFrame, recomputed: DataFrame) -> DataFrame:
@@ -114,16 +114,22 @@ def superseded(existing: DataFrame, recomputed: DataFrame) -> DataFrame:
 
 
 def new_events(lake: DeltaLake, session, upto: str) -> DataFrame:
-    """Bronze events Silver has not seen, from every ingest-date partition, up to the snapshot `upto`.
+    """Bronze events Silver has not seen, from every ingest-date partition, up to the snapshot `upto`."""
+    return landed_since(lake, session, bronze.CLICKSTREAM.table, TABLE, upto)
+
+
+def landed_since(lake: DeltaLake, session, bronze_table: str, silver_table: str, upto: str) -> DataFrame:
+    """The rows of streaming `bronze_table` that `silver_table` has not taken yet (landed after its watermark),
+    from every ingest-date partition, up to `upto`.
 
     Bronze is read up to `upto`, the newest ingestion time of one snapshot: a batch that commits while
     this run works waits for the next run, instead of reaching the history read but not this one (its
     other users would never be recomputed). `versionAsOf` would say it too, but Sail 0.7 fails to read a
     version older than the table's last checkpoint."""
-    clicks = lake.read(session, "bronze", bronze.CLICKSTREAM.table).where(f"_ingested_at <= TIMESTAMP '{upto}'")
-    seen = watermark(lake)
+    rows = lake.read(session, "bronze", bronze_table).where(f"_ingested_at <= TIMESTAMP '{upto}'")
+    seen = watermark(lake, silver_table)
     # A literal, so every use of the plan agrees.
-    return clicks.where(f"_ingested_at > TIMESTAMP '{seen}'") if seen is not None else clicks
+    return rows.where(f"_ingested_at > TIMESTAMP '{seen}'") if seen is not None else rows
 
 
 def affected_sessions(lake: DeltaLake, session, new: DataFrame, upto: str) -> tuple[DataFrame, DataFrame | None, DataFrame]:

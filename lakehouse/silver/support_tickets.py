@@ -19,7 +19,7 @@ from lakehouse.resources.lake import DeltaLake
 from lakehouse.resources.spark import SparkEngine
 from lakehouse.silver import silver_asset
 from lakehouse.silver.rules import Rule, classify, keep_latest, passed, quarantined, rule_counts
-from lakehouse.silver.sessions import kafka_source, newest
+from lakehouse.silver.sessions import kafka_source, landed_since, newest
 
 TABLE = "support_tickets"
 RULES = [
@@ -57,20 +57,13 @@ MERGE_CLAUSES = (
 )
 
 
-def new_changes(lake: DeltaLake, session, upto: str) -> DataFrame:
-    """Bronze changes of every ingest-date partition landed after the newest one Silver applied, up to `upto`."""
-    rows = lake.read(session, "bronze", bronze.SUPPORT_TICKETS.table).where(f"_ingested_at <= TIMESTAMP '{upto}'")
-    seen = newest(lake.delta_table("silver", TABLE), "_bronze_ingested_at") if lake.exists("silver", TABLE) else None
-    return rows.where(f"_ingested_at > TIMESTAMP '{seen}'") if seen else rows
-
-
 @silver_asset(deps=[bronze.support_ticket_changes], automation_condition=dg.AutomationCondition.eager(),
               check_specs=[accounting.spec(dg.AssetKey(["silver", TABLE]))])
 def support_tickets(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """Current state of every ticket (soft-deleted ones flagged `is_deleted`), by highest change seq."""
     session = spark.spark_session
     snapshot = lake.delta_table("bronze", bronze.SUPPORT_TICKETS.table)
-    rows = new_changes(lake, session, newest(snapshot, "_ingested_at"))
+    rows = landed_since(lake, session, bronze.SUPPORT_TICKETS.table, TABLE, newest(snapshot, "_ingested_at"))
     classified = classify(rows.withColumn("_partition_date", F.col("_ingest_date"))
                           .withColumn("_source_file", kafka_source()), RULES, "silver.support_tickets")
     counts = rule_counts(classified)
