@@ -207,7 +207,7 @@ def single_run(start: date, days: int) -> dict:
 
     from lakehouse.definitions import defs
 
-    job = defs.resolve_job_def("batch")
+    job = defs().resolve_job_def("batch")
     last = start + timedelta(days=days - 1)
     with dg.DagsterInstance.get() as instance:
         t = time.perf_counter()
@@ -233,13 +233,13 @@ def per_partition(start: date, days: int) -> dict:
     without a single-run policy. The dbt assets are one op, so Gold is one run (one `dbt build`) per day."""
     import dagster as dg
 
-    from lakehouse.definitions import BATCH_ASSETS, GOLD_ASSETS, defs
+    from lakehouse.definitions import defs
 
-    job = defs.resolve_job_def("batch")
+    job = defs().resolve_job_def("batch")
     order = ["bronze/fx_rates", "bronze/crm_customers", "bronze/orders", "silver/fx_rates", "silver/customers",
              "silver/orders"]
-    by_name = {a.key.to_user_string(): a.key for a in BATCH_ASSETS}
-    groups = [[by_name[name]] for name in order] + [sorted(k for a in GOLD_ASSETS for k in a.keys)]
+    gold = sorted(k for k in job.asset_layer.selected_asset_keys if k.path[0] == "gold")
+    groups = [[dg.AssetKey.from_user_string(name)] for name in order] + [gold]
     profiles, run_ids, failed = [], [], []
     t = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
@@ -269,7 +269,7 @@ def run_process_startup() -> float:
 
 
 def lake_rows(root: Path) -> dict:
-    from lakehouse.resources.lake import DeltaLake
+    from lakehouse.lib.lake import DeltaLake
 
     if not root.exists():
         return {}
@@ -361,7 +361,7 @@ def main(argv=None) -> dict:
               "load_before": load()}
     print(f"load before: {result['load_before']['uptime']}", flush=True)
 
-    from lakehouse.sources.generator import generate
+    from lakehouse.dev.generator import generate
 
     landing = home / "landing"
     t = time.perf_counter()

@@ -38,8 +38,8 @@ import shutil
 import statistics
 import sys
 import tempfile
-import traceback
 import time
+import traceback
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -50,15 +50,14 @@ import pyarrow.compute as pc
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lakehouse.bronze import streaming as bronze  # noqa: E402
-from lakehouse.resources.kafka import KafkaResource  # noqa: E402
-from lakehouse.resources.lake import DeltaLake  # noqa: E402
-from lakehouse.resources.spark import SparkEngine, embedded_sail_url  # noqa: E402
-from lakehouse.sensors.kafka import kafka_sensor, streaming_automation_sensor  # noqa: E402
-from lakehouse.silver import sessions as silver_sessions  # noqa: E402
-from lakehouse.sources.broker import Broker, KafkaBroker  # noqa: E402
-from lakehouse.sources.producer import messages, publish  # noqa: E402
-
+from lakehouse.defs.bronze import streaming as bronze  # noqa: E402
+from lakehouse.defs.sensors.kafka import kafka_sensor, streaming_automation_sensor  # noqa: E402
+from lakehouse.defs.silver import sessions as silver_sessions  # noqa: E402
+from lakehouse.dev.broker import Broker, KafkaBroker  # noqa: E402
+from lakehouse.dev.producer import messages, publish  # noqa: E402
+from lakehouse.lib.kafka import KafkaResource  # noqa: E402
+from lakehouse.lib.lake import DeltaLake  # noqa: E402
+from lakehouse.lib.spark import SparkEngine, embedded_sail_url  # noqa: E402
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 

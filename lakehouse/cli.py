@@ -39,7 +39,7 @@ def dagster_home() -> Path:
 
 
 def generate(args) -> dict:
-    from lakehouse.sources.generator import generate as generate_sources
+    from lakehouse.dev.generator import generate as generate_sources
 
     return generate_sources(settings.landing_dir(), date.fromisoformat(args.start), args.days, args.scale, args.seed)
 
@@ -53,7 +53,7 @@ def materialize_batch(start: date, days: int) -> None:
     dagster_home()
     last = start + timedelta(days=days - 1)
     with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def("batch").execute_in_process(
+        result = defs().resolve_job_def("batch").execute_in_process(
             instance=instance,
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             tags={
@@ -83,7 +83,7 @@ def print_row_counts(tables: list[dict]) -> None:
 
 
 def lake():
-    from lakehouse.resources.lake import DeltaLake
+    from lakehouse.lib.lake import DeltaLake
 
     return DeltaLake(root=settings.lake_root())
 
@@ -118,7 +118,7 @@ def cmd_tables(args) -> None:
 
 def cmd_dbt_vars(args) -> None:
     """The --vars Dagster gives dbt, for a `dbt build` by hand against the same lake."""
-    from lakehouse.gold.dbt import dbt_vars
+    from lakehouse.defs.gold.dbt import dbt_vars
 
     end = date.fromisoformat(args.end) + timedelta(days=1)  # --end is inclusive, like a partition range
     print(json.dumps(dbt_vars(date.fromisoformat(args.start), end, lake())))
@@ -126,7 +126,7 @@ def cmd_dbt_vars(args) -> None:
 
 def cmd_kafka_epoch(args) -> None:
     """After a topic was reset or recreated on purpose: land it from its first offset as a new epoch."""
-    from lakehouse.bronze.streaming import STREAMS, start_new_epoch
+    from lakehouse.defs.bronze.streaming import STREAMS, start_new_epoch
 
     if args.table not in STREAMS:
         raise SystemExit(f"no streaming Bronze table {args.table!r}; one of {sorted(STREAMS)}")
@@ -159,7 +159,7 @@ def until_stopped(what: str, running) -> None:
 
 
 def cmd_broker(args) -> None:
-    from lakehouse.sources.broker import Broker, KafkaBroker, port_open
+    from lakehouse.dev.broker import Broker, KafkaBroker, port_open
 
     # 9092 by default, which the Kafka resource uses when LAKEHOUSE_KAFKA_BOOTSTRAP is unset; a free port if taken.
     port = args.port or (None if port_open(9092) else 9092)
@@ -174,7 +174,7 @@ def cmd_broker(args) -> None:
 
 
 def cmd_spark_cluster(args) -> None:
-    from lakehouse.resources.jvm_spark import SparkCluster
+    from lakehouse.lib.jvm_spark import SparkCluster
 
     cluster = SparkCluster(workers=args.workers, port=args.port, worker_cores=args.worker_cores,
                            worker_memory=args.worker_memory, host=args.host, s3=args.s3,
@@ -187,7 +187,7 @@ def cmd_spark_cluster(args) -> None:
 
 
 def cmd_jars(args) -> None:
-    from lakehouse.resources.jars import BUNDLES, jars
+    from lakehouse.lib.jars import BUNDLES, jars
 
     unknown = set(args.bundles) - set(BUNDLES)
     if unknown:
@@ -197,8 +197,8 @@ def cmd_jars(args) -> None:
 
 
 def cmd_produce(args) -> None:
-    from lakehouse.resources.kafka import KafkaResource
-    from lakehouse.sources.producer import messages, publish
+    from lakehouse.dev.producer import messages, publish
+    from lakehouse.lib.kafka import KafkaResource
 
     if args.events is None and args.days is None:
         raise SystemExit("give --events N or --days D")
@@ -213,13 +213,13 @@ def cmd_serve(args) -> None:
     """The read API (lakehouse/serve/api.py) under uvicorn; keys from LAKEHOUSE_API_KEYS(_FILE)."""
     import uvicorn
 
-    from lakehouse.serve.api import keys_from_env
+    from lakehouse.api import keys_from_env
 
     if args.keys_file:
         os.environ["LAKEHOUSE_API_KEYS_FILE"] = str(Path(args.keys_file).resolve())
     if not keys_from_env():
         raise SystemExit("no API keys: set LAKEHOUSE_API_KEYS (JSON) or LAKEHOUSE_API_KEYS_FILE, or pass --keys-file")
-    uvicorn.run("lakehouse.serve.api:app_from_env", factory=True, host=args.host, port=args.port,
+    uvicorn.run("lakehouse.api:app_from_env", factory=True, host=args.host, port=args.port,
                 workers=args.workers, loop="uvloop", http="httptools", access_log=False, log_level="warning")
 
 

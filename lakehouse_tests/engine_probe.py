@@ -9,9 +9,9 @@ from datetime import date, datetime
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.resources.spark import spark_session
-from lakehouse.silver.orders import RULES, conform, with_references
-from lakehouse.silver.rules import classify, passed
+from lakehouse.defs.silver.orders import RULES, conform, with_references
+from lakehouse.lib.rules import classify, passed
+from lakehouse.lib.spark import spark_session
 
 DAY = date(2026, 11, 1)
 COLUMNS = ["order_id", "customer_id", "order_ts", "amount", "currency", "status", "updated_at"]

@@ -9,14 +9,14 @@ from datetime import date
 import dagster as dg
 import pytest
 
-from lakehouse.bronze import streaming as bronze
-from lakehouse.resources.kafka import KafkaResource
-from lakehouse.resources.lake import DeltaLake
-from lakehouse.resources.spark import SparkEngine
-from lakehouse.sources.broker import Broker, KafkaBroker
-from lakehouse.sources.producer import messages, publish, stream_days
-from lakehouse.silver import sessions as silver_sessions
-from lakehouse.silver import support_tickets as silver_tickets
+from lakehouse.defs.bronze import streaming as bronze
+from lakehouse.defs.silver import sessions as silver_sessions
+from lakehouse.defs.silver import support_tickets as silver_tickets
+from lakehouse.dev.broker import Broker, KafkaBroker
+from lakehouse.dev.producer import messages, publish, stream_days
+from lakehouse.lib.kafka import KafkaResource
+from lakehouse.lib.lake import DeltaLake
+from lakehouse.lib.spark import SparkEngine
 
 PARTITIONS = 3
 STREAMING_ASSETS = [bronze.clickstream_events, bronze.support_ticket_changes, silver_sessions.sessions,
@@ -80,7 +80,7 @@ def produce_day(kafka: KafkaResource, source: str, start: date, index: int, scal
     for i, (_, content) in enumerate(stream_days(start, None, scale, seed)):
         if i == index:
             lines = content[source].lines
-            from lakehouse.sources.producer import message_key
+            from lakehouse.dev.producer import message_key
 
             return publish(kafka.producer(), kafka.topic(source), ((message_key(source, l), l) for l in lines))["events"]
     raise AssertionError("unreachable")

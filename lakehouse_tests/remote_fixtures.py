@@ -89,7 +89,7 @@ def remote_sail_url(s3_env, tmp_path_factory) -> str:
     log = tmp_path_factory.mktemp("sail") / "sail.log"
     with sail_server(log, {**s3_env, "AWS_ALLOW_HTTP": "true"}) as url:
         yield url
-        from lakehouse.resources import spark as spark_module
+        from lakehouse.lib import spark as spark_module
 
         session = spark_module._sessions.pop(url, None)
         if session is not None:  # close the client before its server goes, or it retries for minutes

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from lakehouse.resources.lake import DeltaLake
-from lakehouse_tests.conftest import DAY_KEYS
+from lakehouse.lib.lake import DeltaLake
+from lakehouse_tests.helpers import DAY_KEYS
 from lakehouse_tests.postgres_fixtures import postgres_server  # noqa: F401 - fixture
 
 APP_KEY, ANALYST_KEY, FINANCE_KEY = "app-key-" + uuid.uuid4().hex, "analyst-key-" + uuid.uuid4().hex, "fin-" + uuid.uuid4().hex
@@ -69,7 +69,7 @@ class ApiServer:
 def api_server(serving_dsn) -> ApiServer:
     import uvicorn
 
-    from lakehouse.serve.api import create_app, parse_keys
+    from lakehouse.api import create_app, parse_keys
 
     app = create_app(dsn=serving_dsn, keys=parse_keys(KEYS_CONFIG))
     port = free_port()

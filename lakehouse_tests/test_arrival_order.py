@@ -17,11 +17,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lakehouse.definitions import BATCH_ASSETS
-from lakehouse.resources.lake import DeltaLake
-from lakehouse.resources.spark import SparkEngine
-from lakehouse.sources.generator import generate, landing_file
-from lakehouse_tests.conftest import range_tags, read_rows, silver_orders_by_day
+from lakehouse.dev.generator import generate, landing_file
+from lakehouse.lib.lake import DeltaLake
+from lakehouse.lib.spark import SparkEngine
+from lakehouse_tests.helpers import (
+    BATCH_ASSETS,
+    range_tags,
+    read_rows,
+    silver_orders_by_day,
+)
 from lakehouse_tests.test_idempotence import snapshot
 
 START = date(2026, 10, 1)

@@ -1,6 +1,6 @@
 """Bronze keeps every landed record, untyped, with where it came from and what did not fit."""
 
-from lakehouse_tests.conftest import DAY_KEYS, day_counts, read_rows, rows_by, total
+from lakehouse_tests.helpers import DAY_KEYS, day_counts, read_rows, rows_by, total
 
 BATCH_SOURCES = ["crm_customers", "orders", "fx_rates"]
 

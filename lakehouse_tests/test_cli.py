@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 from deltalake import DeltaTable
 
-from lakehouse_tests.conftest import START
+from lakehouse_tests.helpers import START
 
 BATCH_SELECTION = "bronze/crm_customers,bronze/orders,bronze/fx_rates,silver/customers,silver/fx_rates,silver/orders"
 
@@ -80,8 +80,8 @@ def test_dagster_cli_materialises_a_partition_range_in_one_run(demo_twice, home)
 
 def test_kafka_broker_command_keeps_its_storage_across_restarts_and_sigterm_stops_it(home, tmp_path):
     """`lakehouse broker --kafka`: Apache Kafka in KRaft mode, formatted on first start, its data kept."""
-    from lakehouse.resources.kafka import KafkaResource
-    from lakehouse.sources.broker import free_port
+    from lakehouse.dev.broker import free_port
+    from lakehouse.lib.kafka import KafkaResource
 
     port, env = free_port(), {**home, "LAKEHOUSE_HOME": str(tmp_path)}
     for start in range(2):
@@ -108,7 +108,7 @@ def test_kafka_epoch_starts_a_new_epoch_of_a_streaming_table_and_refuses_others(
     import pyarrow as pa
     from deltalake import write_deltalake
 
-    from lakehouse.bronze.streaming import EPOCH_PROPERTY
+    from lakehouse.defs.bronze.streaming import EPOCH_PROPERTY
 
     env = {**home, "LAKEHOUSE_HOME": str(tmp_path)}
     refused = subprocess.run(["lakehouse", "kafka-epoch", "orders"], env=env, capture_output=True, text=True)

@@ -16,10 +16,17 @@ import pyarrow.fs as pafs
 import pytest
 from deltalake import DeltaTable
 
-from lakehouse.bronze import batch as bronze_batch
-from lakehouse.resources.lake import DeltaLake
-from lakehouse.resources.spark import SparkEngine
-from lakehouse_tests.conftest import DAY_KEYS, day_counts, range_tags, read_rows, rows_by, total
+from lakehouse.defs.bronze import batch as bronze_batch
+from lakehouse.lib.lake import DeltaLake
+from lakehouse.lib.spark import SparkEngine
+from lakehouse_tests.helpers import (
+    DAY_KEYS,
+    day_counts,
+    range_tags,
+    read_rows,
+    rows_by,
+    total,
+)
 
 DAY1, DAY2 = date(2026, 11, 1), date(2026, 11, 2)
 
@@ -141,7 +148,7 @@ def test_concurrent_scd2_runs_of_silver_customers_leave_one_current_version_per_
                                                                                           conc_lake):
     """Three days of silver/customers at once: each MERGE recomputes validity from the history it read, so a
     MERGE that lost the commit race is re-run on the winner's table, never committed over it."""
-    from lakehouse.silver import customers
+    from lakehouse.defs.silver import customers
 
     resources = {"spark": SparkEngine(remote=sail_url), "lake": conc_lake}
     assert dg.materialize([bronze_batch.crm_customers], resources=resources,

@@ -3,15 +3,15 @@ assets that take a whole partition range in one run."""
 
 import dagster as dg
 
-from lakehouse import partitions
-from lakehouse.definitions import defs
+from lakehouse.lib import partitions
+from lakehouse_tests.helpers import DEFS
 
-SPECS = list(defs.resolve_all_asset_specs())
+SPECS = list(DEFS.resolve_all_asset_specs())
 STREAMING_BRONZE = {dg.AssetKey(["bronze", "clickstream_events"]), dg.AssetKey(["bronze", "support_ticket_changes"])}
 
 
 def test_the_code_location_loads():
-    defs.validate_loadable(defs)
+    dg.Definitions.validate_loadable(DEFS)
 
 
 def test_assets_are_grouped_by_their_layer():
@@ -31,12 +31,12 @@ def test_every_asset_is_partitioned_by_day():
 
 def test_a_partition_range_runs_as_one_run_per_asset():
     """Streaming Bronze is the exception: a run consumes Kafka offsets, not a range of days."""
-    graph = defs.resolve_asset_graph()
+    graph = DEFS.resolve_asset_graph()
     for key in graph.get_all_asset_keys() - STREAMING_BRONZE:
         assert graph.get(key).backfill_policy == dg.BackfillPolicy.single_run(), key
 
 
 def test_silver_orders_reads_customers_and_fx_rates():
-    graph = defs.resolve_asset_graph()
+    graph = DEFS.resolve_asset_graph()
     parents = {k.to_user_string() for k in graph.get(dg.AssetKey(["silver", "orders"])).parent_keys}
     assert parents == {"bronze/orders", "silver/customers", "silver/fx_rates"}

@@ -12,12 +12,11 @@ from decimal import Decimal
 import dagster as dg
 import pytest
 
-from lakehouse.definitions import BATCH_ASSETS, QUALITY_CHECKS
-from lakehouse.resources.jvm_spark import SparkCluster, free_port
-from lakehouse.resources.lake import DeltaLake
-from lakehouse.resources.spark import SparkEngine
-from lakehouse_tests.conftest import DAY_KEYS, materialize
+from lakehouse.lib.jvm_spark import SparkCluster, free_port
+from lakehouse.lib.lake import DeltaLake
+from lakehouse.lib.spark import SparkEngine
 from lakehouse_tests.engine_probe import EXPECTED, silver_orders
+from lakehouse_tests.helpers import BATCH_ASSETS, DAY_KEYS, QUALITY_CHECKS, materialize
 from lakehouse_tests.test_gold import build_gold
 
 KEY_TABLES = ["silver/orders", "gold/revenue_daily", "gold/customer_360", "gold/daily_kpis"]
@@ -78,13 +77,13 @@ def test_silver_orders_transform_on_sail(spark):
 
 
 def test_silver_orders_transform_on_apache_spark_gives_the_same_answer(lakes):
-    from lakehouse.resources.spark import spark_session
+    from lakehouse.lib.spark import spark_session
 
     assert silver_orders(spark_session("local")) == EXPECTED
 
 
 def test_local_spark_is_apache_spark_with_delta(lakes):
-    from lakehouse.resources.spark import spark_session
+    from lakehouse.lib.spark import spark_session
 
     spark = spark_session("local")
     assert spark.version.startswith("4.1")
@@ -127,7 +126,7 @@ def test_spark_cluster_command_starts_everything_and_sigterm_stops_it(tmp_path):
         jvms = [p for p in psutil.Process(command.pid).children(recursive=True) if p.name() == "java"]
         roles = {role for p in jvms for role in ("Master", "Worker", "SparkConnectServer") if role in " ".join(p.cmdline())}
         assert roles == {"Master", "Worker", "SparkConnectServer"}
-        probe = subprocess.run([sys.executable, "-c", f"from lakehouse.resources.spark import spark_session; "
+        probe = subprocess.run([sys.executable, "-c", f"from lakehouse.lib.spark import spark_session; "
                                 f"print(spark_session('sc://127.0.0.1:{port}').range(5).count())"],
                                capture_output=True, text=True, timeout=120)
         assert probe.stdout.strip().splitlines()[-1] == "5", probe.stderr[-2000:]
@@ -139,7 +138,7 @@ def test_spark_cluster_command_starts_everything_and_sigterm_stops_it(tmp_path):
 
 
 def test_jars_are_fetched_once_into_the_cache(tmp_path, monkeypatch):
-    from lakehouse.resources import jars
+    from lakehouse.lib import jars
 
     monkeypatch.setenv("LAKEHOUSE_JARS_CACHE", str(tmp_path))
     found = jars.jars(jars.DELTA)

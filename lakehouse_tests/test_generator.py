@@ -4,7 +4,7 @@ manifest must describe exactly what it wrote."""
 import json
 from datetime import date
 
-from lakehouse.sources.generator import FILE_EXT, SOURCES, generate, landing_file
+from lakehouse.dev.generator import FILE_EXT, SOURCES, generate, landing_file
 
 START = date(2026, 11, 1)
 

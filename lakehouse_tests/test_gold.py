@@ -16,13 +16,12 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from lakehouse import partitions
-from lakehouse.definitions import defs
-from lakehouse.gold import dbt as gold
-from lakehouse.resources.lake import DeltaLake
-from lakehouse.resources.spark import SparkEngine
-from lakehouse.sources import generator
-from lakehouse_tests.conftest import DAY_KEYS, SCALE, range_tags, read_rows
+from lakehouse.defs.gold import dbt as gold
+from lakehouse.dev import generator
+from lakehouse.lib import partitions
+from lakehouse.lib.lake import DeltaLake
+from lakehouse.lib.spark import SparkEngine
+from lakehouse_tests.helpers import DAY_KEYS, DEFS, SCALE, range_tags, read_rows
 
 DAYS = [date.fromisoformat(d) for d in DAY_KEYS]
 CENT = Decimal("0.01")
@@ -145,7 +144,7 @@ def test_dbt_tests_are_asset_checks_and_gold_is_in_the_batch_job():
     assert "assert_revenue_daily_matches_silver_orders" in checks["revenue_daily"]
     assert "unique_customer_360_customer_id" in checks["customer_360"]
     assert SINGULAR_TESTS <= set().union(*checks.values())
-    job = defs.resolve_job_def("batch")
+    job = DEFS.resolve_job_def("batch")
     assert {f"gold/{m}" for m in MARTS} <= {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
 
 

@@ -6,9 +6,9 @@ from datetime import date
 import pytest
 from pyspark.sql import functions as F
 
-from lakehouse.resources.lake import DeltaLake, TableWriteError
-from lakehouse.resources.spark import SparkEngine
-from lakehouse_tests.conftest import DAY_KEYS, materialize, read_rows
+from lakehouse.lib.lake import DeltaLake, TableWriteError
+from lakehouse.lib.spark import SparkEngine
+from lakehouse_tests.helpers import DAY_KEYS, materialize, read_rows
 
 VOLATILE = {"_ingested_at", "_run_id", "_quarantined_at"}  # when and by which run, not what
 

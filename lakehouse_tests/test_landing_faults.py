@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
-from lakehouse.bronze.landing import LandingFileError
-from lakehouse.resources.lake import DeltaLake
-from lakehouse.resources.spark import SparkEngine
-from lakehouse.sources.generator import landing_file
-from lakehouse_tests.conftest import materialize
+from lakehouse.dev.generator import landing_file
+from lakehouse.lib.lake import DeltaLake
+from lakehouse.lib.landing import LandingFileError
+from lakehouse.lib.spark import SparkEngine
+from lakehouse_tests.helpers import materialize
 
 DAY, NEXT_DAY = "2026-11-01", "2026-11-02"
 FX_HEADER = b"date,currency,rate_to_usd\n"

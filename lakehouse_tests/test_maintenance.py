@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from lakehouse import maintenance
-from lakehouse.resources.lake import DeltaLake
+from lakehouse.defs import maintenance
+from lakehouse.lib.lake import DeltaLake
 
 DAYS = ["2026-11-01", "2026-11-02"]
 APPENDS_PER_DAY = 5
@@ -154,10 +154,10 @@ def test_maintenance_job_observes_every_table(lake):
 
 
 def test_schedules_target_the_maintenance_job():
-    from lakehouse.definitions import defs
+    from lakehouse_tests.helpers import DEFS
 
-    job = defs.resolve_job_def("maintenance")
+    job = DEFS.resolve_job_def("maintenance")
     assert job.name == "maintenance"
-    schedules = {s.name: s for s in defs.schedules}
+    schedules = {s.name: s for s in DEFS.schedules}
     assert schedules["maintenance_nightly"].job_name == "maintenance"
     assert schedules["maintenance_weekly"].job_name == "maintenance"

@@ -13,10 +13,10 @@ import dagster as dg
 import psycopg2
 import pytest
 
-from lakehouse.bronze import batch as bronze_batch
-from lakehouse.resources.lake import DeltaLake
-from lakehouse.resources.spark import SparkEngine
-from lakehouse_tests.conftest import DAY_KEYS, day_counts
+from lakehouse.defs.bronze import batch as bronze_batch
+from lakehouse.lib.lake import DeltaLake
+from lakehouse.lib.spark import SparkEngine
+from lakehouse_tests.helpers import DAY_KEYS, day_counts
 from lakehouse_tests.postgres_fixtures import PostgresServer, postgres_server  # noqa: F401 - fixture
 
 DEPLOY_INSTANCE = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
@@ -71,7 +71,11 @@ def query(server: PostgresServer, database: str, sql: str) -> list[tuple]:
 
 def test_the_deploy_instance_is_postgres_backed_with_queued_runs_and_tag_limits(instance):
     from dagster._core.run_coordinator import QueuedRunCoordinator
-    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+    from dagster_postgres import (
+        PostgresEventLogStorage,
+        PostgresRunStorage,
+        PostgresScheduleStorage,
+    )
 
     assert isinstance(instance.run_storage, PostgresRunStorage)
     assert isinstance(instance.event_log_storage, PostgresEventLogStorage)

@@ -14,8 +14,8 @@ import fakesnow
 import pytest
 from dagster_snowflake import SnowflakeResource
 
-from lakehouse.publish.snowflake import MARTS, PUBLISH_ASSETS, snowflake_resource
-from lakehouse_tests.conftest import DAY_KEYS, range_tags, read_rows
+from lakehouse.defs.publish.snowflake import MARTS, PUBLISH_ASSETS, snowflake_resource
+from lakehouse_tests.helpers import DAY_KEYS, range_tags, read_rows
 
 pytest.register_assert_rewrite("lakehouse_tests.serving_fixtures")
 pytest_plugins = ["lakehouse_tests.serving_fixtures"]
@@ -123,9 +123,9 @@ def test_a_day_publishes_its_window_only(published, gold_lake, snowflake):
 
 
 def test_publish_assets_sit_downstream_of_each_gold_mart():
-    from lakehouse.definitions import defs
+    from lakehouse_tests.helpers import DEFS
 
-    graph = defs.resolve_asset_graph()
+    graph = DEFS.resolve_asset_graph()
     for name in MARTS:
         node = graph.get(dg.AssetKey(["publish", "snowflake", name]))
         assert node.parent_keys == {dg.AssetKey(["gold", name])}

@@ -11,18 +11,30 @@ import dagster as dg
 import pytest
 
 from lakehouse import policies
-from lakehouse.contracts import CONTRACTS
-from lakehouse.contracts.evaluate import ContractError, Violation, enforce_schema, violations
-from lakehouse.contracts.silver import Orders
-from lakehouse.definitions import BATCH_ASSETS, QUALITY_CHECKS, defs
-from lakehouse.resources.lake import DeltaLake
-from lakehouse.resources.spark import SparkEngine
-from lakehouse.sensors import alerts
-from lakehouse.sensors.landing import landing_files_sensor
-from lakehouse.sources.generator import CURRENCIES
-from lakehouse_tests.conftest import DAY_KEYS, START as DAY_ONE, day_counts, materialize, total
+from lakehouse.defs.sensors import alerts
+from lakehouse.defs.sensors.landing import landing_files_sensor
+from lakehouse.dev.generator import CURRENCIES
+from lakehouse.lib.contracts import CONTRACTS
+from lakehouse.lib.contracts.evaluate import (
+    ContractError,
+    Violation,
+    enforce_schema,
+    violations,
+)
+from lakehouse.lib.contracts.silver import Orders
+from lakehouse.lib.lake import DeltaLake
+from lakehouse.lib.spark import SparkEngine
+from lakehouse_tests.helpers import (
+    BATCH_ASSETS,
+    DAY_KEYS,
+    DEFS,
+    QUALITY_CHECKS,
+    day_counts,
+    materialize,
+    total,
+)
+from lakehouse_tests.helpers import START as DAY_ONE
 from lakehouse_tests.kafka_fixtures import broker, kafka, stream_lake, stream_resources  # noqa: F401 - fixtures
-
 
 TODAY = datetime.now(timezone.utc).date().isoformat()
 BATCH_KEYS = [key.to_user_string() for asset in BATCH_ASSETS for key in asset.keys]
@@ -40,7 +52,7 @@ def values(evaluation: dg.AssetCheckEvaluation) -> dict:
 
 
 def test_every_bronze_and_silver_asset_shows_its_contract_as_column_schema():
-    specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
+    specs = {s.key.to_user_string(): s for s in DEFS.resolve_all_asset_specs()}
     for asset, model in CONTRACTS.items():
         schema = specs[asset].metadata["dagster/column_schema"]
         assert [c.name for c in schema.columns] == list(model.to_schema().columns), asset
@@ -140,7 +152,7 @@ def test_a_failing_blocking_check_stops_the_run_and_names_rule_column_and_rows(m
 
 def test_every_asset_has_a_freshness_sla_and_the_medallion_layers_have_theirs():
     windows = {"bronze": timedelta(hours=1), "silver": timedelta(hours=2), "gold": timedelta(hours=4)}
-    for spec in defs.resolve_all_asset_specs():
+    for spec in DEFS.resolve_all_asset_specs():
         assert spec.freshness_policy is not None, spec.key
         if spec.key.path[0] in windows:
             assert spec.freshness_policy.fail_window.to_timedelta() == windows[spec.key.path[0]], spec.key
@@ -176,7 +188,8 @@ def test_landing_sensor_requests_one_run_per_new_file_and_nothing_when_unchanged
 
 def test_landing_sensor_ignores_files_it_cannot_name_and_says_so(tmp_path, monkeypatch):
     import logging
-    from lakehouse.sources.generator import generate
+
+    from lakehouse.dev.generator import generate
 
     monkeypatch.setenv("LAKEHOUSE_HOME", str(tmp_path))
     generate(tmp_path / "landing", DAY_ONE, 1, 0.05, 3)
@@ -229,7 +242,7 @@ def test_failed_checks_are_written_to_the_alert_log_and_posted_to_the_webhook(ma
 
 def test_streaming_tables_keep_their_contracts(stream_resources, sail_url):
     """One Kafka micro-batch per topic, then Silver: every streaming contract check passes."""
-    from lakehouse.definitions import STREAMING_ASSETS
+    from lakehouse_tests.helpers import STREAMING_ASSETS
     from lakehouse_tests.kafka_fixtures import produce_day
 
     for source in ("clickstream", "support_tickets_cdc"):
@@ -244,9 +257,9 @@ def test_streaming_tables_keep_their_contracts(stream_resources, sail_url):
 
 
 def test_automation_runs_by_default_for_every_asset_outside_the_streaming_sensor():
-    graph = defs.resolve_asset_graph()
-    automation = defs.resolve_sensor_def("automation")
-    streaming = defs.resolve_sensor_def("streaming_automation")
+    graph = DEFS.resolve_asset_graph()
+    automation = DEFS.resolve_sensor_def("automation")
+    streaming = DEFS.resolve_sensor_def("streaming_automation")
     batch_keys = automation.asset_selection.resolve(graph)
     assert automation.default_status == dg.DefaultSensorStatus.RUNNING
     assert {"silver/orders", "silver/customers", "gold/revenue_daily"} <= {k.to_user_string() for k in batch_keys}

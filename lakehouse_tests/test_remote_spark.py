@@ -6,10 +6,16 @@ import os
 from unittest import mock
 
 from lakehouse import settings
-from lakehouse.resources.lake import DeltaLake
-from lakehouse.resources.spark import SparkEngine, spark_session
-from lakehouse_tests.conftest import DAY_KEYS, day_counts, materialize, rows_by, silver_orders_by_day
+from lakehouse.lib.lake import DeltaLake
+from lakehouse.lib.spark import SparkEngine, spark_session
 from lakehouse_tests.engine_probe import EXPECTED, silver_orders
+from lakehouse_tests.helpers import (
+    DAY_KEYS,
+    day_counts,
+    materialize,
+    rows_by,
+    silver_orders_by_day,
+)
 from lakehouse_tests.remote_fixtures import SAIL_LOGS, remote_sail_url, s3_env  # noqa: F401 - fixtures
 
 

@@ -13,12 +13,22 @@ import pytest
 from dagster_aws.s3 import S3Resource
 
 from lakehouse import settings
-from lakehouse.gold import dbt as gold
-from lakehouse.resources.lake import DeltaLake
-from lakehouse.resources.spark import SparkEngine
-from lakehouse.sources import generator
-from lakehouse_tests.conftest import (
-    DAY_KEYS, DAYS, SCALE, SEED, START, day_counts, materialize, range_tags, rows_by, silver_orders_by_day, total,
+from lakehouse.defs.gold import dbt as gold
+from lakehouse.dev import generator
+from lakehouse.lib.lake import DeltaLake
+from lakehouse.lib.spark import SparkEngine
+from lakehouse_tests.helpers import (
+    DAY_KEYS,
+    DAYS,
+    SCALE,
+    SEED,
+    START,
+    day_counts,
+    materialize,
+    range_tags,
+    rows_by,
+    silver_orders_by_day,
+    total,
 )
 from lakehouse_tests.kafka_fixtures import broker, kafka, produce_days  # noqa: F401 - fixtures
 from lakehouse_tests.remote_fixtures import BUCKET, remote_sail_url, s3_env  # noqa: F401 - fixtures
@@ -104,7 +114,7 @@ def test_lakehouse_tables_cli_lists_the_s3_lake_from_the_environment(s3_runs, s3
 
 def test_a_streaming_bronze_batch_lands_on_s3_exactly_once(s3_runs, s3_resources, kafka, manifest):
     """Kafka -> Bronze on the bucket; a second run of the same asset finds nothing new (offsets in the table)."""
-    from lakehouse.bronze import streaming as bronze
+    from lakehouse.defs.bronze import streaming as bronze
 
     lake = s3_resources["lake"]
 
@@ -129,7 +139,7 @@ def test_concurrent_writers_of_different_partitions_both_commit_on_s3(remote_sai
     """On S3 the engine commits with a conditional PUT (If-None-Match): the loser gets 412 and DeltaLake retries."""
     from datetime import date
 
-    from lakehouse.resources.spark import spark_session
+    from lakehouse.lib.spark import spark_session
     from lakehouse_tests.test_concurrency import assert_log_intact, day_frame, together
 
     spark = spark_session(remote_sail_url)

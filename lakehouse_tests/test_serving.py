@@ -18,10 +18,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from lakehouse.resources.lake import DeltaLake
-from lakehouse.serve.assets import SERVE_ASSETS, SERVE_CHECKS
-from lakehouse.serve.store import TABLES, ServingDatabase
-from lakehouse_tests.conftest import DAY_KEYS, range_tags, read_rows
+from lakehouse.defs.serve.postgres import SERVE_ASSETS, SERVE_CHECKS
+from lakehouse.lib.lake import DeltaLake
+from lakehouse.lib.serving import TABLES, ServingDatabase
+from lakehouse_tests.helpers import DAY_KEYS, range_tags, read_rows
 
 pytest.register_assert_rewrite("lakehouse_tests.serving_fixtures")
 pytest_plugins = ["lakehouse_tests.serving_fixtures"]

@@ -4,7 +4,14 @@ Expected figures come from the generator's manifest, never from the pipeline its
 from collections import Counter
 from decimal import Decimal
 
-from lakehouse_tests.conftest import DAY_KEYS, day_counts, read_rows, rows_by, silver_orders_by_day, total
+from lakehouse_tests.helpers import (
+    DAY_KEYS,
+    day_counts,
+    read_rows,
+    rows_by,
+    silver_orders_by_day,
+    total,
+)
 
 # Which injected anomaly each quarantine rule must catch.
 ORDER_RULES = {"order_id_not_null": "null_keys", "order_ts_is_timestamp": "bad_timestamps",

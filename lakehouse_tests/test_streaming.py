@@ -10,15 +10,23 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-from lakehouse.bronze import streaming as bronze
-from lakehouse.resources.kafka import KafkaResource
-from lakehouse.sensors import kafka as sensors
-from lakehouse.silver import sessions as silver_sessions
-from lakehouse.silver import support_tickets as silver_tickets
-from lakehouse.sources.broker import KafkaBroker
-from lakehouse_tests.conftest import DAYS, SCALE, SEED, START, read_rows, total
+from lakehouse.defs.bronze import streaming as bronze
+from lakehouse.defs.sensors import kafka as sensors
+from lakehouse.defs.silver import sessions as silver_sessions
+from lakehouse.defs.silver import support_tickets as silver_tickets
+from lakehouse.dev.broker import KafkaBroker
+from lakehouse.lib.kafka import KafkaResource
+from lakehouse_tests.helpers import DAYS, SCALE, SEED, START, read_rows, total
 from lakehouse_tests.kafka_fixtures import (  # noqa: F401 - fixtures
-    broker, kafka, materialization, produce_day, produce_days, produce_json, run, stream_lake, stream_resources,
+    broker,
+    kafka,
+    materialization,
+    produce_day,
+    produce_days,
+    produce_json,
+    run,
+    stream_lake,
+    stream_resources,
 )
 
 TODAY = datetime.now(timezone.utc).date().isoformat()
@@ -53,7 +61,7 @@ def day1_events_sent_late(manifest: dict) -> int:
 
 
 def test_every_message_becomes_one_bronze_row_and_malformed_ones_say_why():
-    from lakehouse.resources.kafka import Message
+    from lakehouse.lib.kafka import Message
 
     values = [b'{"event_id":"E1","user_id":"u1","page":"/caf\xc3\xa9","product_id":null}',
               b'{"event_id":"E2","user_id":7,"page":{"a":1},"coupon":"X"}',  # non-strings kept as JSON text
@@ -85,7 +93,7 @@ POISON = [  # (key, value): every kind of message a producer can send that is no
 
 
 def test_no_message_stops_a_batch_each_lands_with_its_raw_payload_and_reason():
-    from lakehouse.resources.kafka import Message
+    from lakehouse.lib.kafka import Message
 
     # Parses, but is nested too deeply for Python to write the field back as JSON text.
     depth = sys.getrecursionlimit() - 5
@@ -423,18 +431,18 @@ def test_cdc_changes_apply_by_sequence_number_not_arrival_order(stream_resources
 
 
 def test_streaming_assets_are_in_the_code_location_with_sensors_and_automation():
-    from lakehouse.definitions import defs
+    from lakehouse_tests.helpers import DEFS
 
     for key in ["bronze/clickstream_events", "bronze/support_ticket_changes", "silver/sessions",
                 "silver/support_tickets"]:
-        assert defs.resolve_assets_def(dg.AssetKey.from_user_string(key))
-    assert {s.name for s in defs.sensors} >= {"kafka_clickstream", "kafka_support_tickets_cdc", "streaming_automation"}
-    automation = next(s for s in defs.sensors if s.name == "streaming_automation")
-    assert automation.asset_selection.resolve(defs.resolve_asset_graph()) == {
+        assert DEFS.resolve_assets_def(dg.AssetKey.from_user_string(key))
+    assert {s.name for s in DEFS.sensors} >= {"kafka_clickstream", "kafka_support_tickets_cdc", "streaming_automation"}
+    automation = next(s for s in DEFS.sensors if s.name == "streaming_automation")
+    assert automation.asset_selection.resolve(DEFS.resolve_asset_graph()) == {
         silver_sessions.sessions.key, silver_tickets.support_tickets.key}
     for asset in (silver_sessions.sessions, silver_tickets.support_tickets):
         assert asset.automation_conditions_by_key[asset.key] is not None
-    assert "kafka" in defs.resources
+    assert "kafka" in DEFS.resources
 
 
 def test_silver_follows_bronze_through_automation_without_a_click(stream_resources):

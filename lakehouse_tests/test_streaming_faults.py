@@ -17,15 +17,23 @@ import pytest
 from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import NewPartitions
 
-from lakehouse.bronze import streaming as bronze
-from lakehouse.resources.kafka import KafkaResource
-from lakehouse.resources.lake import DeltaLake
-from lakehouse.resources.spark import SparkEngine
-from lakehouse.sensors import kafka as sensors
-from lakehouse.silver import sessions as silver_sessions
-from lakehouse_tests.conftest import SCALE, SEED, START, read_rows, total
+from lakehouse.defs.bronze import streaming as bronze
+from lakehouse.defs.sensors import kafka as sensors
+from lakehouse.defs.silver import sessions as silver_sessions
+from lakehouse.lib.kafka import KafkaResource
+from lakehouse.lib.lake import DeltaLake
+from lakehouse.lib.spark import SparkEngine
+from lakehouse_tests.helpers import SCALE, SEED, START, read_rows, total
 from lakehouse_tests.kafka_fixtures import (  # noqa: F401 - fixtures
-    PARTITIONS, broker, kafka, materialization, produce_day, run, session_broker, stream_lake, stream_resources,
+    PARTITIONS,
+    broker,
+    kafka,
+    materialization,
+    produce_day,
+    run,
+    session_broker,
+    stream_lake,
+    stream_resources,
 )
 
 TODAY = datetime.now(timezone.utc).date()

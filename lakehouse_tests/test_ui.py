@@ -212,9 +212,9 @@ def test_kafka_sensor_switched_on_in_the_ui_lands_produced_events(page, dagster_
     turned on in the UI, a streaming run lands every event in Bronze."""
     from deltalake import DeltaTable
 
-    from lakehouse.resources.kafka import DEFAULT_BOOTSTRAP, KafkaResource
-    from lakehouse.sources.broker import Broker, port_open
-    from lakehouse.sources.producer import messages, publish
+    from lakehouse.dev.broker import Broker, port_open
+    from lakehouse.dev.producer import messages, publish
+    from lakehouse.lib.kafka import DEFAULT_BOOTSTRAP, KafkaResource
 
     port = int(DEFAULT_BOOTSTRAP.rsplit(":", 1)[1])
     if port_open(port):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse.sources.generator import generate
+from lakehouse.dev.generator import generate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UI_START = date(2026, 11, 1)

@@ -1,0 +1,138 @@
+"""Gold marts as dbt models, one Dagster asset per model (group `gold`), downstream of the Silver assets.
+
+- One dbt invocation per run: the run's partition window (a day or a whole range: single-run
+  backfill policy) becomes the dbt vars `start_date` / `end_date`, and the daily models replace
+  exactly those days (`replace_where` strategy, one Delta commit per model).
+- dbt talks to the same Spark engine as the other assets: the subprocess gets `SPARK_REMOTE` set to
+  the SparkEngine's Spark Connect endpoint (the embedded Sail server of this process by default) and
+  `LAKEHOUSE_LAKE_ROOT` set to the DeltaLake resource's root.
+- dbt tests are asset checks on the models they test (singular tests name theirs in `meta`).
+- The manifest is parsed on import when it is missing or older than the project's files, so
+  `dagster asset materialize` and `dg check defs` work from a clean checkout (target/ is not in git).
+"""
+
+import json
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
+
+from lakehouse.lib import partitions
+from lakehouse.lib.lake import DeltaLake
+from lakehouse.lib.spark import SparkEngine, connect_url
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
+PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "models", "macros", "tests")
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+
+
+def _newest_source_mtime(project_dir: Path) -> float:
+    newest = 0.0
+    for name in PROJECT_FILES:
+        path = project_dir / name
+        files = [path] if path.is_file() else path.rglob("*") if path.is_dir() else []
+        newest = max([newest, *(f.stat().st_mtime for f in files if f.is_file())])
+    return newest
+
+
+def prepare(project: DbtProject) -> Path:
+    """`dbt parse` into target/ unless the manifest there is newer than every project file."""
+    manifest = project.manifest_path
+    if project.preparer.using_dagster_dev() or not manifest.exists() or (
+        manifest.stat().st_mtime < _newest_source_mtime(project.project_dir)
+    ):
+        project.preparer.prepare(project)
+    return manifest
+
+
+class GoldTranslator(DagsterDbtTranslator):
+    """Models are `gold/<model>` in group `gold`; sources are the Silver assets `silver/<table>`."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return dg.AssetKey([dbt_resource_props["source_name"], dbt_resource_props["name"]])
+        return dg.AssetKey(["gold", dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return "gold"
+
+    def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
+        return {**super().get_tags(dbt_resource_props), "dagster/kind/delta": ""}
+
+
+translator = GoldTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+
+
+def dbt_vars(start: date, end: date, lake: DeltaLake) -> dict:
+    """The partition window [start, end) the daily models filter on, and the Silver and Gold tables the
+    lake holds (`layer/name`), which the on-run-start macro registers in dbt's Spark session."""
+    tables = [f"{layer}/{name}" for layer in ("silver", "gold") for name in lake.table_names(layer)]
+    return {"start_date": start.isoformat(), "end_date": end.isoformat(), "lake_tables": tables}
+
+
+def dbt_build_args(start: date, end: date, lake: DeltaLake) -> list[str]:
+    return ["build", "--vars", json.dumps(dbt_vars(start, end, lake))]
+
+
+def dbt_env(spark: SparkEngine, lake: DeltaLake) -> dict[str, str]:
+    """What the dbt subprocess needs to reach the assets' engine and lake."""
+    return {"SPARK_REMOTE": connect_url(spark.remote), "LAKEHOUSE_LAKE_ROOT": lake.root}
+
+
+_env_lock = threading.Lock()
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables while the dbt subprocess is spawned (dagster-dbt copies os.environ)."""
+    with _env_lock:
+        saved = {k: os.environ.get(k) for k in values}
+        os.environ.update(values)
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+@dbt_assets(
+    manifest=prepare(dbt_project),
+    project=dbt_project,
+    name="gold_dbt",
+    dagster_dbt_translator=translator,
+    partitions_def=partitions.daily,
+    backfill_policy=partitions.single_run,
+)
+def gold_dbt(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, spark: SparkEngine, lake: DeltaLake
+) -> Iterator[Any]:
+    """`dbt build` of the selected Gold models and their tests over the run's partition window."""
+    start, end = partitions.window(context)
+    with environment(dbt_env(spark, lake)):
+        invocation = dbt.cli(dbt_build_args(start, end, lake), context=context)
+    for event in invocation.stream():
+        if isinstance(event, dg.Output):
+            table = context.asset_key_for_output(event.output_name).path[-1]
+            if lake.exists("gold", table):
+                event = event.with_metadata({**event.metadata, **lake.write_metadata("gold", table)})
+        yield event
+
+
+def dbt_resource() -> DbtCliResource:
+    return DbtCliResource(project_dir=dbt_project)

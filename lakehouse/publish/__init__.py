@@ -1,1 +1,0 @@
-"""Publishing Gold to warehouses for analysts: `publish/snowflake/*`."""
