@@ -6,7 +6,11 @@ with orders as (
 ),
 
 versions as (
-    select customer_id, country, valid_from from {{ ref('stg_customers') }}
+    select
+        customer_id,
+        country,
+        valid_from
+    from {{ ref('stg_customers') }}
 ),
 
 ranked as (
@@ -25,7 +29,17 @@ ranked as (
 )
 
 select
-    order_id, customer_id, ordered_at, order_date, product_id, category, quantity, amount, currency,
-    amount_usd, status, country
+    order_id,
+    customer_id,
+    ordered_at,
+    order_date,
+    product_id,
+    category,
+    quantity,
+    amount,
+    currency,
+    amount_usd,
+    status,
+    country
 from ranked
 where version_rank = 1

@@ -7,13 +7,18 @@ with days as (
 ),
 
 customers as (
-    select customer_id, country, signup_date
+    select
+        customer_id,
+        country,
+        signup_date
     from {{ ref('stg_customers') }}
     where is_current
 ),
 
 spine as (
-    select days.snapshot_date, customers.*
+    select
+        days.snapshot_date,
+        customers.*
     from days
     cross join customers
     where customers.signup_date <= days.snapshot_date
@@ -27,12 +32,14 @@ orders as (
         cast(coalesce(sum(o.amount_usd), 0) as decimal(18, 2)) as revenue_usd_lifetime,
         count(case when o.order_date > date_sub(spine.snapshot_date, 7) then o.order_id end) as orders_7d,
         count(case when o.order_date > date_sub(spine.snapshot_date, 30) then o.order_id end) as orders_30d,
-        cast(coalesce(sum(case when o.order_date > date_sub(spine.snapshot_date, 30) then o.amount_usd end), 0)
-             as decimal(18, 2)) as revenue_usd_30d,
+        cast(
+            coalesce(sum(case when o.order_date > date_sub(spine.snapshot_date, 30) then o.amount_usd end), 0)
+            as decimal(18, 2)
+        ) as revenue_usd_30d,
         max(o.order_date) as last_order_date
     from spine
     left join {{ ref('stg_orders') }} as o
-        on o.customer_id = spine.customer_id and o.order_date <= spine.snapshot_date
+        on spine.customer_id = o.customer_id and spine.snapshot_date >= o.order_date
     group by spine.snapshot_date, spine.customer_id
 ),
 
@@ -43,8 +50,8 @@ sessions as (
         count(case when s.session_date > date_sub(spine.snapshot_date, 7) then 1 end) as sessions_7d,
         count(case when s.session_date > date_sub(spine.snapshot_date, 30) then 1 end) as sessions_30d
     from spine
-    join {{ ref('stg_sessions') }} as s
-        on s.user_id = spine.customer_id and s.session_date <= spine.snapshot_date
+    inner join {{ ref('stg_sessions') }} as s
+        on spine.customer_id = s.user_id and spine.snapshot_date >= s.session_date
     group by spine.snapshot_date, spine.customer_id
 )
 
@@ -63,6 +70,6 @@ select
     coalesce(sessions.sessions_30d, 0) as sessions_30d,
     (orders.orders_7d > 0 or coalesce(sessions.sessions_7d, 0) > 0) as is_active_7d
 from spine
-join orders on spine.snapshot_date = orders.snapshot_date and spine.customer_id = orders.customer_id
+inner join orders on spine.snapshot_date = orders.snapshot_date and spine.customer_id = orders.customer_id
 left join sessions on spine.snapshot_date = sessions.snapshot_date and spine.customer_id = sessions.customer_id
 where {{ in_window('spine.snapshot_date') }}

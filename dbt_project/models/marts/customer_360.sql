@@ -1,6 +1,8 @@
 -- One row per current customer: masked profile, lifetime value, orders, sessions, tickets, segment.
 with customers as (
-    select * from {{ ref('stg_customers') }} where is_current
+    select *
+    from {{ ref('stg_customers') }}
+    where is_current
 ),
 
 orders as (
@@ -12,7 +14,11 @@ activity as (
 ),
 
 segments as (
-    select customer_id, segment, rfm_score from {{ ref('rfm_segments') }}
+    select
+        customer_id,
+        segment,
+        rfm_score
+    from {{ ref('rfm_segments') }}
 )
 
 select

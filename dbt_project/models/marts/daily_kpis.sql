@@ -29,17 +29,29 @@ sessions as (
 
 -- Active: anyone who had a session or placed an order that day.
 active as (
-    select date_day, count(distinct user_id) as active_users
+    select
+        date_day,
+        count(distinct user_id) as active_users
     from (
-        select session_date as date_day, user_id from {{ ref('stg_sessions') }} where {{ in_window('session_date') }}
+        select
+            session_date as date_day,
+            user_id
+        from {{ ref('stg_sessions') }}
+        where {{ in_window('session_date') }}
         union all
-        select order_date, customer_id from {{ ref('stg_orders') }} where {{ in_window('order_date') }}
+        select
+            order_date,
+            customer_id
+        from {{ ref('stg_orders') }}
+        where {{ in_window('order_date') }}
     ) as activity
     group by date_day
 ),
 
 signups as (
-    select signup_date as date_day, count(distinct customer_id) as new_users
+    select
+        signup_date as date_day,
+        count(distinct customer_id) as new_users
     from {{ ref('stg_customers') }}
     where {{ in_window('signup_date') }}
     group by signup_date

@@ -1,13 +1,15 @@
 -- Recency / frequency / monetary quintiles (5 = best) and a named segment for every current
 -- customer with at least one order, as of the last order day in Silver.
 with customers as (
-    select customer_id from {{ ref('stg_customers') }} where is_current
+    select customer_id
+    from {{ ref('stg_customers') }}
+    where is_current
 ),
 
 stats as (
     select stats.*
     from {{ ref('int_customer_orders') }} as stats
-    join customers on stats.customer_id = customers.customer_id
+    inner join customers on stats.customer_id = customers.customer_id
 ),
 
 as_of as (
@@ -28,7 +30,7 @@ measured as (
 scored as (
     select
         *,
-        ntile(5) over (order by recency_days desc, customer_id) as r_score,
+        ntile(5) over (order by recency_days desc, customer_id asc) as r_score,
         ntile(5) over (order by frequency, customer_id) as f_score,
         ntile(5) over (order by monetary_usd, customer_id) as m_score
     from measured
