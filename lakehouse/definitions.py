@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from lakehouse import policies
-from lakehouse.lib.contracts import with_contract_schema
+from lakehouse.catalog import with_contract_schema
 
 
 @dg.definitions

@@ -22,8 +22,8 @@ DAY_KEYS = [(START + timedelta(days=i)).isoformat() for i in range(DAYS)]
 
 
 # The batch sources' Bronze and Silver assets (Gold is dbt's: tests that want it add it), as declared (no resources).
-BATCH_ASSETS = [bronze_batch.crm_customers, bronze_batch.orders, bronze_batch.fx_rates, customers.customers,
-                fx_rates.fx_rates, orders.orders]
+BATCH_ASSETS = [*bronze_batch.BATCH_BRONZE, customers.customers, fx_rates.fx_rates, orders.orders]
+BRONZE = {a.key.path[-1]: a for a in bronze_batch.BATCH_BRONZE}
 STREAMING_ASSETS = [bronze_streaming.clickstream_events, bronze_streaming.support_ticket_changes, sessions.sessions,
                     support_tickets.support_tickets]
 __all__ = ["QUALITY_CHECKS"]

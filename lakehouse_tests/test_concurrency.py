@@ -16,10 +16,10 @@ import pyarrow.fs as pafs
 import pytest
 from deltalake import DeltaTable
 
-from lakehouse.defs.bronze import batch as bronze_batch
 from lakehouse.lib.lake import DeltaLake
 from lakehouse.lib.spark import SparkEngine
-from lakehouse_tests.helpers import (
+from lakehouse_tests.helpers import (  # noqa: I001
+    BRONZE,
     DAY_KEYS,
     day_counts,
     range_tags,
@@ -120,7 +120,7 @@ def test_a_merge_source_is_staged_once_and_removed_afterwards_even_when_empty(sp
 
 
 def run_bronze_orders(resources: dict, day: str) -> dg.ExecuteInProcessResult:
-    return dg.materialize([bronze_batch.orders], resources=resources, partition_key=day, raise_on_error=False)
+    return dg.materialize([BRONZE["orders"]], resources=resources, partition_key=day, raise_on_error=False)
 
 
 def test_two_dagster_runs_of_different_days_run_at_once_and_both_succeed(manifest, sail_url, conc_lake):
@@ -151,7 +151,7 @@ def test_concurrent_scd2_runs_of_silver_customers_leave_one_current_version_per_
     from lakehouse.defs.silver import customers
 
     resources = {"spark": SparkEngine(remote=sail_url), "lake": conc_lake}
-    assert dg.materialize([bronze_batch.crm_customers], resources=resources,
+    assert dg.materialize([BRONZE["crm_customers"]], resources=resources,
                           tags=range_tags(DAY_KEYS[0], DAY_KEYS[-1])).success
     runs = together(*[lambda day=day: dg.materialize([customers.customers], resources=resources, partition_key=day,
                                                      raise_on_error=False) for day in DAY_KEYS])

@@ -13,10 +13,9 @@ import dagster as dg
 import psycopg2
 import pytest
 
-from lakehouse.defs.bronze import batch as bronze_batch
 from lakehouse.lib.lake import DeltaLake
 from lakehouse.lib.spark import SparkEngine
-from lakehouse_tests.helpers import DAY_KEYS, day_counts
+from lakehouse_tests.helpers import BRONZE, DAY_KEYS, day_counts
 from lakehouse_tests.postgres_fixtures import PostgresServer, postgres_server  # noqa: F401 - fixture
 
 DEPLOY_INSTANCE = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
@@ -93,7 +92,7 @@ def test_materialisations_are_recorded_in_postgres(instance, postgres_server, pg
     lake = DeltaLake(root=str(tmp_path / "lake"))
     resources = {"spark": SparkEngine(remote=sail_url), "lake": lake}
     day = DAY_KEYS[0]
-    result = dg.materialize([bronze_batch.fx_rates, bronze_batch.orders], resources=resources, partition_key=day,
+    result = dg.materialize([BRONZE["fx_rates"], BRONZE["orders"]], resources=resources, partition_key=day,
                             instance=instance)
     assert result.success
     for source in ("fx_rates", "orders"):

@@ -14,7 +14,8 @@ import fakesnow
 import pytest
 from dagster_snowflake import SnowflakeResource
 
-from lakehouse.defs.publish.snowflake import MARTS, PUBLISH_ASSETS, snowflake_resource
+from lakehouse.catalog import marts
+from lakehouse.defs.publish.snowflake import PUBLISH_ASSETS, snowflake_resource
 from lakehouse_tests.helpers import DAY_KEYS, range_tags, read_rows
 
 pytest.register_assert_rewrite("lakehouse_tests.serving_fixtures")
@@ -76,23 +77,23 @@ def published(gold_lake, snowflake):
 
 
 def test_every_mart_is_published_exactly(published, gold_lake, snowflake):
-    for name, mart in MARTS.items():
+    for name, mart in marts().items():
         want = read_rows(gold_lake, "gold", name)
         assert want, name
-        assert rows(query(snowflake, f"SELECT * FROM {mart.table}")) == rows(want), name
+        assert rows(query(snowflake, f"SELECT * FROM {mart.name.upper()}")) == rows(want), name
         meta = metadata(published, name)
         assert (meta["rows_merged"], meta["rows_inserted"], meta["rows_deleted"]) == (len(want), len(want), 0)
-        assert meta["dagster/row_count"] == len(want) and meta["duration_s"] > 0 and meta["table"] == mart.table
+        assert meta["dagster/row_count"] == len(want) and meta["duration_s"] > 0 and meta["table"] == mart.name.upper()
 
 
 def test_republishing_merges_nothing(published, gold_lake, snowflake):
-    before = {m.table: rows(query(snowflake, f"SELECT * FROM {m.table}")) for m in MARTS.values()}
+    before = {m.name.upper(): rows(query(snowflake, f"SELECT * FROM {m.name.upper()}")) for m in marts().values()}
     result = publish(gold_lake, snowflake)
-    for name, mart in MARTS.items():
+    for name, mart in marts().items():
         meta = metadata(result, name)
         assert (meta["rows_merged"], meta["rows_deleted"]) == (0, 0), name
         assert meta["rows_in_window"] > 0
-        assert rows(query(snowflake, f"SELECT * FROM {mart.table}")) == before[mart.table]
+        assert rows(query(snowflake, f"SELECT * FROM {mart.name.upper()}")) == before[mart.name.upper()]
 
 
 def test_a_day_publishes_its_window_only(published, gold_lake, snowflake):
@@ -126,7 +127,7 @@ def test_publish_assets_sit_downstream_of_each_gold_mart():
     from lakehouse_tests.helpers import DEFS
 
     graph = DEFS.resolve_asset_graph()
-    for name in MARTS:
+    for name in marts():
         node = graph.get(dg.AssetKey(["publish", "snowflake", name]))
         assert node.parent_keys == {dg.AssetKey(["gold", name])}
         assert node.group_name == "publish" and node.backfill_policy == dg.BackfillPolicy.single_run()

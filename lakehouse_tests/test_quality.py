@@ -10,11 +10,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import dagster as dg
 import pytest
 
-from lakehouse import policies
+from lakehouse import catalog, policies
 from lakehouse.defs.sensors import alerts
 from lakehouse.defs.sensors.landing import landing_files_sensor
-from lakehouse.dev.generator import CURRENCIES
-from lakehouse.lib.contracts import CONTRACTS
+from lakehouse.lib.contracts.accepted import CURRENCIES
 from lakehouse.lib.contracts.evaluate import (
     ContractError,
     Violation,
@@ -53,9 +52,9 @@ def values(evaluation: dg.AssetCheckEvaluation) -> dict:
 
 def test_every_bronze_and_silver_asset_shows_its_contract_as_column_schema():
     specs = {s.key.to_user_string(): s for s in DEFS.resolve_all_asset_specs()}
-    for asset, model in CONTRACTS.items():
-        schema = specs[asset].metadata["dagster/column_schema"]
-        assert [c.name for c in schema.columns] == list(model.to_schema().columns), asset
+    for table in catalog.all_tables():
+        schema = specs[table.path].metadata["dagster/column_schema"]
+        assert [c.name for c in schema.columns] == list(table.contract.to_schema().columns), table.path
     amount = next(c for c in specs["silver/orders"].metadata["dagster/column_schema"].columns
                   if c.name == "amount")
     assert (amount.type, amount.constraints.nullable, amount.constraints.other) == (

@@ -3,16 +3,15 @@ other definitions as modules, not by name: every name a module holds is loaded a
 
 import dagster as dg
 
-from lakehouse.defs.bronze import batch as bronze
-from lakehouse.defs.gold import dbt as gold
-from lakehouse.defs.silver import customers, fx_rates, orders
+from lakehouse import catalog
 from lakehouse.lib import partitions
 
-# Everything the batch sources feed, for one partition window at a time (one run for a whole range).
+# Everything the batch sources feed, for one partition window at a time (one run for a whole range): their
+# Bronze, the Silver built from it, and Gold (one dbt build); publishing and serving follow by automation.
 batch_job = dg.define_asset_job(
     "batch",
-    selection=dg.AssetSelection.assets(bronze.crm_customers, bronze.orders, bronze.fx_rates, customers.customers,
-                                       fx_rates.fx_rates, orders.orders, gold.gold_dbt),
+    selection=(dg.AssetSelection.assets(*(t.key for t in catalog.landed())).downstream()
+               - dg.AssetSelection.groups("publish", "serve")) | dg.AssetSelection.groups("gold"),
     partitions_def=partitions.daily,
     description="Bronze, Silver and Gold (dbt) for the batch sources (CRM, orders, FX) over a partition window.",
 )

@@ -2,7 +2,7 @@
 
 - compaction (`optimize.compact`) rewrites the small files a partition has collected (streaming
   micro-batches, daily replaces, MERGE rewrites) into files of about `target_size_mb`, one commit per table;
-- z-order (`optimize.z_order`) clusters rows on the columns queries filter on (ZORDER below), so file
+- z-order (`optimize.z_order`) clusters rows on the columns queries filter on (the catalog's `zorder`), so file
   statistics prune more; it rewrites the whole table, so it is off unless the run config asks for it
   (the weekly schedule does);
 - vacuum deletes data files that the log removed (by a compaction, a replace or a MERGE) more than
@@ -19,21 +19,9 @@ from dataclasses import dataclass
 import dagster as dg
 from deltalake import DeltaTable
 
+from lakehouse import catalog
 from lakehouse.lib.lake import DeltaLake, retry_on_commit_conflict
 
-# The columns queries filter or join on, per table, besides the partition column (partitions prune already).
-ZORDER = {
-    "silver/orders": ["customer_id", "order_ts"],
-    "silver/customers": ["customer_id", "valid_from"],
-    "silver/fx_rates": ["rate_date", "currency"],
-    "silver/sessions": ["user_id", "session_start"],
-    "silver/support_tickets": ["customer_id", "ticket_id"],
-    "bronze/clickstream_events": ["kafka_partition", "kafka_offset"],
-    "bronze/support_ticket_changes": ["kafka_partition", "kafka_offset"],
-    "gold/customer_360": ["customer_id"],
-    "gold/churn_features": ["customer_id"],
-    "gold/rfm_segments": ["segment", "customer_id"],
-}
 DEFAULT_RETENTION_HOURS = 168  # Delta's own default (deletedFileRetentionDuration = 7 days)
 
 
@@ -70,10 +58,11 @@ def row_count(dt: DeltaTable) -> int:
 
 
 def zorder_columns(table: str, dt: DeltaTable) -> list[str]:
-    """ZORDER's columns for `table` that the table has and does not partition on."""
+    """The declared z-order columns for `table` that the table has and does not partition on."""
     present = {f.name for f in dt.schema().fields}
     partitions = set(dt.metadata().partition_columns)
-    return [c for c in ZORDER.get(table, []) if c in present and c not in partitions]
+    declared = {t.path: t.zorder for t in [*catalog.all_tables(), *catalog.marts().values()]}
+    return [c for c in declared.get(table, []) if c in present and c not in partitions]
 
 
 def compact(dt: DeltaTable, target_size_mb: int | None = None) -> dict:

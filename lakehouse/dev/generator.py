@@ -14,13 +14,17 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
-FILE_EXT = {
-    "crm_customers": "jsonl",
-    "orders": "csv",
-    "fx_rates": "csv",
-    "clickstream": "jsonl",
-    "support_tickets_cdc": "jsonl",
-}
+from lakehouse import catalog
+from lakehouse.lib.contracts.accepted import (
+    CATEGORIES,
+    CURRENCIES,
+    PRIORITIES,
+    TICKET_STATUSES,
+)
+
+# The batch sources land as their catalog declaration says; the streaming ones are also written as files
+# (one JSON line per event), which `lakehouse produce` publishes to Kafka.
+FILE_EXT = {**{t.name: t.landing for t in catalog.landed()}, "clickstream": "jsonl", "support_tickets_cdc": "jsonl"}
 SOURCES = tuple(FILE_EXT)
 
 ORDER_COLUMNS = ["order_id", "customer_id", "order_ts", "product_id", "category", "quantity", "amount",
@@ -38,11 +42,9 @@ TICKET_CREATES = 120
 # Share of records per anomaly (at least one of each per day, so small runs still exercise every rule).
 ANOMALY_SHARE = 0.01
 
-CURRENCIES = {"USD": 1.0, "EUR": 1.08, "GBP": 1.27, "JPY": 0.0067, "CAD": 0.73, "AUD": 0.65, "CHF": 1.12,
-              "SEK": 0.094}
+RATES_TO_USD = dict(zip(CURRENCIES, (1.0, 1.08, 1.27, 0.0067, 0.73, 0.65, 1.12, 0.094), strict=True))
 COUNTRIES = {"US": "USD", "DE": "EUR", "FR": "EUR", "GB": "GBP", "JP": "JPY", "CA": "CAD", "AU": "AUD",
              "CH": "CHF", "SE": "SEK"}
-CATEGORIES = ["books", "electronics", "garden", "home", "sports", "toys", "beauty", "grocery"]
 PRODUCTS = {f"P{i:04d}": (CATEGORIES[i % len(CATEGORIES)], round(5 + (i * 7.31) % 195, 2)) for i in range(1, 201)}
 FIRST_NAMES = ["Ada", "Alan", "Grace", "Linus", "Barbara", "Dennis", "Margaret", "Ken", "Frances", "Edsger",
                "Radia", "Niklaus", "Sophie", "Tim", "Katherine", "Donald", "Hedy", "John", "Mary", "Guido"]
@@ -51,8 +53,6 @@ LAST_NAMES = ["Lovelace", "Turing", "Hopper", "Torvalds", "Liskov", "Ritchie", "
               "Keller", "van Rossum"]
 DOMAINS = ["example.com", "mail.test", "inbox.example", "corp.test"]
 PAGES = ["/", "/search", "/cart", "/checkout", "/account", "/help"]
-TICKET_STATUSES = ["open", "pending", "closed"]
-PRIORITIES = ["low", "normal", "high", "urgent"]
 
 
 # Constant sequences for rng.choice (same draws as choosing from a fresh list; no list built per call).
@@ -402,7 +402,7 @@ def generate(landing_dir: Path, start: date, days: int, scale: float = 1.0, seed
     """Write every source's landing files for `days` days from `start`; return the manifest."""
     if days < 1 or scale <= 0:
         raise ValueError(f"days must be >= 1 and scale > 0, got days={days}, scale={scale}")
-    world, rates = World(), dict(CURRENCIES)
+    world, rates = World(), dict(RATES_TO_USD)
     rngs = {source: random.Random(f"{seed}:{source}") for source in SOURCES}
     sources: dict[str, dict[str, dict]] = {source: {} for source in SOURCES}
     for index in range(days):

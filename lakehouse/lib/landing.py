@@ -35,7 +35,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lakehouse.dev.generator import FILE_EXT, landing_file
+from lakehouse import catalog
 
 RESCUED = "_rescued_data"
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -49,6 +49,16 @@ class MissingLandingFiles(Exception):
 
 class LandingFileError(Exception):
     """A landing file Bronze refuses; raised while reading, before anything of the window is written."""
+
+
+def file_format(source: str) -> str:
+    """How a batch source lands: "jsonl" or "csv", as its catalog declaration says."""
+    return catalog.table(f"bronze/{source}").landing
+
+
+def landing_file(landing_dir: Path, source: str, day: date) -> Path:
+    """`<landing>/<source>/<day>.<format>`: where a source's file for `day` lands."""
+    return Path(landing_dir) / source / f"{day.isoformat()}.{file_format(source)}"
 
 
 def days_in(start: date, end: date) -> list[date]:
@@ -84,7 +94,7 @@ def record_count(source: str, landing_dir: Path, start: date, end: date) -> int:
     for day in days_in(start, end):
         data = landing_file(landing_dir, source, day).read_bytes()
         found = sum(1 for line in data.removeprefix(codecs.BOM_UTF8).split(b"\n") if line.strip(b" \t\r"))
-        count += max(0, found - 1) if FILE_EXT[source] == "csv" else found
+        count += max(0, found - 1) if file_format(source) == "csv" else found
     return count
 
 
@@ -92,9 +102,9 @@ def read_file(spark: SparkSession, source: str, path: Path, columns: list[str]) 
     """A plain file through the engine's reader; any other through the parser here, which raises
     LandingFileError for a refused one."""
     if plain(source, path):
-        reader = read_json_lines if FILE_EXT[source] == "jsonl" else read_csv
+        reader = read_json_lines if file_format(source) == "jsonl" else read_csv
         return reader(spark, str(path), columns)
-    parse = parse_json_lines if FILE_EXT[source] == "jsonl" else parse_csv
+    parse = parse_json_lines if file_format(source) == "jsonl" else parse_csv
     schema = T.StructType([T.StructField(c, T.StringType()) for c in [*columns, RESCUED]])
     return spark.createDataFrame(list(parse(source, path, columns)), schema)
 
@@ -139,7 +149,7 @@ def plain(source: str, path: Path) -> bool:
         return False
     if records[-1] == "":
         records.pop()  # the last line's LF ends it
-    if FILE_EXT[source] == "jsonl":
+    if file_format(source) == "jsonl":
         return all(json_object(r) is not None for r in records)
     if not records:
         return True  # zero bytes: a day with no records

@@ -8,9 +8,9 @@ import dagster as dg
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from lakehouse import catalog
 from lakehouse.lib import partitions
-from lakehouse.lib.contracts import CONTRACTS
-from lakehouse.lib.contracts.evaluate import table_name, violations, window_column
+from lakehouse.lib.contracts.evaluate import table_name, violations
 from lakehouse.lib.lake import DeltaLake, window_predicate
 from lakehouse.lib.spark import SparkEngine
 
@@ -34,14 +34,13 @@ def layer_and_table(asset: str) -> tuple[str, str]:
 
 
 def window_rows(spark, lake: DeltaLake, asset: str, start: date, end: date) -> DataFrame:
-    layer, table = layer_and_table(asset)
-    column = window_column(CONTRACTS[asset])
-    rows = lake.read(spark, layer, table)
-    return rows.where(window_predicate(column, start, end)) if column else rows
+    table = catalog.table(asset)
+    rows = lake.read(spark, table.layer, table.name)
+    return rows.where(window_predicate(table.window, start, end)) if table.window else rows
 
 
 def contract_check(asset: str) -> dg.AssetChecksDefinition:
-    model = CONTRACTS[asset]
+    model = catalog.table(asset).contract
 
     @dg.asset_check(asset=key(asset), name="contract", blocking=True, partitions_def=partitions.daily,
                     description=f"{table_name(model)} keeps its pandera contract: types, nulls, ranges, unique key.")
@@ -118,7 +117,7 @@ def quarantine_share_check(asset: str, bronze_asset: str) -> dg.AssetChecksDefin
 
 
 def schema_drift_check(asset: str) -> dg.AssetChecksDefinition:
-    model = CONTRACTS[asset]
+    model = catalog.table(asset).contract
 
     @dg.asset_check(asset=key(asset), name="schema_drift", partitions_def=partitions.daily,
                     description="The source sent exactly the contract's columns: none unknown (rescued), none missing.")
@@ -185,15 +184,16 @@ def one_current_version_check() -> dg.AssetChecksDefinition:
     return _one_current
 
 
+CHECKS = {
+    "schema_drift": lambda t: schema_drift_check(t.path),
+    "volume": lambda t: volume_check(t.path, t.window),
+    "quarantine_share": lambda t: quarantine_share_check(t.path, t.reads),
+    "customers_exist": lambda t: customers_exist_check(),
+    "one_current_version": lambda t: one_current_version_check(),
+}
+
+
 def quality_checks() -> list[dg.AssetChecksDefinition]:
-    return [
-        *(contract_check(asset) for asset in CONTRACTS),  # batch and streaming Bronze and Silver
-        *(schema_drift_check(a) for a in ["bronze/crm_customers", "bronze/orders"]),
-        *(volume_check(a, "_partition_date") for a in ["bronze/orders", "bronze/crm_customers"]),
-        volume_check("silver/orders", "order_date"),
-        quarantine_share_check("silver/orders", "bronze/orders"),
-        quarantine_share_check("silver/customers", "bronze/crm_customers"),
-        quarantine_share_check("silver/fx_rates", "bronze/fx_rates"),
-        customers_exist_check(),
-        one_current_version_check(),
-    ]
+    """Every table's contract check, and the checks its catalog declaration names."""
+    tables = catalog.all_tables()
+    return [*(contract_check(t.path) for t in tables), *(CHECKS[name](t) for t in tables for name in t.checks)]

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from pydantic import Field
 
+from lakehouse import catalog
 from lakehouse.lib.lake import DeltaLake
 
 DEFAULT_DSN = "postgresql://127.0.0.1:5432/lakehouse_serving"
@@ -31,17 +32,25 @@ def serving_dsn() -> str:
 
 @dataclass(frozen=True)
 class ServedTable:
-    """A Gold mart's served copy: its columns (name -> Postgres type), key and partition column."""
+    """A Gold mart's served copy: its columns (name -> Postgres type) and indexes; its key and window are the
+    mart's own (the dbt model's `meta.keys` and `partition_by`)."""
 
     mart: str
     columns: dict[str, str]
-    keys: tuple[str, ...]
-    window_column: str | None  # None: the mart is rebuilt in full, so the whole table is the window
     indexes: tuple[tuple[str, ...], ...] = ()
 
     @property
     def table(self) -> str:
         return self.mart
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return catalog.marts()[self.mart].keys
+
+    @property
+    def window_column(self) -> str | None:
+        """None: the mart is rebuilt in full, so the whole table is the window."""
+        return catalog.marts()[self.mart].window
 
 
 TABLES: dict[str, ServedTable] = {
@@ -67,8 +76,6 @@ TABLES: dict[str, ServedTable] = {
                 "tickets_open": "bigint",
                 "tickets_closed": "bigint",
             },
-            keys=("customer_id",),
-            window_column=None,
             # GET /customers?segment=&country= pages by customer_id within the filter
             indexes=(("segment", "customer_id"), ("country", "customer_id"), ("country", "segment", "customer_id")),
         ),
@@ -83,8 +90,6 @@ TABLES: dict[str, ServedTable] = {
                 "units": "bigint",
                 "revenue_usd": "numeric(18,2)",
             },
-            keys=("order_date", "country", "category", "currency"),
-            window_column="order_date",
             # GET /revenue/daily?from=&to=&country=
             indexes=(("country", "order_date"),),
         ),
@@ -102,8 +107,6 @@ TABLES: dict[str, ServedTable] = {
                 "revenue_usd": "numeric(18,2)",
                 "avg_order_value_usd": "numeric(18,2)",
             },
-            keys=("date_day",),
-            window_column="date_day",
         ),
     ]
 }

@@ -29,11 +29,12 @@ from dagster_dbt import (
     dbt_assets,
 )
 
+from lakehouse import catalog
 from lakehouse.lib import partitions
 from lakehouse.lib.lake import DeltaLake
 from lakehouse.lib.spark import SparkEngine, connect_url
 
-DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
+DBT_PROJECT_DIR = catalog.DBT_PROJECT_DIR
 PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "models", "macros", "tests")
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)

@@ -11,7 +11,6 @@ changed and deletes the window's rows that Gold no longer has. Re-publishing a w
 
 import os
 import time
-from dataclasses import dataclass
 from datetime import date
 
 import dagster as dg
@@ -19,32 +18,14 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from dagster_snowflake import SnowflakeResource
 
+from lakehouse import catalog
+from lakehouse.catalog import Mart
 from lakehouse.lib import partitions
 from lakehouse.lib.lake import DeltaLake
 
 
-@dataclass(frozen=True)
-class Mart:
-    name: str
-    keys: tuple[str, ...]
-    window_column: str | None  # None: rebuilt in full by dbt, so published in full
-
-    @property
-    def table(self) -> str:
-        return self.name.upper()
-
-
-MARTS: dict[str, Mart] = {
-    m.name: m
-    for m in [
-        Mart("customer_360", ("customer_id",), None),
-        Mart("rfm_segments", ("customer_id",), None),
-        Mart("revenue_daily", ("order_date", "country", "category", "currency"), "order_date"),
-        Mart("churn_features", ("snapshot_date", "customer_id"), "snapshot_date"),
-        Mart("product_performance_daily", ("order_date", "product_id", "category"), "order_date"),
-        Mart("daily_kpis", ("date_day",), "date_day"),
-    ]
-}
+def snowflake_table(mart: Mart) -> str:
+    return mart.name.upper()
 
 
 def snowflake_resource() -> SnowflakeResource:
@@ -79,13 +60,13 @@ def snowflake_type(t: pa.DataType) -> str:
 
 def create_table_sql(mart: Mart, schema: pa.Schema) -> str:
     columns = ", ".join(f"{f.name.upper()} {snowflake_type(f.type)}" for f in schema)
-    return f"CREATE TABLE IF NOT EXISTS {mart.table} ({columns})"
+    return f"CREATE TABLE IF NOT EXISTS {snowflake_table(mart)} ({columns})"
 
 
 def window_sql(mart: Mart, alias: str, start: date, end: date) -> str:
-    if mart.window_column is None:
+    if mart.window is None:
         return "TRUE"
-    column = f"{alias}.{mart.window_column.upper()}"
+    column = f"{alias}.{mart.window.upper()}"
     return f"{column} >= '{start.isoformat()}' AND {column} < '{end.isoformat()}'"
 
 
@@ -102,11 +83,11 @@ def merge_sql(mart: Mart, stage: str, schema: pa.Schema, start: date, end: date)
     gone = " AND ".join(f"EQUAL_NULL(g.{k}, t.{k})" for k in keys)
     source = (
         f"SELECT {col_list}, FALSE AS _TOMBSTONE FROM {stage} "
-        f"UNION ALL SELECT {', '.join(f't.{c}' for c in columns)}, TRUE FROM {mart.table} t "
+        f"UNION ALL SELECT {', '.join(f't.{c}' for c in columns)}, TRUE FROM {snowflake_table(mart)} t "
         f"WHERE {window_sql(mart, 't', start, end)} AND NOT EXISTS (SELECT 1 FROM {stage} g WHERE {gone})"
     )
     return (
-        f"MERGE INTO {mart.table} t USING ({source}) s ON {on} "
+        f"MERGE INTO {snowflake_table(mart)} t USING ({source}) s ON {on} "
         "WHEN MATCHED AND s._TOMBSTONE THEN DELETE "
         f"WHEN MATCHED AND ({differs}) THEN UPDATE SET {', '.join(f't.{c} = s.{c}' for c in values)} "
         f"WHEN NOT MATCHED AND NOT s._TOMBSTONE THEN INSERT ({col_list}) "
@@ -116,9 +97,9 @@ def merge_sql(mart: Mart, stage: str, schema: pa.Schema, start: date, end: date)
 
 def gold_rows(lake: DeltaLake, mart: Mart, start: date, end: date) -> pa.Table:
     dataset = lake.delta_table("gold", mart.name).to_pyarrow_dataset()
-    if mart.window_column is None:
+    if mart.window is None:
         return dataset.to_table()
-    field = ds.field(mart.window_column)
+    field = ds.field(mart.window)
     return dataset.to_table(filter=(field >= start) & (field < end))
 
 
@@ -126,10 +107,10 @@ def publish(conn, mart: Mart, rows: pa.Table, start: date, end: date) -> dict:
     """Load `rows` into a stage table, then MERGE them and prune the window in one statement."""
     import snowflake.connector.pandas_tools as pandas_tools  # module attribute: fakesnow patches it
 
-    stage = f"{mart.table}__STAGE"
+    stage = f"{snowflake_table(mart)}__STAGE"
     cur = conn.cursor()
     cur.execute(create_table_sql(mart, rows.schema))
-    cur.execute(f"CREATE OR REPLACE TEMPORARY TABLE {stage} LIKE {mart.table}")
+    cur.execute(f"CREATE OR REPLACE TEMPORARY TABLE {stage} LIKE {snowflake_table(mart)}")
     if rows.num_rows:
         frame = rows.to_pandas()
         frame.columns = [c.upper() for c in frame.columns]
@@ -139,7 +120,7 @@ def publish(conn, mart: Mart, rows: pa.Table, start: date, end: date) -> dict:
     result = dict(zip((d.name for d in cur.description), cur.fetchone()))
     inserted, updated, deleted = (int(result.get(f"number of rows {what}", 0)) for what in ("inserted", "updated", "deleted"))
     cur.execute(f"DROP TABLE IF EXISTS {stage}")
-    cur.execute(f"SELECT COUNT(*) FROM {mart.table}")
+    cur.execute(f"SELECT COUNT(*) FROM {snowflake_table(mart)}")
     total = int(cur.fetchone()[0])
     return {"rows_in_window": rows.num_rows, "rows_merged": inserted + updated, "rows_inserted": inserted,
             "rows_updated": updated, "rows_deleted": deleted, "dagster/row_count": total}
@@ -150,7 +131,7 @@ def publish_key(mart: str) -> dg.AssetKey:
 
 
 def publish_asset(mart: Mart) -> dg.AssetsDefinition:
-    scope = (f"the run's window of {mart.window_column}" if mart.window_column
+    scope = (f"the run's window of {mart.window}" if mart.window
              else "all rows (the mart is rebuilt in full)")
 
     @dg.asset(
@@ -160,7 +141,7 @@ def publish_asset(mart: Mart) -> dg.AssetsDefinition:
         partitions_def=partitions.daily,
         backfill_policy=partitions.single_run,
         kinds={"snowflake"},
-        description=f"gold/{mart.name} published to Snowflake table {mart.table}: MERGE on "
+        description=f"gold/{mart.name} published to Snowflake table {snowflake_table(mart)}: MERGE on "
                     f"({', '.join(mart.keys)}) of {scope}, then rows Gold no longer has in it deleted.",
     )
     def _publish(context: dg.AssetExecutionContext, snowflake: SnowflakeResource, lake: DeltaLake) -> dg.MaterializeResult:
@@ -171,10 +152,10 @@ def publish_asset(mart: Mart) -> dg.AssetsDefinition:
             counts = publish(conn, mart, rows, start, end)
         duration = round(time.perf_counter() - started, 3)
         context.log.info(f"publish/snowflake/{mart.name} [{start}, {end}): {counts} in {duration} s")
-        return dg.MaterializeResult(metadata={**counts, "duration_s": duration, "table": mart.table,
+        return dg.MaterializeResult(metadata={**counts, "duration_s": duration, "table": snowflake_table(mart),
                                               "window": f"[{start}, {end})"})
 
     return _publish
 
 
-PUBLISH_ASSETS = [publish_asset(m) for m in MARTS.values()]
+PUBLISH_ASSETS = [publish_asset(m) for m in catalog.marts().values()]

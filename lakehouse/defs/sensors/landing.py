@@ -6,11 +6,8 @@ from datetime import date
 
 import dagster as dg
 
-from lakehouse import settings
-from lakehouse.dev.generator import FILE_EXT
+from lakehouse import catalog, settings
 from lakehouse.lib import partitions
-
-BATCH_SOURCES = ("crm_customers", "orders", "fx_rates")
 
 
 def landed_files() -> tuple[dict[str, float], list[str]]:
@@ -18,8 +15,9 @@ def landed_files() -> tuple[dict[str, float], list[str]]:
     are not a day of the partitions (`notes.csv`, `2026-13-01.csv`), or a file being written (`*.tmp`)."""
     found, ignored = {}, []
     days = partitions.daily
-    for source in BATCH_SOURCES:
-        for path in (settings.landing_dir() / source).glob(f"*.{FILE_EXT[source]}"):
+    for table in catalog.landed():
+        source = table.name
+        for path in (settings.landing_dir() / source).glob(f"*.{table.landing}"):
             try:
                 day = date.fromisoformat(path.stem).isoformat()
             except ValueError:
@@ -33,7 +31,7 @@ def landed_files() -> tuple[dict[str, float], list[str]]:
 
 @dg.sensor(
     name="landing_files",
-    asset_selection=[f"bronze/{s}" for s in BATCH_SOURCES],
+    asset_selection=[t.key for t in catalog.landed()],
     minimum_interval_seconds=60,
     description="Requests a Bronze run for each new or changed landing file (source and day).",
 )

@@ -10,7 +10,7 @@ import dagster as dg
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from lakehouse.defs.bronze import batch as bronze
+from lakehouse import catalog
 from lakehouse.defs.silver import silver_asset
 from lakehouse.lib import accounting, partitions
 from lakehouse.lib.contracts import bronze as bronze_contracts
@@ -67,7 +67,7 @@ _CHANGED = " OR ".join(f"NOT (t.{c} <=> s.{c})" for c in ["valid_to", "is_curren
 MERGE_CLAUSES = f"WHEN MATCHED AND ({_CHANGED}) THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
 
 
-@silver_asset(deps=[bronze.crm_customers], pool="silver_customers", check_specs=[accounting.spec(dg.AssetKey(["silver", "customers"]))])
+@silver_asset(deps=[catalog.table("bronze/crm_customers").key], pool="silver_customers")
 def customers(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """Customer history (SCD2): valid_from, valid_to, is_current; exactly one current row per customer."""
     start, end = partitions.window(context)

@@ -4,7 +4,7 @@ import dagster as dg
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lakehouse.defs.bronze import batch as bronze
+from lakehouse import catalog
 from lakehouse.defs.silver import silver_asset
 from lakehouse.lib import accounting, partitions
 from lakehouse.lib.contracts import silver as contracts
@@ -44,7 +44,7 @@ def conform(passed_rows: DataFrame) -> DataFrame:
     return keep_latest(typed(passed_rows), ["rate_date", "currency"], F.desc("_ingested_at"), F.desc("_source_file"))
 
 
-@silver_asset(deps=[bronze.fx_rates], check_specs=[accounting.spec(dg.AssetKey(["silver", "fx_rates"]))])
+@silver_asset(deps=[catalog.table("bronze/fx_rates").key])
 def fx_rates(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """Daily rate to USD per currency. Upsert (MERGE) on (rate_date, currency)."""
     start, end = partitions.window(context)

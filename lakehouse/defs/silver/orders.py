@@ -13,9 +13,7 @@ import dagster as dg
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lakehouse.defs.bronze import batch as bronze
-from lakehouse.defs.silver import customers as silver_customers
-from lakehouse.defs.silver import fx_rates as silver_fx_rates
+from lakehouse import catalog
 from lakehouse.defs.silver import silver_asset
 from lakehouse.lib import accounting, partitions
 from lakehouse.lib.contracts import bronze as bronze_contracts
@@ -128,8 +126,7 @@ def days_to_run(lake: DeltaLake, session, start: date, end: date, customers: Dat
     return sorted(days)
 
 
-@silver_asset(deps=[bronze.orders, silver_customers.customers, silver_fx_rates.fx_rates],
-              check_specs=[accounting.spec(dg.AssetKey(["silver", "orders"]))])
+@silver_asset(deps=[catalog.table(t).key for t in ("bronze/orders", "silver/customers", "silver/fx_rates")])
 def orders(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """One row per order with `amount_usd`; bad rows go to silver/orders_quarantine with the rule they broke."""
     start, end = partitions.window(context)

@@ -173,8 +173,7 @@ def distinct_events(rows: DataFrame) -> int:
     return rows.where(EVENT_RULE).select("event_id").distinct().count()
 
 
-@silver_asset(deps=[bronze.clickstream_events], automation_condition=dg.AutomationCondition.eager(),
-              check_specs=[accounting.spec(dg.AssetKey(["silver", TABLE]))])
+@silver_asset(deps=[bronze.clickstream_events], automation_condition=dg.AutomationCondition.eager())
 def sessions(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """One row per user session (30-minute idle gap): start, end, page count, bounce flag.
 

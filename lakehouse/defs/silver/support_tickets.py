@@ -64,8 +64,7 @@ MERGE_CLAUSES = (
 )
 
 
-@silver_asset(deps=[bronze.support_ticket_changes], automation_condition=dg.AutomationCondition.eager(),
-              check_specs=[accounting.spec(dg.AssetKey(["silver", TABLE]))])
+@silver_asset(deps=[bronze.support_ticket_changes], automation_condition=dg.AutomationCondition.eager())
 def support_tickets(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """Current state of every ticket (soft-deleted ones flagged `is_deleted`), by highest change seq."""
     session = spark.spark_session

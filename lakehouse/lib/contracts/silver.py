@@ -1,10 +1,17 @@
 """Silver contracts: typed, conformed tables. Row rules in the assets quarantine what would break
 these; the asset checks prove what was written keeps them."""
 
+from functools import cache
+
 import pyspark.sql.types as T
 from pandera.pyspark import DataFrameModel, Field
 
-from lakehouse.dev.generator import CATEGORIES, CURRENCIES, PRIORITIES, TICKET_STATUSES
+from lakehouse.lib.contracts.accepted import (
+    CATEGORIES,
+    CURRENCIES,
+    PRIORITIES,
+    TICKET_STATUSES,
+)
 
 STRING, TIMESTAMP, DATE = T.StringType(), T.TimestampType(), T.DateType()
 ISO_CURRENCY = "^[A-Z]{3}$"
@@ -41,7 +48,7 @@ class Orders(DataFrameModel):
     order_ts: TIMESTAMP = Field(nullable=False)
     order_date: DATE = Field(nullable=False, description="Business date (the partition)")
     product_id: STRING = Field(nullable=True)
-    category: STRING = Field(nullable=True, isin=CATEGORIES)
+    category: STRING = Field(nullable=True, isin=list(CATEGORIES))
     quantity: T.IntegerType() = Field(nullable=True, in_range={"min_value": 1, "max_value": 1000})
     amount: T.DecimalType(18, 2) = Field(nullable=False, ge=0, description="In `currency`")
     currency: STRING = Field(nullable=False, isin=list(CURRENCIES))
@@ -101,8 +108,8 @@ class SupportTickets(DataFrameModel):
     seq: T.IntegerType() = Field(nullable=False, ge=1)
     op: STRING = Field(nullable=False, isin=["c", "u", "d"])
     customer_id: STRING = Field(nullable=True)
-    status: STRING = Field(nullable=True, isin=TICKET_STATUSES)
-    priority: STRING = Field(nullable=True, isin=PRIORITIES)
+    status: STRING = Field(nullable=True, isin=list(TICKET_STATUSES))
+    priority: STRING = Field(nullable=True, isin=list(PRIORITIES))
     subject: STRING = Field(nullable=True)
     rescued_data: STRING = Field(alias="_rescued_data", nullable=True)
     changed_at: TIMESTAMP = Field(nullable=True)
@@ -118,3 +125,26 @@ class SupportTickets(DataFrameModel):
         name = "silver.support_tickets"
         strict = True
         metadata = {"key": ["ticket_id"], "window": None}
+
+
+class Quarantine(DataFrameModel):
+    """Rows a Silver table's rules refused: each with the first rule it broke, why, and its original record."""
+
+    partition_date: DATE = Field(alias="_partition_date", nullable=False, description="The row's landing or ingest day")
+    rule: STRING = Field(alias="_rule", nullable=False, description="The first rule the row broke")
+    column: STRING = Field(alias="_column", nullable=False, description="The column the rule is about")
+    reason: STRING = Field(alias="_reason", nullable=False, description="`<table>.<column> breaks <rule>: ...`")
+    record: STRING = Field(alias="_record", nullable=False, description="The original record as JSON")
+    source_file: STRING = Field(alias="_source_file", nullable=False, description="Landing file, or Kafka position")
+    quarantined_at: TIMESTAMP = Field(alias="_quarantined_at", nullable=False)
+
+    class Config:
+        strict = True
+        metadata = {"key": [], "id": ["_source_file", "_rule"], "window": "_partition_date"}
+
+
+@cache
+def quarantine_contract(table: str) -> type[Quarantine]:
+    """The quarantine contract named for `silver.<table>_quarantine` (names appear in check failures)."""
+    config = type("Config", (Quarantine.Config,), {"name": f"silver.{table}_quarantine"})
+    return type(f"{table.title().replace('_', '')}Quarantine", (Quarantine,), {"Config": config})
