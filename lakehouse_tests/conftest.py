@@ -2,6 +2,7 @@
 shared by every test that only reads it. Tests that write get their own lake."""
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -24,10 +25,11 @@ def spark(sail_url):
 
 
 @pytest.fixture(scope="session")
-def lakehouse_home(tmp_path_factory) -> Path:
+def lakehouse_home(tmp_path_factory) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("lakehouse_home")
-    os.environ["LAKEHOUSE_HOME"] = str(home)  # the Bronze assets find the landing zone through it
-    return home
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LAKEHOUSE_HOME", str(home))  # the Bronze assets find the landing zone through it
+        yield home
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ the generator's manifest and from those hand-written lines."""
 
 import csv
 import io
-import os
 from contextlib import contextmanager
 from datetime import date, timedelta
 
@@ -66,15 +65,9 @@ def landing(tmp_path_factory) -> dict:
 
 @contextmanager
 def landing_home(home):
-    before = os.environ.get("LAKEHOUSE_HOME")
-    os.environ["LAKEHOUSE_HOME"] = str(home)
-    try:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LAKEHOUSE_HOME", str(home))
         yield
-    finally:
-        if before is None:
-            del os.environ["LAKEHOUSE_HOME"]
-        else:
-            os.environ["LAKEHOUSE_HOME"] = before
 
 
 def run_days(landing: dict, sail_url: str, lake: DeltaLake, runs: list[tuple[int, int]]) -> list:

@@ -1,6 +1,8 @@
 """What a user sees in the UI: assets grouped by layer, every asset partitioned by day, and Spark
 assets that take a whole partition range in one run."""
 
+import json
+
 import dagster as dg
 
 from lakehouse.lib import partitions
@@ -40,3 +42,17 @@ def test_silver_orders_reads_customers_and_fx_rates():
     graph = DEFS.resolve_asset_graph()
     parents = {k.to_user_string() for k in graph.get(dg.AssetKey(["silver", "orders"])).parent_keys}
     assert parents == {"bronze/orders", "silver/customers", "silver/fx_rates"}
+
+
+def test_dg_lists_and_checks_the_project_defs_folder():
+    """`dg` finds the code location from pyproject's [tool.dg] and loads lakehouse/defs/ as Dagster's layout expects."""
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    checked = subprocess.run(["dg", "check", "defs"], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert checked.returncode == 0 and "All definitions loaded successfully" in checked.stdout, checked.stderr[-2000:]
+    listed = subprocess.run(["dg", "list", "defs", "--json"], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assets = {a["asset_key"] for a in json.loads(listed.stdout)["assets"]}
+    assert {"bronze/orders", "silver/orders", "silver/orders_quarantine", "gold/customer_360"} <= assets

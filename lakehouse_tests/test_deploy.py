@@ -2,10 +2,8 @@
 config validates against Dagster's schema, the compose services get the variables the code reads, the
 Dockerfile installs the way the README does, and the Helm values mirror deploy/dagster.yaml."""
 
-import os
 import re
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import yaml
@@ -36,19 +34,20 @@ def test_every_deploy_yaml_file_parses():
         assert yaml.safe_load(path.read_text()), path
 
 
-def test_the_instance_config_validates_against_dagsters_schema():
+def test_the_instance_config_validates_against_dagsters_schema(monkeypatch):
     from dagster._config import process_config
     from dagster._core.instance.config import dagster_instance_config_schema
 
     env = {name: "5432" if name.endswith(("PORT", "RUNS")) else "x" for name in instance_env_vars()}
-    with mock.patch.dict(os.environ, env):
-        result = process_config(dagster_instance_config_schema(), load("dagster.yaml"))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = process_config(dagster_instance_config_schema(), load("dagster.yaml"))
     assert result.success, result.errors
     assert instance_env_vars() == {"DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD",
                                    "DAGSTER_PG_DB"}
 
 
-def test_compose_has_every_service_and_dagster_services_get_every_variable_they_read():
+def test_compose_has_every_service_and_dagster_services_get_every_variable_they_read(monkeypatch):
     compose = load("docker-compose.yml")
     services = compose["services"]
     assert set(services) >= {"postgres", "minio", "kafka", "spark-connect", *DAGSTER_SERVICES}
@@ -62,9 +61,10 @@ def test_compose_has_every_service_and_dagster_services_get_every_variable_they_
     assert env["LAKEHOUSE_KAFKA_BOOTSTRAP"] == "kafka:9092"
     assert env["AWS_ENDPOINT_URL"] == "http://minio:9000" and env["DAGSTER_PG_HOST"] == "postgres"
     # delta-rs gets its storage options from those same variables (http endpoint -> AWS_ALLOW_HTTP)
-    with mock.patch.dict(os.environ, {k: str(v) for k, v in env.items()}):
-        assert settings.lake_storage_options()["AWS_ENDPOINT_URL"] == "http://minio:9000"
-        assert settings.lake_storage_options()["AWS_ALLOW_HTTP"] == "true"
+    for name, value in env.items():
+        monkeypatch.setenv(name, str(value))
+    assert settings.lake_storage_options()["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    assert settings.lake_storage_options()["AWS_ALLOW_HTTP"] == "true"
     # the bucket in the lake root is the one minio-init creates; Kafka runs KRaft (no ZooKeeper)
     bucket = env["LAKEHOUSE_LAKE_ROOT"].removeprefix("s3://").split("/")[0]
     assert f"lake/{bucket}" in " ".join(services["minio-init"]["command"])

@@ -3,11 +3,9 @@ queued runs with tag concurrency limits) against a real PostgreSQL server, in a 
 for this test session and dropped after it, on the session's server (postgres_fixtures.py)."""
 
 import logging
-import os
 import shutil
 import uuid
 from pathlib import Path
-from unittest import mock
 
 import dagster as dg
 import psycopg2
@@ -53,7 +51,9 @@ def pg_env(pg_database, postgres_server) -> dict[str, str]:
 def instance(pg_env, tmp_path_factory):
     home = tmp_path_factory.mktemp("dagster_home")
     shutil.copy(DEPLOY_INSTANCE, home / "dagster.yaml")
-    with mock.patch.dict(os.environ, {**pg_env, "DAGSTER_HOME": str(home)}):
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in {**pg_env, "DAGSTER_HOME": str(home)}.items():
+            env.setenv(name, value)
         with dg.DagsterInstance.from_config(str(home)) as created:
             yield created
 

@@ -2,8 +2,6 @@
 a cluster (`LAKEHOUSE_SPARK_REMOTE=sc://host:port`). The same transforms and assets run there unchanged.
 (Apache Spark's own Connect server from the pyspark wheel is covered by test_engines.py.)"""
 
-import os
-from unittest import mock
 
 from lakehouse import settings
 from lakehouse.lib.lake import DeltaLake
@@ -23,9 +21,9 @@ def sessions_created(url: str) -> int:
     return SAIL_LOGS[url].read_text(errors="replace").count("creating session")
 
 
-def test_the_remote_endpoint_comes_from_the_environment():
-    with mock.patch.dict(os.environ, {"LAKEHOUSE_SPARK_REMOTE": "sc://spark-connect:15002"}):
-        assert settings.spark_remote() == "sc://spark-connect:15002"
+def test_the_remote_endpoint_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("LAKEHOUSE_SPARK_REMOTE", "sc://spark-connect:15002")
+    assert settings.spark_remote() == "sc://spark-connect:15002"
 
 
 def test_a_remote_endpoint_gets_its_own_session_next_to_the_embedded_engine(spark, remote_sail_url):

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from unittest import mock
 
 import dagster as dg
 import pytest
@@ -42,7 +41,9 @@ ORDER_RULE_ANOMALIES = ["null_keys", "bad_timestamps", "bad_amounts", "negative_
 def s3_lake(s3_env) -> DeltaLake:
     """The DeltaLake resource as definitions.py builds it when LAKEHOUSE_LAKE_ROOT is s3://: storage options
     derived from the standard AWS variables."""
-    with mock.patch.dict(os.environ, {**s3_env, "LAKEHOUSE_LAKE_ROOT": ROOT}):
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in {**s3_env, "LAKEHOUSE_LAKE_ROOT": ROOT}.items():
+            env.setenv(name, value)
         return DeltaLake(root=settings.lake_root(), storage_options=settings.lake_storage_options())
 
 
@@ -62,13 +63,14 @@ def s3_runs(manifest, s3_resources) -> dict[str, dg.ExecuteInProcessResult]:
     return {"batch": batch, "gold": gold_run}
 
 
-def test_storage_options_come_from_the_standard_aws_variables(s3_env):
-    with mock.patch.dict(os.environ, s3_env):
-        options = settings.lake_storage_options(ROOT)
-        assert options == {**s3_env, "AWS_ALLOW_HTTP": "true"}
-        # a resource given no options derives the same ones; a local lake needs none
-        assert DeltaLake(root=ROOT).options() == options
-        assert settings.lake_storage_options("/tmp/lake") == {}
+def test_storage_options_come_from_the_standard_aws_variables(s3_env, monkeypatch):
+    for name, value in s3_env.items():
+        monkeypatch.setenv(name, value)
+    options = settings.lake_storage_options(ROOT)
+    assert options == {**s3_env, "AWS_ALLOW_HTTP": "true"}
+    # a resource given no options derives the same ones; a local lake needs none
+    assert DeltaLake(root=ROOT).options() == options
+    assert settings.lake_storage_options("/tmp/lake") == {}
 
 
 def test_bronze_and_silver_on_s3_match_the_manifest(s3_runs, manifest, s3_lake):
