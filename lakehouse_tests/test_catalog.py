@@ -74,3 +74,21 @@ def test_the_new_source_lands_every_row_and_passes_its_checks(sixth_source, sail
     evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert evaluations == {"rows_accounted_for": True, "contract": True, "schema_drift": True, "volume_anomaly": True}
     assert maintenance.zorder_columns("bronze/returns", lake.delta_table("bronze", "returns")) == ["order_id"]
+
+
+def test_gold_marts_declare_their_grain_and_window_in_their_dbt_models():
+    """Publish, serve and maintenance MERGE and z-order on what the models declare; the UI shows it too."""
+    grain = {m.name: (m.keys, m.window, m.zorder) for m in catalog.marts().values()}
+    assert grain == {
+        "churn_features": (("snapshot_date", "customer_id"), "snapshot_date", ("customer_id",)),
+        "customer_360": (("customer_id",), None, ("customer_id",)),
+        "daily_kpis": (("date_day",), "date_day", ()),
+        "product_performance_daily": (("order_date", "product_id", "category"), "order_date", ()),
+        "revenue_daily": (("order_date", "country", "category", "currency"), "order_date", ()),
+        "rfm_segments": (("customer_id",), None, ("segment", "customer_id")),
+    }
+    from lakehouse_tests.helpers import DEFS
+
+    spec = next(s for s in DEFS.resolve_all_asset_specs() if s.key == dg.AssetKey(["gold", "revenue_daily"]))
+    assert (spec.metadata["lakehouse/keys"], spec.metadata["lakehouse/window"]) == (
+        "order_date, country, category, currency", "order_date")

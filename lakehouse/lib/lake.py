@@ -18,6 +18,7 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 from deltalake import DeltaTable
 from pydantic import Field
@@ -144,9 +145,8 @@ class DeltaLake(dg.ConfigurableResource):
     def staged(self, df: DataFrame, name: str) -> Iterator[DataFrame]:
         """`df` computed once into Parquet files under `<root>/_staging`, read back; removed afterwards.
 
-        A MERGE passes over its source several times, and Sail recomputes a lazy source on each pass
-        (measured: a Silver sessions MERGE took 15 s from its plan, 2.2 s + 0.2 s staged first); `cache()`
-        does nothing on Sail."""
+        A MERGE passes over its source several times, and Sail recomputes a lazy source on each pass (`cache()`
+        does nothing there): docs/benchmarks.md, "Measurements behind the code"."""
         fs, root = self.filesystem()
         folder = f"_staging/{name}-{uuid.uuid4().hex}"
         uri = f"{self.root.rstrip('/')}/{folder}"
@@ -167,6 +167,15 @@ class DeltaLake(dg.ConfigurableResource):
     def partitions_written(self, layer: str, table: str, column: str, files_before: dict[str, str]) -> set[str]:
         """The values of partition `column` that have files the snapshot `files_before` did not."""
         return {value for path, value in self.data_files(layer, table, column).items() if path not in files_before}
+
+    def window_rows(self, layer: str, table: str, column: str | None, start: date, end: date,
+                    columns: list[str] | None = None) -> pa.Table:
+        """A table's rows in [start, end) of `column` (all rows without one), read with delta-rs: no engine."""
+        dataset = self.delta_table(layer, table).to_pyarrow_dataset()
+        if column is None:
+            return dataset.to_table(columns=columns)
+        field = ds.field(column)
+        return dataset.to_table(columns=columns, filter=(field >= start) & (field < end))
 
     def write_metadata(self, layer: str, table: str) -> dict:
         """What the UI shows for a materialisation: the commit's row counts, version, path and schema."""
@@ -232,7 +241,11 @@ def retry_on_commit_conflict(write: Callable[[], None], attempts: int = COMMIT_A
             time.sleep(random.uniform(0.05, 0.3) * attempt)
 
 
-def window_predicate(column: str, start: date, end: date) -> str:
+def window_predicate(column: str | None, start: date, end: date) -> str:
+    """[start, end) on `column` as SQL that Spark, Postgres and Snowflake all read; TRUE without a column (a table
+    rebuilt in full is one window)."""
+    if column is None:
+        return "TRUE"
     return f"{column} >= '{start.isoformat()}' AND {column} < '{end.isoformat()}'"
 
 

@@ -17,11 +17,9 @@ A file is kept whole or refused whole, never half-read (docs/architecture.md, "L
 
 Every file is first checked in Python, one line at a time (`plain`). A plain file, which is what a healthy
 source sends, is read by the engine's own reader. A file with any fault is parsed here instead and handed
-to the engine as rows, because the engine's readers cannot be trusted with it: on Sail 0.7 a CSV line with
-a field too many or too few, a quote that never closes, or a bare CR fails the whole read ("incorrect
-number of fields for line 2", no file named), bytes that are not UTF-8 silently become U+FFFD,
-`columnNameOfCorruptRecord` is ignored; the text reader keeps a BOM, splits lines at a bare CR and fails on
-bytes that are not UTF-8.
+to the engine as rows, because the engine's readers cannot be trusted with it: they fail the whole read on a
+faulty line without naming the file, or change bytes silently (docs/benchmarks.md, "Measurements behind the
+code", lists what Sail does with each fault).
 """
 
 import codecs

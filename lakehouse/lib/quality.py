@@ -19,11 +19,6 @@ VOLUME_TRAILING_DAYS = 7
 QUARANTINE_WARN_SHARE = 0.10  # more than 10% of a window's rows quarantined is worth a look
 
 
-def check_window(context: dg.AssetCheckExecutionContext) -> tuple[date, date]:
-    keys = context.partition_key_range
-    return date.fromisoformat(keys.start), date.fromisoformat(keys.end) + timedelta(days=1)
-
-
 def key(asset: str) -> dg.AssetKey:
     return dg.AssetKey.from_user_string(asset)
 
@@ -45,7 +40,7 @@ def contract_check(asset: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=key(asset), name="contract", blocking=True, partitions_def=partitions.daily,
                     description=f"{table_name(model)} keeps its pandera contract: types, nulls, ranges, unique key.")
     def _contract(context: dg.AssetCheckExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.AssetCheckResult:
-        start, end = check_window(context)
+        start, end = partitions.check_window(context)
         rows = window_rows(spark.spark_session, lake, asset, start, end)
         found = violations(model, rows)
         return dg.AssetCheckResult(
@@ -69,7 +64,7 @@ def volume_check(asset: str, date_column: str) -> dg.AssetChecksDefinition:
                     description=f"Rows per day within {VOLUME_TOLERANCE:.0%} of the trailing "
                                 f"{VOLUME_TRAILING_DAYS}-day mean.")
     def _volume(context: dg.AssetCheckExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.AssetCheckResult:
-        start, end = check_window(context)
+        start, end = partitions.check_window(context)
         layer, table = layer_and_table(asset)
         history_start = start - timedelta(days=VOLUME_TRAILING_DAYS)
         per_day = dict(
@@ -98,7 +93,7 @@ def quarantine_share_check(asset: str, bronze_asset: str) -> dg.AssetChecksDefin
     @dg.asset_check(asset=key(asset), name="quarantine_share", partitions_def=partitions.daily, additional_deps=[key(bronze_asset)],
                     description=f"At most {QUARANTINE_WARN_SHARE:.0%} of the landed rows quarantined.")
     def _share(context: dg.AssetCheckExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.AssetCheckResult:
-        start, end = check_window(context)
+        start, end = partitions.check_window(context)
         _, table = layer_and_table(asset)
         session, predicate = spark.spark_session, window_predicate("_partition_date", start, end)
         landed = lake.read(session, *layer_and_table(bronze_asset)).where(predicate).count()
@@ -122,7 +117,7 @@ def schema_drift_check(asset: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=key(asset), name="schema_drift", partitions_def=partitions.daily,
                     description="The source sent exactly the contract's columns: none unknown (rescued), none missing.")
     def _drift(context: dg.AssetCheckExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.AssetCheckResult:
-        start, end = check_window(context)
+        start, end = partitions.check_window(context)
         rows = window_rows(spark.spark_session, lake, asset, start, end)
         source = [c for c in model.to_schema().columns if not c.startswith("_")]
         present = rows.select(*[F.count(c).alias(c) for c in source], F.count("_rescued_data").alias("_rescued"))
@@ -151,7 +146,7 @@ def customers_exist_check() -> dg.AssetChecksDefinition:
                     additional_deps=[key("silver/customers")],
                     description="Referential integrity: every order's customer_id is in silver.customers.")
     def _customers_exist(context: dg.AssetCheckExecutionContext, spark: SparkEngine, lake: DeltaLake):
-        start, end = check_window(context)
+        start, end = partitions.check_window(context)
         session = spark.spark_session
         orders = lake.read(session, "silver", "orders").where(window_predicate("order_date", start, end))
         orphans = orders.join(lake.read(session, "silver", "customers"), "customer_id", "left_anti")

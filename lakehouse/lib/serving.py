@@ -16,11 +16,10 @@ from hashlib import md5
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.dataset as ds
 from pydantic import Field
 
 from lakehouse import catalog
-from lakehouse.lib.lake import DeltaLake
+from lakehouse.lib.lake import DeltaLake, window_predicate
 
 DEFAULT_DSN = "postgresql://127.0.0.1:5432/lakehouse_serving"
 
@@ -135,11 +134,7 @@ def ddl(t: ServedTable) -> list[str]:
 
 def gold_window(lake: DeltaLake, t: ServedTable, start: date, end: date) -> pa.Table:
     """The served columns of the mart's rows in [start, end) (all rows for a fully rebuilt mart)."""
-    dataset = lake.delta_table("gold", t.mart).to_pyarrow_dataset()
-    if t.window_column is None:
-        return dataset.to_table(columns=list(t.columns))
-    field = ds.field(t.window_column)
-    return dataset.to_table(columns=list(t.columns), filter=(field >= start) & (field < end))
+    return lake.window_rows("gold", t.mart, t.window_column, start, end, columns=list(t.columns))
 
 
 def key_text(values) -> str:
@@ -164,18 +159,14 @@ def gold_checksum(rows: pa.Table, t: ServedTable) -> tuple[int, str]:
 # -- Postgres ------------------------------------------------------------------------------------------------
 
 
-def window_sql(t: ServedTable, alias: str = "") -> str:
-    if t.window_column is None:
-        return "true"
-    column = f"{alias}{ident(t.window_column)}"
-    return f"{column} >= %(start)s AND {column} < %(end)s"
+def window_sql(t: ServedTable, start: date, end: date, alias: str = "") -> str:
+    return window_predicate(t.window_column and f"{alias}{ident(t.window_column)}", start, end)
 
 
 def serving_checksum(conn, t: ServedTable, start: date, end: date) -> tuple[int, str]:
     row = conn.execute(
         f"SELECT count(*), coalesce(sum(('x' || substr(md5({key_sql(t)}), 1, 15))::bit(60)::bigint), 0)::text "
-        f"FROM {ident(t.table)} WHERE {window_sql(t)}",
-        {"start": start, "end": end},
+        f"FROM {ident(t.table)} WHERE {window_sql(t, start, end)}"
     ).fetchone()
     return int(row[0]), row[1]
 
@@ -229,9 +220,8 @@ def sync(conn, t: ServedTable, rows: pa.Table, start: date, end: date) -> dict:
     inserted = sum(1 for (is_insert,) in upserted if is_insert)
     matches = " AND ".join(f"s.{ident(k)} IS NOT DISTINCT FROM t.{ident(k)}" for k in t.keys)
     deleted = conn.execute(
-        f"DELETE FROM {ident(t.table)} t WHERE {window_sql(t, 't.')} "
-        f"AND NOT EXISTS (SELECT 1 FROM {ident(stage)} s WHERE {matches})",
-        {"start": start, "end": end},
+        f"DELETE FROM {ident(t.table)} t WHERE {window_sql(t, start, end, 't.')} "
+        f"AND NOT EXISTS (SELECT 1 FROM {ident(stage)} s WHERE {matches})"
     ).rowcount
     conn.execute(f"DROP TABLE {ident(stage)}")
     return {

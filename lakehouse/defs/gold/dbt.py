@@ -73,6 +73,14 @@ class GoldTranslator(DagsterDbtTranslator):
     def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
         return {**super().get_tags(dbt_resource_props), "dagster/kind/delta": ""}
 
+    def get_metadata(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A mart's grain and window (its model's `meta.keys` and `partition_by`), shown with the asset."""
+        metadata = dict(super().get_metadata(dbt_resource_props))
+        mart = catalog.marts_of({"nodes": {"": dbt_resource_props}}).get(dbt_resource_props["name"])
+        if mart:
+            metadata.update({"lakehouse/keys": ", ".join(mart.keys), "lakehouse/window": mart.window or "rebuilt in full"})
+        return metadata
+
 
 translator = GoldTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 

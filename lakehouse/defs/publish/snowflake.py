@@ -15,13 +15,12 @@ from datetime import date
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.dataset as ds
 from dagster_snowflake import SnowflakeResource
 
 from lakehouse import catalog
 from lakehouse.catalog import Mart
 from lakehouse.lib import partitions
-from lakehouse.lib.lake import DeltaLake
+from lakehouse.lib.lake import DeltaLake, window_predicate
 
 
 def snowflake_table(mart: Mart) -> str:
@@ -63,13 +62,6 @@ def create_table_sql(mart: Mart, schema: pa.Schema) -> str:
     return f"CREATE TABLE IF NOT EXISTS {snowflake_table(mart)} ({columns})"
 
 
-def window_sql(mart: Mart, alias: str, start: date, end: date) -> str:
-    if mart.window is None:
-        return "TRUE"
-    column = f"{alias}.{mart.window.upper()}"
-    return f"{column} >= '{start.isoformat()}' AND {column} < '{end.isoformat()}'"
-
-
 def merge_sql(mart: Mart, stage: str, schema: pa.Schema, start: date, end: date) -> str:
     """One MERGE on the key (NULL-safe) that inserts new rows, updates only rows whose values differ,
     and deletes the window's rows Gold no longer has (they enter the source as tombstones, since
@@ -84,7 +76,7 @@ def merge_sql(mart: Mart, stage: str, schema: pa.Schema, start: date, end: date)
     source = (
         f"SELECT {col_list}, FALSE AS _TOMBSTONE FROM {stage} "
         f"UNION ALL SELECT {', '.join(f't.{c}' for c in columns)}, TRUE FROM {snowflake_table(mart)} t "
-        f"WHERE {window_sql(mart, 't', start, end)} AND NOT EXISTS (SELECT 1 FROM {stage} g WHERE {gone})"
+        f"WHERE {window_predicate(mart.window and f't.{mart.window.upper()}', start, end)} AND NOT EXISTS (SELECT 1 FROM {stage} g WHERE {gone})"
     )
     return (
         f"MERGE INTO {snowflake_table(mart)} t USING ({source}) s ON {on} "
@@ -93,14 +85,6 @@ def merge_sql(mart: Mart, stage: str, schema: pa.Schema, start: date, end: date)
         f"WHEN NOT MATCHED AND NOT s._TOMBSTONE THEN INSERT ({col_list}) "
         f"VALUES ({', '.join(f's.{c}' for c in columns)})"
     )
-
-
-def gold_rows(lake: DeltaLake, mart: Mart, start: date, end: date) -> pa.Table:
-    dataset = lake.delta_table("gold", mart.name).to_pyarrow_dataset()
-    if mart.window is None:
-        return dataset.to_table()
-    field = ds.field(mart.window)
-    return dataset.to_table(filter=(field >= start) & (field < end))
 
 
 def publish(conn, mart: Mart, rows: pa.Table, start: date, end: date) -> dict:
@@ -147,7 +131,7 @@ def publish_asset(mart: Mart) -> dg.AssetsDefinition:
     def _publish(context: dg.AssetExecutionContext, snowflake: SnowflakeResource, lake: DeltaLake) -> dg.MaterializeResult:
         start, end = partitions.window(context)
         started = time.perf_counter()
-        rows = gold_rows(lake, mart, start, end)
+        rows = lake.window_rows("gold", mart.name, mart.window, start, end)
         with snowflake.get_connection() as conn:
             counts = publish(conn, mart, rows, start, end)
         duration = round(time.perf_counter() - started, 3)

@@ -5,7 +5,6 @@ Partition-aware like Gold: a run syncs its partition window (the whole range in 
 rebuilt customer_360 is synced whole whatever the window.
 """
 
-from datetime import date, timedelta
 
 import dagster as dg
 
@@ -41,11 +40,6 @@ def serve_asset(mart: str) -> dg.AssetsDefinition:
     return _serve
 
 
-def check_window(context: dg.AssetCheckExecutionContext) -> tuple[date, date]:
-    keys = context.partition_key_range
-    return date.fromisoformat(keys.start), date.fromisoformat(keys.end) + timedelta(days=1)
-
-
 def matches_gold_check(mart: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=serve_key(mart),
@@ -55,7 +49,7 @@ def matches_gold_check(mart: str) -> dg.AssetChecksDefinition:
                     "same checksum of the key columns.",
     )
     def _check(context: dg.AssetCheckExecutionContext, serving: ServingDatabase, lake: DeltaLake) -> dg.AssetCheckResult:
-        start, end = check_window(context)
+        start, end = partitions.check_window(context)
         result = serving.compare_window(lake, mart, start, end)
         return dg.AssetCheckResult(
             passed=bool(result.pop("matches")),

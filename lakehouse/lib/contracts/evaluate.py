@@ -69,8 +69,8 @@ def column_schema(model: type[DataFrameModel]) -> dg.TableSchema:
 def enforce_schema(model: type[DataFrameModel], df: DataFrame) -> DataFrame:
     """Raise before writing if `df` lacks a contract column, has an undeclared one or a wrong type.
 
-    Validates a zero-row frame of the same schema: pandera analyses the plan once per column, which on
-    a real plan (joins, window dedupe) cost 11-15 s per silver.orders run at 30 days x 3 (bench/backfill.py)."""
+    Validates a zero-row frame of the same schema: pandera analyses the plan once per column, which is slow
+    on a real plan (joins, window dedupe; docs/benchmarks.md, "Measurements behind the code")."""
     twin = df.sparkSession.createDataFrame([], df.schema)
     with config_context(validation_depth=ValidationDepth.SCHEMA_ONLY):
         errors = model.validate(twin).pandera.errors
