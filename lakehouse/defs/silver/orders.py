@@ -153,7 +153,7 @@ def orders(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLak
     # marks what depends on it (Gold) stale for that day too.
     for day in sorted(lake.partitions_written("silver", "orders", "order_date", files_before)
                       - {d.isoformat() for d in days_in(start, end)}):
-        context.log_event(dg.AssetMaterialization(context.asset_key, partition=day, metadata={
+        context.log_event(dg.AssetMaterialization(catalog.table("silver/orders").key, partition=day, metadata={
             "changed_by": dg.MetadataValue.text(f"the run of [{start}, {end}): later versions of its orders")}))
     kept, superseded = accounting.kept_and_superseded(passed(classified), lake.read(session, "silver", "orders"),
                                                       ["order_id"], ["_source_file"])
