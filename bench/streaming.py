@@ -105,7 +105,8 @@ def bronze_version(lake: DeltaLake) -> int:
 
 
 def materialization(result: dg.ExecuteInProcessResult) -> dict:
-    [event] = result.get_asset_materialization_events()
+    """The metadata of the run's table (a Silver step also records its quarantine table)."""
+    [event] = [e for e in result.get_asset_materialization_events() if not e.asset_key.path[-1].endswith("_quarantine")]
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 

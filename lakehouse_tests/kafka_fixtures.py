@@ -106,5 +106,7 @@ def run(resources: dict, asset, partition_key: str, run_config=None, tags=None) 
 
 
 def materialization(result: dg.ExecuteInProcessResult, asset) -> dict:
-    [event] = result.asset_materializations_for_node(asset.op.name)
+    """The metadata of the run's one materialisation of `asset`'s table (a Silver step also records its quarantine)."""
+    [event] = [e for e in result.asset_materializations_for_node(asset.op.name)
+               if not e.asset_key.path[-1].endswith("_quarantine")]
     return {k: v.value for k, v in event.metadata.items()}
