@@ -253,9 +253,50 @@ def gc_paused():
             gc.enable()
 
 
+@dataclass(frozen=True)
+class Ingested:
+    """What one micro-batch did: the offsets it read, the rows it wrote, and the topic as the batch left it."""
+
+    ranges: dict[int, tuple[int, int]]  # per Kafka partition, the offsets read: [first, end)
+    read: int  # messages read from Kafka
+    rows: int  # rows the Delta commit wrote (0 when there was nothing to land)
+    malformed: int  # rows with a parse error
+    epoch: int
+    topic_id: str | None  # the topic incarnation read (None when the broker does not say)
+    gaps: dict[int, tuple[int, int]]  # offsets retention deleted before Bronze landed them: [first, end)
+    partitions: int  # how many partitions the topic has
+    lag: dict[int, int]  # per partition, messages left past this batch
+    max_kafka_timestamp: datetime | None  # the newest Kafka timestamp in the batch
+
+    @property
+    def total_lag(self) -> int:
+        return sum(self.lag.values())
+
+    @property
+    def skipped(self) -> int:
+        """How many offsets retention deleted before Bronze landed them."""
+        return sum(end - first for first, end in self.gaps.values())
+
+    def metadata(self, topic: str, new_partitions: list[int]) -> dict:
+        """The batch's `kafka/*` materialization metadata (and `malformed`)."""
+        return {
+            "malformed": self.malformed,
+            "kafka/topic": topic,
+            "kafka/epoch": self.epoch,
+            "kafka/topic_id": self.topic_id or "",
+            "kafka/offsets": dg.MetadataValue.json({str(p): list(r) for p, r in self.ranges.items()}),
+            "kafka/lag": self.total_lag,
+            "kafka/lag_by_partition": dg.MetadataValue.json({str(p): v for p, v in self.lag.items()}),
+            "kafka/retention_gaps": dg.MetadataValue.json({str(p): list(g) for p, g in self.gaps.items()}),
+            "kafka/partitions": self.partitions,
+            "kafka/new_partitions": dg.MetadataValue.json(new_partitions),
+            **({"kafka/max_timestamp": self.max_kafka_timestamp.isoformat()} if self.max_kafka_timestamp else {}),
+        }
+
+
 def ingest(stream: Stream, kafka: KafkaResource, lake: DeltaLake, spark_session, ingest_date: date, run_id: str,
-           requested_end: dict[str, int] | None = None) -> dict:
-    """One micro-batch: returns the ranges read, the rows written, the offsets retention took and the lag."""
+           requested_end: dict[str, int] | None = None) -> Ingested:
+    """One micro-batch: the ranges read, the rows written, the offsets retention took and the lag left."""
     with lake.lock("bronze", stream.table):
         before = progress(stream, kafka, lake)
         before.check_not_reset()
@@ -277,10 +318,9 @@ def ingest(stream: Stream, kafka: KafkaResource, lake: DeltaLake, spark_session,
                     topic_now=kafka.offsets(stream.topic))
     malformed = int(pc.sum(pc.is_valid(rows.column("_parse_error"))).as_py() or 0) if rows.num_rows else 0
     stamps = rows.column("kafka_timestamp") if rows.num_rows else None
-    return {"ranges": ranges, "read": len(messages), "rows": written, "malformed": malformed,
-            "epoch": before.epoch, "topic_id": before.topic_now.topic_id, "gaps": before.gaps(),
-            "partitions": len(before.topic_now.end), "lag": after.lag(),
-            "max_kafka_timestamp": pc.max(stamps).as_py() if stamps is not None else None}
+    return Ingested(ranges=ranges, read=len(messages), rows=written, malformed=malformed, epoch=before.epoch,
+                    topic_id=before.topic_now.topic_id, gaps=before.gaps(), partitions=len(before.topic_now.end),
+                    lag=after.lag(), max_kafka_timestamp=pc.max(stamps).as_py() if stamps is not None else None)
 
 
 def ingested_after(newest: datetime | None) -> datetime:
@@ -344,37 +384,23 @@ def streaming_bronze_asset(stream: Stream, description: str) -> dg.AssetsDefinit
     )
     def _bronze(context: dg.AssetExecutionContext, config: KafkaBatch, spark: SparkEngine, lake: DeltaLake,
                 kafka: KafkaResource) -> dg.MaterializeResult:
-        result = ingest(stream, kafka, lake, spark.spark_session, ingest_date_of(context), context.run_id,
-                        config.end_offsets)
-        topic, gaps = kafka.topic(stream.topic), result["gaps"]
-        context.log.info(f"{topic}: {result['rows']} message(s) from {result['ranges']}, "
-                         f"lag {sum(result['lag'].values())}")
+        batch = ingest(stream, kafka, lake, spark.spark_session, ingest_date_of(context), context.run_id,
+                       config.end_offsets)
+        topic, gaps = kafka.topic(stream.topic), batch.gaps
+        context.log.info(f"{topic}: {batch.rows} message(s) from {batch.ranges}, lag {batch.total_lag}")
         if gaps:
             context.log.warning(f"{topic}: retention deleted offsets {gaps} before Bronze landed them")
-        added = added_partitions(context, result["partitions"])
+        added = added_partitions(context, batch.partitions)
         if added:
             context.log.info(f"{topic}: partition(s) {added} added since the last batch, landed from their first offset")
         metadata = lake.write_metadata("bronze", stream.table) if lake.exists("bronze", stream.table) else {}
-        if not result["rows"]:
+        if not batch.rows:
             metadata.pop("delta/operation", None)
-        counts, accounted = accounting.account(f"bronze.{stream.table}", result["read"], result["rows"])
+        counts, accounted = accounting.account(f"bronze.{stream.table}", batch.read, batch.rows)
         duplicates, sample = duplicate_offsets(lake, stream.table) if lake.exists("bronze", stream.table) else (0, [])
-        skipped = sum(end - first for first, end in gaps.values())
+        skipped = batch.skipped
         return dg.MaterializeResult(
-            metadata={
-                **metadata, **counts,
-                "malformed": result["malformed"],
-                "kafka/topic": topic,
-                "kafka/epoch": result["epoch"],
-                "kafka/topic_id": result["topic_id"] or "",
-                "kafka/offsets": dg.MetadataValue.json({str(p): list(r) for p, r in result["ranges"].items()}),
-                "kafka/lag": sum(result["lag"].values()),
-                "kafka/lag_by_partition": dg.MetadataValue.json({str(p): v for p, v in result["lag"].items()}),
-                "kafka/retention_gaps": dg.MetadataValue.json({str(p): list(g) for p, g in gaps.items()}),
-                "kafka/partitions": result["partitions"],
-                "kafka/new_partitions": dg.MetadataValue.json(added),
-                **({"kafka/max_timestamp": result["max_kafka_timestamp"].isoformat()} if result["max_kafka_timestamp"] else {}),
-            },
+            metadata={**metadata, **counts, **batch.metadata(topic, added)},
             check_results=[
                 accounted,
                 dg.AssetCheckResult(

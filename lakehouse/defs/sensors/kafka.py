@@ -15,6 +15,7 @@ Consumer lag (end offsets minus Bronze's next offsets) is logged on every tick a
 import json
 import os
 import time
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -47,11 +48,47 @@ def run_key(topic: str, ranges: dict[int, tuple[int, int]]) -> str:
     return f"{topic}:" + ",".join(f"p{p}:{s}-{e}" for p, (s, e) in sorted(ranges.items()))
 
 
-def evaluate(stream: bronze.Stream, asset_key: dg.AssetKey, kafka: KafkaResource, lake: DeltaLake,
-             cursor: dict, now: float, min_batch: int, max_batch: int, max_wait_seconds: float,
-             retry_after_seconds: float, log=None, in_flight: int = 0,
-             max_in_flight: int = 1) -> tuple[dg.RunRequest | dg.SkipReason, dict]:
-    """One tick, as a pure function of (topic offsets, Bronze offsets, cursor, time): (request or skip, new cursor)."""
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How a topic's sensor cuts its backlog into Bronze runs (see the module docstring)."""
+
+    min_batch: int = 1  # fewer new messages than this wait ...
+    max_batch: int = 50_000  # messages per run at most
+    max_wait_seconds: float = 10.0  # ... up to this long for more
+    max_in_flight: int = 1  # queued or running runs of the topic before new messages wait for the next batch
+    retry_after_seconds: float = 300.0  # a requested batch that has not landed by then is requested again
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """What a sensor remembers between ticks: its last request (a hint; Bronze's offsets are the truth)."""
+
+    requested: dict[int, int] = field(default_factory=dict)  # per partition, the end offset last requested
+    requested_at: float = 0  # when the last batch was requested
+    waiting_since: float | None = None  # when a batch smaller than `min_batch` started waiting
+    last_key: str | None = None  # the last request's run key, without its `~retry<n>` suffix
+    attempt: int = 0  # how many times that range was requested again
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "Cursor":
+        """The cursor a sensor stored (partition numbers are JSON object keys, so strings); None or "" = none."""
+        stored = json.loads(text) if text else {}
+        return cls(requested={int(p): int(e) for p, e in (stored.get("requested") or {}).items()},
+                   requested_at=stored.get("requested_at", 0), waiting_since=stored.get("waiting_since"),
+                   last_key=stored.get("last_key"), attempt=stored.get("attempt", 0))
+
+    def to_json(self) -> str:
+        return json.dumps({"requested": {str(p): e for p, e in self.requested.items()},
+                           "requested_at": self.requested_at, "waiting_since": self.waiting_since,
+                           "last_key": self.last_key, "attempt": self.attempt})
+
+
+def evaluate(stream: bronze.Stream, asset_key: dg.AssetKey, kafka: KafkaResource, lake: DeltaLake, cursor: Cursor,
+             now: float, policy: BatchPolicy, log=None,
+             in_flight: int = 0) -> tuple[dg.RunRequest | dg.SkipReason, Cursor]:
+    """One tick, as a pure function of (topic offsets, Bronze offsets, cursor, time): (request or skip, new cursor).
+
+    `in_flight` is how many Bronze runs of the topic are queued or running now."""
     topic = kafka.topic(stream.topic)
     try:
         now_at = bronze.progress(stream, kafka, lake)
@@ -70,11 +107,10 @@ def evaluate(stream: bronze.Stream, asset_key: dg.AssetKey, kafka: KafkaResource
     if log and (gaps := now_at.gaps()):
         log.warning(f"{topic}: retention deleted offsets {gaps} before Bronze landed them")
     start, lag = now_at.start, now_at.lag()
-    requested_at = cursor.get("requested_at", 0)
-    if cursor.get("requested") and now - requested_at < retry_after_seconds:
+    if cursor.requested and now - cursor.requested_at < policy.retry_after_seconds:
         # A batch is in flight: new work starts after it (the cursor is a hint; the run checks Bronze).
-        for p, end in cursor["requested"].items():
-            start[int(p)] = max(start.get(int(p), 0), end)
+        for p, end in cursor.requested.items():
+            start[p] = max(start.get(p, 0), end)
     new = sum(max(0, end - start.get(p, 0)) for p, end in ends.items())
     total_lag = sum(lag.values())
     if log:
@@ -84,20 +120,21 @@ def evaluate(stream: bronze.Stream, asset_key: dg.AssetKey, kafka: KafkaResource
             return dg.SkipReason(f"{topic}: every message is in a requested batch that has not landed yet "
                                  f"(lag {total_lag})"), cursor
         return dg.SkipReason(f"{topic}: no new messages (lag 0)"), cursor
-    if in_flight >= max_in_flight:
+    if in_flight >= policy.max_in_flight:
         # Backpressure: while Bronze is busy, new messages wait and go into the next (bigger) batch.
         return dg.SkipReason(f"{topic}: {in_flight} batch run(s) in flight, {new} new message(s) wait "
                              f"for the next batch (lag {total_lag})"), cursor
-    waiting_since = cursor.get("waiting_since") or now
-    if new < min_batch and now - waiting_since < max_wait_seconds:
-        return (dg.SkipReason(f"{topic}: {new} new message(s) < batch size {min_batch}, waiting up to "
-                              f"{max_wait_seconds:.0f}s (lag {total_lag})"), {**cursor, "waiting_since": waiting_since})
-    ranges = batch_ranges(start, ends, max_batch)
+    waiting_since = cursor.waiting_since or now
+    if new < policy.min_batch and now - waiting_since < policy.max_wait_seconds:
+        return (dg.SkipReason(f"{topic}: {new} new message(s) < batch size {policy.min_batch}, waiting up to "
+                              f"{policy.max_wait_seconds:.0f}s (lag {total_lag})"),
+                replace(cursor, waiting_since=waiting_since))
+    ranges = batch_ranges(start, ends, policy.max_batch)
     key, attempt = run_key(topic, ranges), 0
-    if key == cursor.get("last_key"):
+    if key == cursor.last_key:
         # The same range again: its run failed or never ran. Dagster skips a run key it has seen, so the
         # retry gets its own (the run still starts from Bronze's offsets, so a late first run adds nothing).
-        attempt = cursor.get("attempt", 0) + 1
+        attempt = cursor.attempt + 1
         key = f"{key}~retry{attempt}"
     request = dg.RunRequest(
         run_key=key,
@@ -108,9 +145,9 @@ def evaluate(stream: bronze.Stream, asset_key: dg.AssetKey, kafka: KafkaResource
         tags={"kafka/topic": topic, "kafka/lag": str(total_lag),
               "kafka/messages": str(sum(e - s for s, e in ranges.values()))},
     )
-    requested = {**cursor.get("requested", {}), **{str(p): e for p, (_, e) in ranges.items()}}
-    return request, {"requested": requested, "requested_at": now, "waiting_since": None,
-                     "last_key": run_key(topic, ranges), "attempt": attempt}
+    requested = cursor.requested | {p: e for p, (_, e) in ranges.items()}
+    return request, Cursor(requested=requested, requested_at=now, waiting_since=None,
+                           last_key=run_key(topic, ranges), attempt=attempt)
 
 
 def runs_in_flight(context: dg.SensorEvaluationContext, topic: str) -> int:
@@ -129,6 +166,10 @@ IN_FLIGHT = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dag
 def kafka_sensor(stream: bronze.Stream, asset: dg.AssetsDefinition, min_batch: int = 1, max_batch: int = 50_000,
                  max_wait_seconds: float = 10.0, retry_after_seconds: float = 300.0,
                  interval_seconds: int = 5, max_in_flight: int = 1) -> dg.SensorDefinition:
+    """The sensor of `stream`'s topic, requesting runs of `asset` as a `BatchPolicy` of these knobs says."""
+    policy = BatchPolicy(min_batch=min_batch, max_batch=max_batch, max_wait_seconds=max_wait_seconds,
+                         max_in_flight=max_in_flight, retry_after_seconds=retry_after_seconds)
+
     @dg.sensor(
         name=f"kafka_{stream.topic}",
         description=f"Requests bronze/{stream.table} micro-batches for new messages on Kafka topic `{stream.topic}`.",
@@ -137,13 +178,11 @@ def kafka_sensor(stream: bronze.Stream, asset: dg.AssetsDefinition, min_batch: i
         default_status=default_status(),
     )
     def _sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource, lake: DeltaLake):
-        cursor = json.loads(context.cursor) if context.cursor else {}
-        outcome, new_cursor = evaluate(stream, asset.key, kafka, lake, cursor, time.time(), min_batch, max_batch,
-                                       max_wait_seconds, retry_after_seconds, context.log,
-                                       runs_in_flight(context, kafka.topic(stream.topic)), max_in_flight)
+        outcome, cursor = evaluate(stream, asset.key, kafka, lake, Cursor.from_json(context.cursor), time.time(),
+                                   policy, context.log, runs_in_flight(context, kafka.topic(stream.topic)))
         if isinstance(outcome, dg.SkipReason):
-            return dg.SensorResult(skip_reason=outcome, cursor=json.dumps(new_cursor))
-        return dg.SensorResult(run_requests=[outcome], cursor=json.dumps(new_cursor))
+            return dg.SensorResult(skip_reason=outcome, cursor=cursor.to_json())
+        return dg.SensorResult(run_requests=[outcome], cursor=cursor.to_json())
 
     return _sensor
 

@@ -71,21 +71,21 @@ MERGE_CLAUSES = f"WHEN MATCHED AND ({_CHANGED}) THEN UPDATE SET * WHEN NOT MATCH
 def customers(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """Customer history (SCD2): valid_from, valid_to, is_current; exactly one current row per customer."""
     start, end = partitions.window(context)
-    session = spark.spark_session
-    rows = lake.read_window(session, "bronze", "crm_customers", "_partition_date", start, end)
+    spark_session = spark.spark_session
+    rows = lake.read_window(spark_session, "bronze", "crm_customers", "_partition_date", start, end)
     classified = classify(rows, RULES, "silver.customers")
     counts = rule_counts(classified)
     quarantine(lake, classified, RAW_COLUMNS, "customers", start, end)
     landed = versions(passed(classified))
     # One SCD2 MERGE at a time (the pool, across hosts): each recomputes validity from the history it read.
     with lake.lock("silver", "customers"):
-        existing = lake.read(session, "silver", "customers") if lake.exists("silver", "customers") else None
+        existing = lake.read(spark_session, "silver", "customers") if lake.exists("silver", "customers") else None
         history = enforce_schema(contracts.Customers, scd2(landed, existing))
         metadata = lake.merge(history, "silver", "customers", ["customer_id", "valid_from"], MERGE_CLAUSES)
     # Late updates are versions older than the export day they arrived in; they join history, not "current".
     late = passed(classified).where("to_date(try_to_timestamp(updated_at)) < _partition_date").count()
     valid = passed(classified).withColumn("updated_at", F.expr("try_to_timestamp(updated_at)"))
-    kept, superseded = accounting.kept_and_superseded(valid, lake.read(session, "silver", "customers"),
+    kept, superseded = accounting.kept_and_superseded(valid, lake.read(spark_session, "silver", "customers"),
                                                       ["customer_id", "updated_at"], ["_source_file"])
     counts.pop("passed", None)
     accounted_metadata, accounted = accounting.account(

@@ -10,7 +10,7 @@ between partitions, and an order whose only valid version is gone is deleted).""
 from datetime import date
 
 import dagster as dg
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse import catalog
@@ -105,14 +105,14 @@ def recomputed(window_ids: DataFrame, all_rows: DataFrame, existing: DataFrame |
         gone.select(*ORDER_COLUMNS).withColumn("_delete", F.lit(True)))
 
 
-def days_to_run(lake: DeltaLake, session, start: date, end: date, customers: DataFrame,
+def days_to_run(lake: DeltaLake, spark: SparkSession, start: date, end: date, customers: DataFrame,
                 fx_rates: DataFrame) -> list[date]:
     """The window's landing days, and the days with orders parked for a customer or FX rate that has
     landed since (in any day's file): those days run again, so the table does not depend on the order
     the days were run in. An order whose customer never lands stays parked and costs nothing."""
     days = set(days_in(start, end))
     if lake.exists("silver", "orders_quarantine"):
-        parked = lake.read(session, "silver", "orders_quarantine").where(F.col("_rule").isin(*REFERENTIAL_RULES))
+        parked = lake.read(spark, "silver", "orders_quarantine").where(F.col("_rule").isin(*REFERENTIAL_RULES))
         record = lambda field: F.get_json_object("_record", f"$.{field}")  # noqa: E731
         customer_known = (parked.where("_rule = 'customer_exists'")
                           .join(customers.select("customer_id"), record("customer_id") == F.col("customer_id"),
@@ -130,15 +130,16 @@ def days_to_run(lake: DeltaLake, session, start: date, end: date, customers: Dat
 def orders(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """One row per order with `amount_usd`; bad rows go to silver/orders_quarantine with the rule they broke."""
     start, end = partitions.window(context)
-    session = spark.spark_session
-    customers, fx_rates = lake.read(session, "silver", "customers"), lake.read(session, "silver", "fx_rates")
-    landed = lake.read(session, "bronze", "orders")
-    days = days_to_run(lake, session, start, end, customers, fx_rates)
+    spark_session = spark.spark_session
+    customers = lake.read(spark_session, "silver", "customers")
+    fx_rates = lake.read(spark_session, "silver", "fx_rates")
+    landed = lake.read(spark_session, "bronze", "orders")
+    days = days_to_run(lake, spark_session, start, end, customers, fx_rates)
     rows = with_references(landed.where(F.col("_partition_date").isin(*days)), customers, fx_rates)
     classified = classify(rows, RULES, "silver.orders")
     counts = rule_counts(classified)
     lake.overwrite_days(quarantined(classified, RAW_COLUMNS), "silver", "orders_quarantine", "_partition_date", days)
-    existing = lake.read(session, "silver", "orders") if lake.exists("silver", "orders") else None
+    existing = lake.read(spark_session, "silver", "orders") if lake.exists("silver", "orders") else None
     # The orders to recompute: those the days' files mention, and those a file of these days used to supply.
     touched = rows.select("order_id")
     if existing is not None:
@@ -155,7 +156,7 @@ def orders(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLak
                       - {d.isoformat() for d in days_in(start, end)}):
         context.log_event(dg.AssetMaterialization(catalog.table("silver/orders").key, partition=day, metadata={
             "changed_by": dg.MetadataValue.text(f"the run of [{start}, {end}): later versions of its orders")}))
-    kept, superseded = accounting.kept_and_superseded(passed(classified), lake.read(session, "silver", "orders"),
+    kept, superseded = accounting.kept_and_superseded(passed(classified), lake.read(spark_session, "silver", "orders"),
                                                       ["order_id"], ["_source_file"])
     counts.pop("passed", None)
     accounting_metadata, accounted = accounting.account(

@@ -14,7 +14,7 @@ from datetime import timezone
 import dagster as dg
 import pyarrow.compute as pc
 from deltalake import DeltaTable
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from lakehouse.defs.bronze import streaming as bronze
@@ -113,12 +113,12 @@ def superseded(existing: DataFrame, recomputed: DataFrame) -> DataFrame:
     return covered.select(*[F.col(f"e.{c}").alias(c) for c in SESSION_COLUMNS])
 
 
-def new_events(lake: DeltaLake, session, upto: str) -> DataFrame:
+def new_events(lake: DeltaLake, spark: SparkSession, upto: str) -> DataFrame:
     """Bronze events Silver has not seen, from every ingest-date partition, up to the snapshot `upto`."""
-    return landed_since(lake, session, bronze.CLICKSTREAM.table, TABLE, upto)
+    return landed_since(lake, spark, bronze.CLICKSTREAM.table, TABLE, upto)
 
 
-def landed_since(lake: DeltaLake, session, bronze_table: str, silver_table: str, upto: str) -> DataFrame:
+def landed_since(lake: DeltaLake, spark: SparkSession, bronze_table: str, silver_table: str, upto: str) -> DataFrame:
     """The rows of streaming `bronze_table` that `silver_table` has not taken yet (landed after its watermark),
     from every ingest-date partition, up to `upto`.
 
@@ -126,20 +126,21 @@ def landed_since(lake: DeltaLake, session, bronze_table: str, silver_table: str,
     this run works waits for the next run, instead of reaching the history read but not this one (its
     other users would never be recomputed). `versionAsOf` would say it too, but Sail 0.7 fails to read a
     version older than the table's last checkpoint."""
-    rows = lake.read(session, "bronze", bronze_table).where(f"_ingested_at <= TIMESTAMP '{upto}'")
+    rows = lake.read(spark, "bronze", bronze_table).where(f"_ingested_at <= TIMESTAMP '{upto}'")
     seen = watermark(lake, silver_table)
     # A literal, so every use of the plan agrees.
     return rows.where(f"_ingested_at > TIMESTAMP '{seen}'") if seen is not None else rows
 
 
-def affected_sessions(lake: DeltaLake, session, new: DataFrame, upto: str) -> tuple[DataFrame, DataFrame | None, DataFrame]:
+def affected_sessions(lake: DeltaLake, spark: SparkSession, new: DataFrame,
+                      upto: str) -> tuple[DataFrame, DataFrame | None, DataFrame]:
     """(recomputed sessions of the users with new valid events, those users' existing sessions, their history).
 
     Only the part of each user's history that new events can change is recomputed (`changes_since`).
     Every session before it ends more than 30 minutes before the first new event, so it stays as it is:
     the cost of a run follows the new events, not the age of the table."""
-    clicks = lake.read(session, "bronze", bronze.CLICKSTREAM.table).where(f"_ingested_at <= TIMESTAMP '{upto}'")
-    current = lake.read(session, "silver", TABLE) if lake.exists("silver", TABLE) else None
+    clicks = lake.read(spark, "bronze", bronze.CLICKSTREAM.table).where(f"_ingested_at <= TIMESTAMP '{upto}'")
+    current = lake.read(spark, "silver", TABLE) if lake.exists("silver", TABLE) else None
     since = changes_since(new.where(EVENT_RULE), current)
     history = clicks.join(since, "user_id").where(F.expr(EVENT_TS) >= F.col("_since")).drop("_since")
     recomputed = sessionise(valid_events(history))
@@ -179,16 +180,16 @@ def sessions(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaL
 
     A run takes every event Bronze landed since the last one, in whatever partition: the run's partition
     says when it ran, not which events it may take."""
-    session = spark.spark_session
+    spark_session = spark.spark_session
     snapshot = lake.delta_table("bronze", bronze.CLICKSTREAM.table)
     upto, seen = newest(snapshot, "_ingested_at"), watermark(lake)
-    new = new_events(lake, session, upto)
+    new = new_events(lake, spark_session, upto)
     classified = classify(new.withColumn("_partition_date", F.col("_ingest_date"))
                           .withColumn("_source_file", kafka_source()), RULES, "silver.sessions")
     counts = rule_counts(classified)
     bad = quarantined(classified, RECORD_COLUMNS)
     lake.merge(bad, "silver", f"{TABLE}_quarantine", ["_source_file"])
-    recomputed, existing, history = affected_sessions(lake, session, new, upto)
+    recomputed, existing, history = affected_sessions(lake, spark_session, new, upto)
     events_before = events_in_sessions(lake)
     if existing is None:
         metadata = lake.merge(recomputed, "silver", TABLE, ["session_id"])

@@ -67,9 +67,9 @@ MERGE_CLAUSES = (
 @silver_asset(deps=[bronze.support_ticket_changes], automation_condition=dg.AutomationCondition.eager())
 def support_tickets(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """Current state of every ticket (soft-deleted ones flagged `is_deleted`), by highest change seq."""
-    session = spark.spark_session
+    spark_session = spark.spark_session
     snapshot = lake.delta_table("bronze", bronze.SUPPORT_TICKETS.table)
-    rows = landed_since(lake, session, bronze.SUPPORT_TICKETS.table, TABLE, newest(snapshot, "_ingested_at"))
+    rows = landed_since(lake, spark_session, bronze.SUPPORT_TICKETS.table, TABLE, newest(snapshot, "_ingested_at"))
     classified = classify(rows.withColumn("_partition_date", F.col("_ingest_date"))
                           .withColumn("_source_file", kafka_source()), RULES, "silver.support_tickets")
     counts = rule_counts(classified)
@@ -77,7 +77,7 @@ def support_tickets(context: dg.AssetExecutionContext, spark: SparkEngine, lake:
     valid = passed(classified)
     changes = enforce_schema(contracts.SupportTickets, latest_changes(valid).select(TICKET_COLUMNS))
     metadata = lake.merge(changes, "silver", TABLE, ["ticket_id"], MERGE_CLAUSES)
-    kept, superseded = accounting.kept_and_superseded(typed_changes(valid), lake.read(session, "silver", TABLE),
+    kept, superseded = accounting.kept_and_superseded(typed_changes(valid), lake.read(spark_session, "silver", TABLE),
                                                       ["ticket_id"], ORIGIN)
     counts.pop("passed", None)
     accounted_metadata, accounted = accounting.account(
