@@ -438,10 +438,11 @@ def test_streaming_assets_are_in_the_code_location_with_sensors_and_automation()
         assert DEFS.resolve_assets_def(dg.AssetKey.from_user_string(key))
     assert {s.name for s in DEFS.sensors} >= {"kafka_clickstream", "kafka_support_tickets_cdc", "streaming_automation"}
     automation = next(s for s in DEFS.sensors if s.name == "streaming_automation")
-    assert automation.asset_selection.resolve(DEFS.resolve_asset_graph()) == {
-        silver_sessions.sessions.key, silver_tickets.support_tickets.key}
+    silver = {dg.AssetKey(["silver", name]) for name in ("sessions", "sessions_quarantine", "support_tickets",
+                                                         "support_tickets_quarantine")}
+    assert automation.asset_selection.resolve(DEFS.resolve_asset_graph()) == silver
     for asset in (silver_sessions.sessions, silver_tickets.support_tickets):
-        assert asset.automation_conditions_by_key[asset.key] is not None
+        assert all(condition is not None for condition in asset.automation_conditions_by_key.values())
     assert "kafka" in DEFS.resources
 
 
@@ -459,5 +460,5 @@ def test_silver_follows_bronze_through_automation_without_a_click(stream_resourc
                             partition_key=request.partition_key, run_config=request.run_config)
     assert result.success
     after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
-    assert after.get_requested_partitions(silver_sessions.sessions.key) == {TODAY}
+    assert after.get_requested_partitions(dg.AssetKey(["silver", "sessions"])) == {TODAY}
     assert after.get_requested_partitions(CLICKS.key) == set()
