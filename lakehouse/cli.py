@@ -14,7 +14,6 @@
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -30,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def dagster_home() -> Path:
     """DAGSTER_HOME, defaulting to $LAKEHOUSE_HOME/dagster with the repo's dagster.yaml in it."""
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.home() / "dagster")))
+    home = settings.use_dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     template = REPO_ROOT / "dagster.yaml"
     if template.exists() and not (home / "dagster.yaml").exists():
@@ -216,7 +215,7 @@ def cmd_serve(args) -> None:
     from lakehouse.api import keys_from_env
 
     if args.keys_file:
-        os.environ["LAKEHOUSE_API_KEYS_FILE"] = str(Path(args.keys_file).resolve())
+        settings.use_api_keys_file(Path(args.keys_file).resolve())
     if not keys_from_env():
         raise SystemExit("no API keys: set LAKEHOUSE_API_KEYS (JSON) or LAKEHOUSE_API_KEYS_FILE, or pass --keys-file")
     uvicorn.run("lakehouse.api:app_from_env", factory=True, host=args.host, port=args.port,

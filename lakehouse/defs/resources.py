@@ -8,7 +8,7 @@ from lakehouse.defs.gold.dbt import dbt_resource
 from lakehouse.defs.publish.snowflake import snowflake_resource
 from lakehouse.lib.kafka import KafkaResource
 from lakehouse.lib.lake import DeltaLake
-from lakehouse.lib.serving import ServingDatabase, serving_dsn
+from lakehouse.lib.serving import ServingDatabase
 from lakehouse.lib.spark import SparkEngine
 
 
@@ -20,5 +20,5 @@ def resources() -> dg.Definitions:
         "kafka": KafkaResource(),  # LAKEHOUSE_KAFKA_BOOTSTRAP, else 127.0.0.1:9092
         "dbt": dbt_resource(),
         "snowflake": snowflake_resource(),  # SNOWFLAKE_ACCOUNT/USER/PASSWORD/DATABASE/SCHEMA/WAREHOUSE
-        "serving": ServingDatabase(dsn=serving_dsn()),  # LAKEHOUSE_SERVING_DSN
+        "serving": ServingDatabase(dsn=settings.serving_dsn()),  # LAKEHOUSE_SERVING_DSN
     })

@@ -9,13 +9,14 @@ Every transform uses only the Spark Connect API, so the same code runs on:
 """
 
 import atexit
-import os
 import threading
 
 from dagster import InitResourceContext
 from dagster_pyspark import PySparkResource
 from pydantic import Field
 from pyspark.sql import SparkSession
+
+from lakehouse import settings
 
 _sail_lock = threading.Lock()
 _sail_server = None  # held for the life of the process: the server shuts down when collected
@@ -28,9 +29,7 @@ def embedded_sail_url() -> str:
         if _sail_server is None:
             from pysail.spark import SparkConnectServer
 
-            # Sail ends a session idle for 15 minutes; the embedded server lives as long as this process, and
-            # so should its sessions (a code server or a test session can sit idle longer than that).
-            os.environ.setdefault("SAIL_SPARK__SESSION_TIMEOUT_SECS", str(7 * 24 * 3600))
+            settings.keep_embedded_sail_sessions()  # Sail's default ends a session idle for 15 minutes
             server = SparkConnectServer(ip="127.0.0.1", port=0)
             server.start(background=True)
             _sail_server = server

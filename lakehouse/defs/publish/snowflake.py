@@ -9,7 +9,6 @@ changed and deletes the window's rows that Gold no longer has. Re-publishing a w
 0 rows merged, 0 deleted. The target table is created on first publish from the Delta schema.
 """
 
-import os
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -19,6 +18,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from dagster_snowflake import SnowflakeResource
 
+from lakehouse import settings
 from lakehouse.lib import partitions
 from lakehouse.lib.lake import DeltaLake
 
@@ -49,9 +49,9 @@ MARTS: dict[str, Mart] = {
 
 def snowflake_resource() -> SnowflakeResource:
     """The standard Snowflake settings from the environment (read when a run uses the resource)."""
-    optional = {"role": dg.EnvVar("SNOWFLAKE_ROLE")} if os.environ.get("SNOWFLAKE_ROLE") else {}
+    optional = {"role": dg.EnvVar(settings.SNOWFLAKE_ROLE)} if settings.snowflake_role_is_set() else {}
     return SnowflakeResource(
-        account=dg.EnvVar("SNOWFLAKE_ACCOUNT"),
+        account=dg.EnvVar(settings.SNOWFLAKE_ACCOUNT),
         user=dg.EnvVar("SNOWFLAKE_USER"),
         password=dg.EnvVar("SNOWFLAKE_PASSWORD"),
         database=dg.EnvVar("SNOWFLAKE_DATABASE"),
