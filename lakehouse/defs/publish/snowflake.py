@@ -1,6 +1,6 @@
 """`publish/snowflake/<mart>`: each Gold mart published to Snowflake for analysts, through
-dagster-snowflake's SnowflakeResource (SNOWFLAKE_ACCOUNT / USER / PASSWORD / DATABASE / SCHEMA /
-WAREHOUSE, and SNOWFLAKE_ROLE if set).
+dagster-snowflake's SnowflakeResource, created in the run (lib/snowflake.py) from SNOWFLAKE_ACCOUNT /
+USER / PASSWORD / DATABASE / SCHEMA / WAREHOUSE, and SNOWFLAKE_ROLE if set.
 
 A run publishes its partition window: the mart's rows in the window (every row for the fully rebuilt
 customer_360 and rfm_segments), read from Gold with delta-rs, are loaded into a temporary stage table
@@ -16,11 +16,11 @@ from datetime import date
 import dagster as dg
 import pyarrow as pa
 import pyarrow.dataset as ds
-from dagster_snowflake import SnowflakeResource
 
 from lakehouse import settings
 from lakehouse.lib import partitions
 from lakehouse.lib.lake import DeltaLake
+from lakehouse.lib.snowflake import LazySnowflakeResource
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,10 @@ MARTS: dict[str, Mart] = {
 }
 
 
-def snowflake_resource() -> SnowflakeResource:
+def snowflake_resource() -> LazySnowflakeResource:
     """The standard Snowflake settings from the environment (read when a run uses the resource)."""
     optional = {"role": dg.EnvVar(settings.SNOWFLAKE_ROLE)} if settings.snowflake_role_is_set() else {}
-    return SnowflakeResource(
+    return LazySnowflakeResource(
         account=dg.EnvVar(settings.SNOWFLAKE_ACCOUNT),
         user=dg.EnvVar("SNOWFLAKE_USER"),
         password=dg.EnvVar("SNOWFLAKE_PASSWORD"),
@@ -163,7 +163,7 @@ def publish_asset(mart: Mart) -> dg.AssetsDefinition:
         description=f"gold/{mart.name} published to Snowflake table {mart.table}: MERGE on "
                     f"({', '.join(mart.keys)}) of {scope}, then rows Gold no longer has in it deleted.",
     )
-    def _publish(context: dg.AssetExecutionContext, snowflake: SnowflakeResource, lake: DeltaLake) -> dg.MaterializeResult:
+    def _publish(context: dg.AssetExecutionContext, snowflake: LazySnowflakeResource, lake: DeltaLake) -> dg.MaterializeResult:
         start, end = partitions.window(context)
         started = time.perf_counter()
         rows = gold_rows(lake, mart, start, end)
