@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import time
-import warnings
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -286,7 +285,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    warnings.filterwarnings("ignore", message=".*(beta|preview)")  # Dagster API maturity notices: noise here
     # `lakehouse dev` passes whatever it does not know (e.g. -p 3001) on to `dagster dev`.
     args, extra = parser().parse_known_args(argv)
     if extra and args.command != "dev":
