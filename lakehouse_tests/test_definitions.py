@@ -1,5 +1,10 @@
 """What a user sees in the UI: assets grouped by layer, every asset partitioned by day, and Spark
-assets that take a whole partition range in one run."""
+assets that take a whole partition range in one run; and loading the code location is quiet."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import dagster as dg
 
@@ -40,3 +45,24 @@ def test_silver_orders_reads_customers_and_fx_rates():
     graph = DEFS.resolve_asset_graph()
     parents = {k.to_user_string() for k in graph.get(dg.AssetKey(["silver", "orders"])).parent_keys}
     assert parents == {"bronze/orders", "silver/customers", "silver/fx_rates"}
+
+
+QUIET_LOAD = """
+import sys
+from lakehouse.definitions import defs
+
+defs().get_repository_def()
+print(" ".join(m for m in ("dagster_snowflake", "snowflake.core", "snowflake.snowpark", "dagster_aws", "psycopg",
+                           "asyncpg", "fastapi") if m in sys.modules))
+"""
+
+
+def test_loading_the_code_location_is_quiet_and_leaves_heavy_integrations_unimported():
+    """No warnings on stderr (the Beta/Preview notices are silenced in lakehouse/__init__.py), and the
+    integrations that only runs use are imported by those runs, not by every load."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", QUIET_LOAD], cwd=root, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr, done.stderr
+    assert done.stdout.split() == []
