@@ -16,19 +16,17 @@
 
 import hashlib
 import json
-import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
-from pathlib import Path as FilePath
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 
-from lakehouse.lib.serving import serving_dsn
+from lakehouse import settings
 
 SCOPES = {
     "customers:read": "read customer profiles and lists",
@@ -75,11 +73,9 @@ def parse_keys(config: str | list | dict) -> dict[str, ApiKey]:
 
 
 def keys_from_env() -> dict[str, ApiKey]:
-    if os.environ.get("LAKEHOUSE_API_KEYS"):
-        return parse_keys(os.environ["LAKEHOUSE_API_KEYS"])
-    if os.environ.get("LAKEHOUSE_API_KEYS_FILE"):
-        return parse_keys(FilePath(os.environ["LAKEHOUSE_API_KEYS_FILE"]).read_text())
-    return {}
+    """LAKEHOUSE_API_KEYS, else LAKEHOUSE_API_KEYS_FILE (settings.api_keys_config); none if neither is set."""
+    config = settings.api_keys_config()
+    return parse_keys(config) if config else {}
 
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key; its scopes decide what it reads.")
@@ -215,7 +211,7 @@ Country = Annotated[str | None, Query(pattern=r"^[A-Z]{2}$|^unknown$", descripti
 
 def create_app(dsn: str | None = None, keys: dict[str, ApiKey] | None = None, pool_size: int = 10) -> FastAPI:
     """The API over the serving database at `dsn` (default LAKEHOUSE_SERVING_DSN), with these keys."""
-    dsn = dsn or serving_dsn()
+    dsn = dsn or settings.serving_dsn()
     keys = keys_from_env() if keys is None else keys
 
     @asynccontextmanager

@@ -14,12 +14,10 @@
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 import time
-import warnings
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -30,7 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def dagster_home() -> Path:
     """DAGSTER_HOME, defaulting to $LAKEHOUSE_HOME/dagster with the repo's dagster.yaml in it."""
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.home() / "dagster")))
+    home = settings.use_dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     template = REPO_ROOT / "dagster.yaml"
     if template.exists() and not (home / "dagster.yaml").exists():
@@ -216,7 +214,7 @@ def cmd_serve(args) -> None:
     from lakehouse.api import keys_from_env
 
     if args.keys_file:
-        os.environ["LAKEHOUSE_API_KEYS_FILE"] = str(Path(args.keys_file).resolve())
+        settings.use_api_keys_file(Path(args.keys_file).resolve())
     if not keys_from_env():
         raise SystemExit("no API keys: set LAKEHOUSE_API_KEYS (JSON) or LAKEHOUSE_API_KEYS_FILE, or pass --keys-file")
     uvicorn.run("lakehouse.api:app_from_env", factory=True, host=args.host, port=args.port,
@@ -287,7 +285,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    warnings.filterwarnings("ignore", message=".*(beta|preview)")  # Dagster API maturity notices: noise here
     # `lakehouse dev` passes whatever it does not know (e.g. -p 3001) on to `dagster dev`.
     args, extra = parser().parse_known_args(argv)
     if extra and args.command != "dev":

@@ -1,10 +1,11 @@
 """SLAs and automation in one place: the freshness each layer promises, and when each layer runs by
 itself. Per-asset exceptions go in FRESHNESS_OVERRIDES; everything else takes its layer's default."""
 
-import os
 from datetime import timedelta
 
 import dagster as dg
+
+from lakehouse import settings
 
 AC = dg.AutomationCondition
 
@@ -37,11 +38,12 @@ FOLLOWS_UPSTREAM = (
 NIGHTLY = AC.on_cron("0 2 * * *", "UTC").with_label("nightly at 02:00 UTC")
 
 AUTOMATION = {"silver": FOLLOWS_UPSTREAM, "gold": NIGHTLY}
-# Publishing and serving follow Gold as Silver follows Bronze, where their targets are configured:
-# on a laptop with neither, automation would only queue runs that fail.
-if os.environ.get("SNOWFLAKE_ACCOUNT"):
+# Publishing and serving follow Gold as Silver follows Bronze, where their targets are configured
+# (settings.configured_targets): on a laptop with neither, automation would only queue runs that fail.
+TARGETS = settings.configured_targets()
+if "snowflake" in TARGETS:
     AUTOMATION["publish"] = FOLLOWS_UPSTREAM
-if os.environ.get("LAKEHOUSE_SERVING_DSN"):
+if "serving" in TARGETS:
     AUTOMATION["serve"] = FOLLOWS_UPSTREAM
 
 

@@ -1,5 +1,10 @@
 """What a user sees in the UI: assets grouped by layer, every asset partitioned by day, and Spark
-assets that take a whole partition range in one run."""
+assets that take a whole partition range in one run; and loading the code location is quiet."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import json
 
@@ -44,6 +49,7 @@ def test_silver_orders_reads_customers_and_fx_rates():
     assert parents == {"bronze/orders", "silver/customers", "silver/fx_rates"}
 
 
+<<<<<<< HEAD
 def test_dg_lists_and_checks_the_project_defs_folder():
     """`dg` finds the code location from pyproject's [tool.dg] and loads lakehouse/defs/ as Dagster's layout expects."""
     import subprocess
@@ -56,3 +62,24 @@ def test_dg_lists_and_checks_the_project_defs_folder():
     assert listed.returncode == 0, listed.stderr[-2000:]
     assets = {a["asset_key"] for a in json.loads(listed.stdout)["assets"]}
     assert {"bronze/orders", "silver/orders", "silver/orders_quarantine", "gold/customer_360"} <= assets
+=======
+QUIET_LOAD = """
+import sys
+from lakehouse.definitions import defs
+
+defs().get_repository_def()
+print(" ".join(m for m in ("dagster_snowflake", "snowflake.core", "snowflake.snowpark", "dagster_aws", "psycopg",
+                           "asyncpg", "fastapi") if m in sys.modules))
+"""
+
+
+def test_loading_the_code_location_is_quiet_and_leaves_heavy_integrations_unimported():
+    """No warnings on stderr (the Beta/Preview notices are silenced in lakehouse/__init__.py), and the
+    integrations that only runs use are imported by those runs, not by every load."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", QUIET_LOAD], cwd=root, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr, done.stderr
+    assert done.stdout.split() == []
+>>>>>>> settings-lazy

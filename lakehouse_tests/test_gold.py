@@ -14,13 +14,13 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 import pytest
+import yaml
 from deltalake import DeltaTable, write_deltalake
 
 from lakehouse.defs.gold import dbt as gold
 from lakehouse.dev import generator
 from lakehouse.lib import partitions
 from lakehouse.lib.lake import DeltaLake
-from lakehouse.lib.spark import SparkEngine
 from lakehouse_tests.helpers import DAY_KEYS, DEFS, SCALE, range_tags, read_rows
 
 DAYS = [date.fromisoformat(d) for d in DAY_KEYS]
@@ -148,11 +148,18 @@ def test_dbt_tests_are_asset_checks_and_gold_is_in_the_batch_job():
     assert {f"gold/{m}" for m in MARTS} <= {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
 
 
-def test_dbt_gets_the_partition_window_the_lakes_tables_and_the_assets_engine(sail_url, lake, batch_run):
+def test_dbt_gets_the_partition_window_the_lakes_tables_and_the_assets_engine(sail_url, lake, batch_run, tmp_path):
     assert json.loads(gold.dbt_build_args(date(2026, 11, 1), date(2026, 11, 8), lake)[2]) == {
-        "start_date": "2026-11-01", "end_date": "2026-11-08",
+        "start_date": "2026-11-01", "end_date": "2026-11-08", "lake_root": lake.root,
         "lake_tables": [f"silver/{t}" for t in SILVER_TABLES] + [f"gold/{m}" for m in lake.table_names("gold")]}
-    assert gold.dbt_env(SparkEngine(remote=sail_url), lake) == {"SPARK_REMOTE": sail_url, "LAKEHOUSE_LAKE_ROOT": lake.root}
+    # The engine's endpoint goes into a profiles.yml of the run's own, not into this process's environment
+    dbt = gold.dbt_resource()
+    profiles = yaml.safe_load(gold.write_run_profiles(dbt, sail_url, tmp_path).read_text())
+    target = profiles["lakehouse"]["outputs"]["spark"]
+    assert (target["host"], target["server_side_parameters"]) == (
+        sail_url, {"spark.sql.session.timeZone": "UTC", "spark.remote": sail_url})
+    run_dbt = gold.with_profiles_dir(dbt, tmp_path)
+    assert (run_dbt.profiles_dir, run_dbt.project_dir) == (str(tmp_path), dbt.project_dir)
 
 
 # -- A run ---------------------------------------------------------------------------------------------------
@@ -167,6 +174,10 @@ def test_a_range_is_one_dbt_invocation_and_every_check_passes(gold_run):
     run_results = json.loads((invocations[0] / "run_results.json").read_text())
     given = run_results["args"]["vars"]
     assert (given["start_date"], given["end_date"]) == (DAY_KEYS[0], (DAYS[-1] + timedelta(days=1)).isoformat())
+    # The engine's endpoint (an sc:// URL may carry a token) reached dbt through the run's own profiles.yml,
+    # removed after the run, and is in none of dbt's artifacts or logs
+    assert not Path(run_results["args"]["profiles_dir"]).exists()
+    assert not any("sc://" in f.read_text(errors="replace") for f in invocations[0].iterdir() if f.is_file())
     assert [t for t in given["lake_tables"] if t.startswith("silver/")] == [f"silver/{t}" for t in SILVER_TABLES]
     evaluations = gold_run.get_asset_check_evaluations()
     assert {e.check_name for e in evaluations} == {c.name for c in gold.gold_dbt.check_keys}

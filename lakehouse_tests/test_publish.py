@@ -1,5 +1,5 @@
 """Publishing Gold to Snowflake: the `publish/snowflake/*` assets, run through Dagster with
-dagster-snowflake's SnowflakeResource.
+dagster-snowflake's SnowflakeResource (which the code location's resource creates inside the run).
 
 No local Snowflake exists (and this machine cannot reach one), so fakesnow stands in for it: it patches
 `snowflake.connector.connect` and `write_pandas` and runs the Snowflake SQL (MERGE, EQUAL_NULL,
@@ -12,10 +12,10 @@ from decimal import Decimal
 import dagster as dg
 import fakesnow
 import pytest
-from dagster_snowflake import SnowflakeResource
 
 from lakehouse.catalog import marts
 from lakehouse.defs.publish.snowflake import PUBLISH_ASSETS, snowflake_resource
+from lakehouse.lib.snowflake import LazySnowflakeResource
 from lakehouse_tests.helpers import DAY_KEYS, range_tags, read_rows
 
 pytest.register_assert_rewrite("lakehouse_tests.serving_fixtures")
@@ -28,10 +28,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:Arrow output on a DB-API result:
 
 @pytest.fixture(scope="module")
 def snowflake():
-    """A SnowflakeResource whose connections go to one in-memory fakesnow (DuckDB) database."""
+    """The Snowflake resource, its connections going to one in-memory fakesnow (DuckDB) database."""
     with fakesnow.patch():
-        yield SnowflakeResource(account="fake", user="fake", password="fake", database="LAKEHOUSE",
-                                schema="GOLD", warehouse="COMPUTE_WH")
+        yield LazySnowflakeResource(account="fake", user="fake", password="fake", database="LAKEHOUSE",
+                                    schema="GOLD", warehouse="COMPUTE_WH")
 
 
 def publish(lake, snowflake, first: str = DAY_KEYS[0], last: str = DAY_KEYS[-1], marts=None):
@@ -142,3 +142,15 @@ def test_snowflake_is_configured_by_the_standard_settings(monkeypatch):
     config = resource.process_config_and_initialize()
     assert (config.account, config.user, config.database, config.schema_, config.warehouse) == (
         "acme-eu1", "loader", "ANALYTICS", "GOLD", "WH")
+    # ... and hands them to dagster-snowflake's SnowflakeResource inside the run
+    built = config.snowflake_resource()
+    assert (built.account, built.user, built.password, built.database, built.schema_, built.warehouse, built.role) == (
+        "acme-eu1", "loader", "pw", "ANALYTICS", "GOLD", "WH", None)
+
+
+def test_snowflake_role_is_used_when_set(monkeypatch):
+    for k in ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER", "SNOWFLAKE_PASSWORD", "SNOWFLAKE_DATABASE", "SNOWFLAKE_SCHEMA",
+              "SNOWFLAKE_WAREHOUSE"):
+        monkeypatch.setenv(k, "x")
+    monkeypatch.setenv("SNOWFLAKE_ROLE", "PUBLISHER")
+    assert snowflake_resource().process_config_and_initialize().snowflake_resource().role == "PUBLISHER"

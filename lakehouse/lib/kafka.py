@@ -11,7 +11,6 @@ else `LAKEHOUSE_KAFKA_BOOTSTRAP`, else 127.0.0.1:9092 (the development broker, `
 Progress is never kept in Kafka consumer groups: the Bronze tables hold the offsets they contain.
 """
 
-import os
 import time
 from typing import NamedTuple
 
@@ -27,11 +26,9 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import Field
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+from lakehouse import settings
 
-
-def bootstrap_from_env() -> str:
-    return os.environ.get("LAKEHOUSE_KAFKA_BOOTSTRAP") or DEFAULT_BOOTSTRAP
+DEFAULT_BOOTSTRAP = settings.DEFAULT_KAFKA_BOOTSTRAP
 
 
 def is_tansu(cluster_id: str | None) -> bool:
@@ -70,7 +67,7 @@ class KafkaResource(dg.ConfigurableResource):
 
     @property
     def bootstrap(self) -> str:
-        return self.bootstrap_servers or bootstrap_from_env()
+        return self.bootstrap_servers or settings.kafka_bootstrap()
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -8,7 +8,6 @@ ON CONFLICT DO UPDATE` only the rows that differ, then delete the window's rows 
 Re-running a sync over the same window changes nothing (0 rows inserted, updated or deleted).
 """
 
-import os
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -18,15 +17,15 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
+<<<<<<< HEAD
 from lakehouse import catalog
 from lakehouse.lib.lake import DeltaLake, window_predicate
+=======
+from lakehouse import settings
+from lakehouse.lib.lake import DeltaLake
+>>>>>>> settings-lazy
 
-DEFAULT_DSN = "postgresql://127.0.0.1:5432/lakehouse_serving"
-
-
-def serving_dsn() -> str:
-    """LAKEHOUSE_SERVING_DSN, else the local `lakehouse_serving` database."""
-    return os.environ.get("LAKEHOUSE_SERVING_DSN") or DEFAULT_DSN
+DEFAULT_DSN = settings.DEFAULT_SERVING_DSN
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The Spark resource: dagster-pyspark's PySparkResource pointed at a Spark Connect endpoint.
+"""The Spark resource: a Spark Connect session for the assets.
 
 Every transform uses only the Spark Connect API, so the same code runs on:
   - `sail`: the embedded Sail engine, started in this process on first use (default);
@@ -9,13 +9,16 @@ Every transform uses only the Spark Connect API, so the same code runs on:
 """
 
 import atexit
-import os
 import threading
+from typing import TYPE_CHECKING
 
-from dagster import InitResourceContext
-from dagster_pyspark import PySparkResource
-from pydantic import Field
-from pyspark.sql import SparkSession
+import dagster as dg
+from pydantic import Field, PrivateAttr
+
+from lakehouse import settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 _sail_lock = threading.Lock()
 _sail_server = None  # held for the life of the process: the server shuts down when collected
@@ -28,9 +31,7 @@ def embedded_sail_url() -> str:
         if _sail_server is None:
             from pysail.spark import SparkConnectServer
 
-            # Sail ends a session idle for 15 minutes; the embedded server lives as long as this process, and
-            # so should its sessions (a code server or a test session can sit idle longer than that).
-            os.environ.setdefault("SAIL_SPARK__SESSION_TIMEOUT_SECS", str(7 * 24 * 3600))
+            settings.keep_embedded_sail_sessions()  # Sail's default ends a session idle for 15 minutes
             server = SparkConnectServer(ip="127.0.0.1", port=0)
             server.start(background=True)
             _sail_server = server
@@ -50,10 +51,12 @@ def connect_url(remote: str) -> str:
     raise ValueError(f"LAKEHOUSE_SPARK_REMOTE must be 'sail', 'local' or 'sc://host:port', got {remote!r}")
 
 
-_sessions: dict[str, SparkSession] = {}  # one Connect session per endpoint and process
+_sessions: dict[str, "SparkSession"] = {}  # one Connect session per endpoint and process
 
 
-def spark_session(remote: str, spark_config: dict | None = None) -> SparkSession:
+def spark_session(remote: str, spark_config: dict | None = None) -> "SparkSession":
+    from pyspark.sql import SparkSession
+
     # UTC everywhere: partitions are UTC days and source timestamps end in Z.
     url = connect_url(remote)
     builder = SparkSession.builder.remote(url).config("spark.sql.session.timeZone", "UTC")
@@ -71,17 +74,25 @@ def spark_session(remote: str, spark_config: dict | None = None) -> SparkSession
             except Exception:  # noqa: BLE001 - the server ended the session (idle timeout, restart): start anew
                 pass
         session = _sessions[url] = builder.create()
-        # No Spark ML here, and Sail has no ML cache: pyspark's exit hook that clears it would only
-        # log a "GRPC Error: ml command" there.
-        atexit.unregister(session.client._cleanup_ml_cache)
+        # No Spark ML here, and Sail has no ML cache: pyspark's exit hook that clears it would only log a
+        # "GRPC Error: ml command" there. Exit hooks run last-registered first, so closing the client's
+        # channel here, after pyspark registered its hook, leaves that hook nothing to send.
+        atexit.register(session.client.close)
     return session
 
 
-class SparkEngine(PySparkResource):
+class SparkEngine(dg.ConfigurableResource):
     """A Spark Connect session for the assets; see the module docstring for `remote`."""
 
-    remote: str = Field(default="sail", description="sail | local | sc://host:port")
+    remote: str = Field(default=settings.DEFAULT_SPARK_REMOTE, description="sail | local | sc://host:port")
     spark_config: dict = Field(default={}, description="Extra Spark conf passed to the session builder")
 
-    def setup_for_execution(self, context: InitResourceContext) -> None:
-        self._spark_session = spark_session(self.remote, self.spark_config)
+    _session: "SparkSession | None" = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._session = spark_session(self.remote, self.spark_config)
+
+    @property
+    def spark_session(self) -> "SparkSession":
+        """The session `setup_for_execution` opened (None before)."""
+        return self._session

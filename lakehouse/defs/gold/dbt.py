@@ -3,24 +3,26 @@
 - One dbt invocation per run: the run's partition window (a day or a whole range: single-run
   backfill policy) becomes the dbt vars `start_date` / `end_date`, and the daily models replace
   exactly those days (`replace_where` strategy, one Delta commit per model).
-- dbt talks to the same Spark engine as the other assets: the subprocess gets `SPARK_REMOTE` set to
-  the SparkEngine's Spark Connect endpoint (the embedded Sail server of this process by default) and
-  `LAKEHOUSE_LAKE_ROOT` set to the DeltaLake resource's root.
+- dbt talks to the same Spark engine as the other assets, and writes to the same lake, without
+  touching this process's environment (dagster-dbt's `cli()` takes no environment: it copies
+  os.environ, which other threads share): the run gets a profiles.yml of its own, the project's with
+  the SparkEngine's Spark Connect endpoint written in (the embedded Sail server of this process by
+  default; an sc:// URL may carry a token, so it goes in a private file, not on dbt's command line or
+  into its artifacts), and the DeltaLake resource's root is the dbt var `lake_root`.
 - dbt tests are asset checks on the models they test (singular tests name theirs in `meta`).
 - The manifest is parsed on import when it is missing or older than the project's files, so
   `dagster asset materialize` and `dg check defs` work from a clean checkout (target/ is not in git).
 """
 
 import json
-import os
-import threading
+import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import yaml
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
@@ -86,38 +88,37 @@ translator = GoldTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_c
 
 
 def dbt_vars(start: date, end: date, lake: DeltaLake) -> dict:
-    """The partition window [start, end) the daily models filter on, and the Silver and Gold tables the
-    lake holds (`layer/name`), which the on-run-start macro registers in dbt's Spark session."""
+    """The partition window [start, end) the daily models filter on, the lake's root, and the Silver and
+    Gold tables it holds (`layer/name`), which the on-run-start macro registers in dbt's Spark session."""
     tables = [f"{layer}/{name}" for layer in ("silver", "gold") for name in lake.table_names(layer)]
-    return {"start_date": start.isoformat(), "end_date": end.isoformat(), "lake_tables": tables}
+    return {"start_date": start.isoformat(), "end_date": end.isoformat(), "lake_root": lake.root,
+            "lake_tables": tables}
 
 
 def dbt_build_args(start: date, end: date, lake: DeltaLake) -> list[str]:
     return ["build", "--vars", json.dumps(dbt_vars(start, end, lake))]
 
 
-def dbt_env(spark: SparkEngine, lake: DeltaLake) -> dict[str, str]:
-    """What the dbt subprocess needs to reach the assets' engine and lake."""
-    return {"SPARK_REMOTE": connect_url(spark.remote), "LAKEHOUSE_LAKE_ROOT": lake.root}
+def write_run_profiles(dbt: DbtCliResource, spark_url: str, directory: Path) -> Path:
+    """profiles.yml in `directory` for one dbt invocation: the project's, every output of its profile
+    pointed at `spark_url`, as `spark.remote` (which pyspark's session builder connects to, before
+    any SPARK_REMOTE) and as `host` (which dbt records)."""
+    source = Path(dbt.profiles_dir or dbt.project_dir) / "profiles.yml"
+    profiles = yaml.safe_load(source.read_text())
+    profile = dbt.profile or yaml.safe_load((Path(dbt.project_dir) / "dbt_project.yml").read_text())["profile"]
+    for output in profiles[profile]["outputs"].values():
+        output["host"] = spark_url
+        output["server_side_parameters"] = {**output.get("server_side_parameters", {}), "spark.remote": spark_url}
+    path = directory / "profiles.yml"
+    path.write_text(yaml.safe_dump(profiles, sort_keys=False))
+    return path
 
 
-_env_lock = threading.Lock()
-
-
-@contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables while the dbt subprocess is spawned (dagster-dbt copies os.environ)."""
-    with _env_lock:
-        saved = {k: os.environ.get(k) for k in values}
-        os.environ.update(values)
-        try:
-            yield
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+def with_profiles_dir(dbt: DbtCliResource, profiles_dir: Path) -> DbtCliResource:
+    """The same dbt resource, reading its profiles from `profiles_dir`."""
+    return DbtCliResource(project_dir=dbt.project_dir, global_config_flags=dbt.global_config_flags,
+                          profiles_dir=str(profiles_dir), profile=dbt.profile, target=dbt.target,
+                          dbt_executable=dbt.dbt_executable, state_path=dbt.state_path)
 
 
 @dbt_assets(
@@ -133,14 +134,16 @@ def gold_dbt(
 ) -> Iterator[Any]:
     """`dbt build` of the selected Gold models and their tests over the run's partition window."""
     start, end = partitions.window(context)
-    with environment(dbt_env(spark, lake)):
-        invocation = dbt.cli(dbt_build_args(start, end, lake), context=context)
-    for event in invocation.stream():
-        if isinstance(event, dg.Output):
-            table = context.asset_key_for_output(event.output_name).path[-1]
-            if lake.exists("gold", table):
-                event = event.with_metadata({**event.metadata, **lake.write_metadata("gold", table)})
-        yield event
+    # mkdtemp's directory is the user's only (0700); it goes when dbt has finished
+    with tempfile.TemporaryDirectory(prefix="lakehouse-dbt-profiles-") as profiles_dir:
+        write_run_profiles(dbt, connect_url(spark.remote), Path(profiles_dir))
+        invocation = with_profiles_dir(dbt, Path(profiles_dir)).cli(dbt_build_args(start, end, lake), context=context)
+        for event in invocation.stream():
+            if isinstance(event, dg.Output):
+                table = context.asset_key_for_output(event.output_name).path[-1]
+                if lake.exists("gold", table):
+                    event = event.with_metadata({**event.metadata, **lake.write_metadata("gold", table)})
+            yield event
 
 
 def dbt_resource() -> DbtCliResource:

@@ -1,6 +1,6 @@
 """`publish/snowflake/<mart>`: each Gold mart published to Snowflake for analysts, through
-dagster-snowflake's SnowflakeResource (SNOWFLAKE_ACCOUNT / USER / PASSWORD / DATABASE / SCHEMA /
-WAREHOUSE, and SNOWFLAKE_ROLE if set).
+dagster-snowflake's SnowflakeResource, created in the run (lib/snowflake.py) from SNOWFLAKE_ACCOUNT /
+USER / PASSWORD / DATABASE / SCHEMA / WAREHOUSE, and SNOWFLAKE_ROLE if set.
 
 A run publishes its partition window: the mart's rows in the window (every row for the fully rebuilt
 customer_360 and rfm_segments), read from Gold with delta-rs, are loaded into a temporary stage table
@@ -9,29 +9,37 @@ changed and deletes the window's rows that Gold no longer has. Re-publishing a w
 0 rows merged, 0 deleted. The target table is created on first publish from the Delta schema.
 """
 
-import os
 import time
 from datetime import date
 
 import dagster as dg
 import pyarrow as pa
+<<<<<<< HEAD
 from dagster_snowflake import SnowflakeResource
 
 from lakehouse import catalog
 from lakehouse.catalog import Mart
 from lakehouse.lib import partitions
 from lakehouse.lib.lake import DeltaLake, window_predicate
+=======
+import pyarrow.dataset as ds
+
+from lakehouse import settings
+from lakehouse.lib import partitions
+from lakehouse.lib.lake import DeltaLake
+from lakehouse.lib.snowflake import LazySnowflakeResource
+>>>>>>> settings-lazy
 
 
 def snowflake_table(mart: Mart) -> str:
     return mart.name.upper()
 
 
-def snowflake_resource() -> SnowflakeResource:
+def snowflake_resource() -> LazySnowflakeResource:
     """The standard Snowflake settings from the environment (read when a run uses the resource)."""
-    optional = {"role": dg.EnvVar("SNOWFLAKE_ROLE")} if os.environ.get("SNOWFLAKE_ROLE") else {}
-    return SnowflakeResource(
-        account=dg.EnvVar("SNOWFLAKE_ACCOUNT"),
+    optional = {"role": dg.EnvVar(settings.SNOWFLAKE_ROLE)} if settings.snowflake_role_is_set() else {}
+    return LazySnowflakeResource(
+        account=dg.EnvVar(settings.SNOWFLAKE_ACCOUNT),
         user=dg.EnvVar("SNOWFLAKE_USER"),
         password=dg.EnvVar("SNOWFLAKE_PASSWORD"),
         database=dg.EnvVar("SNOWFLAKE_DATABASE"),
@@ -128,7 +136,7 @@ def publish_asset(mart: Mart) -> dg.AssetsDefinition:
         description=f"gold/{mart.name} published to Snowflake table {snowflake_table(mart)}: MERGE on "
                     f"({', '.join(mart.keys)}) of {scope}, then rows Gold no longer has in it deleted.",
     )
-    def _publish(context: dg.AssetExecutionContext, snowflake: SnowflakeResource, lake: DeltaLake) -> dg.MaterializeResult:
+    def _publish(context: dg.AssetExecutionContext, snowflake: LazySnowflakeResource, lake: DeltaLake) -> dg.MaterializeResult:
         start, end = partitions.window(context)
         started = time.perf_counter()
         rows = lake.window_rows("gold", mart.name, mart.window, start, end)

@@ -2,7 +2,6 @@
 and, when LAKEHOUSE_ALERT_WEBHOOK is set, a POST of the same JSON to that URL."""
 
 import json
-import os
 import urllib.request
 from datetime import datetime, timezone
 
@@ -20,7 +19,7 @@ def send_alert(alert: dict) -> None:
     alert_log().parent.mkdir(parents=True, exist_ok=True)
     with alert_log().open("a") as log:
         log.write(json.dumps(alert) + "\n")
-    webhook = os.environ.get("LAKEHOUSE_ALERT_WEBHOOK")
+    webhook = settings.alert_webhook()
     if webhook:
         request = urllib.request.Request(webhook, json.dumps(alert).encode(), {"Content-Type": "application/json"})
         urllib.request.urlopen(request, timeout=10).close()

@@ -13,13 +13,13 @@ Consumer lag (end offsets minus Bronze's next offsets) is logged on every tick a
 """
 
 import json
-import os
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 import dagster as dg
 
+from lakehouse import settings
 from lakehouse.defs.bronze import streaming as bronze
 from lakehouse.lib.kafka import KafkaResource
 from lakehouse.lib.lake import DeltaLake
@@ -30,8 +30,9 @@ def today() -> str:
 
 
 def default_status() -> dg.DefaultSensorStatus:
-    """On when a Kafka cluster is configured for this deployment, off otherwise (turn on in the UI)."""
-    configured = os.environ.get("LAKEHOUSE_KAFKA_BOOTSTRAP")
+    """On when a Kafka cluster is configured for this deployment (settings.configured_targets), off
+    otherwise (turn on in the UI)."""
+    configured = "kafka" in settings.configured_targets()
     return dg.DefaultSensorStatus.RUNNING if configured else dg.DefaultSensorStatus.STOPPED
 
 
