@@ -1,12 +1,11 @@
 """What a user sees in the UI: assets grouped by layer, every asset partitioned by day, and Spark
 assets that take a whole partition range in one run; and loading the code location is quiet."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-
-import json
 
 import dagster as dg
 
@@ -49,7 +48,6 @@ def test_silver_orders_reads_customers_and_fx_rates():
     assert parents == {"bronze/orders", "silver/customers", "silver/fx_rates"}
 
 
-<<<<<<< HEAD
 def test_dg_lists_and_checks_the_project_defs_folder():
     """`dg` finds the code location from pyproject's [tool.dg] and loads lakehouse/defs/ as Dagster's layout expects."""
     import subprocess
@@ -62,7 +60,8 @@ def test_dg_lists_and_checks_the_project_defs_folder():
     assert listed.returncode == 0, listed.stderr[-2000:]
     assets = {a["asset_key"] for a in json.loads(listed.stdout)["assets"]}
     assert {"bronze/orders", "silver/orders", "silver/orders_quarantine", "gold/customer_360"} <= assets
-=======
+
+
 QUIET_LOAD = """
 import sys
 from lakehouse.definitions import defs
@@ -82,4 +81,3 @@ def test_loading_the_code_location_is_quiet_and_leaves_heavy_integrations_unimpo
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr, done.stderr
     assert done.stdout.split() == []
->>>>>>> settings-lazy

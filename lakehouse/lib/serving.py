@@ -17,13 +17,8 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
-<<<<<<< HEAD
-from lakehouse import catalog
+from lakehouse import catalog, settings
 from lakehouse.lib.lake import DeltaLake, window_predicate
-=======
-from lakehouse import settings
-from lakehouse.lib.lake import DeltaLake
->>>>>>> settings-lazy
 
 DEFAULT_DSN = settings.DEFAULT_SERVING_DSN
 

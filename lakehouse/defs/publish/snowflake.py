@@ -14,21 +14,12 @@ from datetime import date
 
 import dagster as dg
 import pyarrow as pa
-<<<<<<< HEAD
-from dagster_snowflake import SnowflakeResource
 
-from lakehouse import catalog
+from lakehouse import catalog, settings
 from lakehouse.catalog import Mart
 from lakehouse.lib import partitions
 from lakehouse.lib.lake import DeltaLake, window_predicate
-=======
-import pyarrow.dataset as ds
-
-from lakehouse import settings
-from lakehouse.lib import partitions
-from lakehouse.lib.lake import DeltaLake
 from lakehouse.lib.snowflake import LazySnowflakeResource
->>>>>>> settings-lazy
 
 
 def snowflake_table(mart: Mart) -> str:
