@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 
@@ -209,6 +209,104 @@ ToDate = Annotated[date, Query(alias="to", description="last day, YYYY-MM-DD (in
 Country = Annotated[str | None, Query(pattern=r"^[A-Z]{2}$|^unknown$", description="ISO 3166 alpha-2 code")]
 
 
+router = APIRouter()
+
+@router.get("/health", response_model=Health, responses=errors(400, 503), tags=["ops"])
+async def health(request: Request) -> Response:
+    """Liveness and database reachability (no key needed)."""
+    reject_unknown_parameters(request)
+    try:
+        await request.app.state.pool.fetchval("SELECT 1")
+    except Exception as error:  # noqa: BLE001 - any database failure means unavailable
+        raise HTTPException(503, f"serving database unavailable: {type(error).__name__}") from None
+    return json_response('{"status":"ok","database":"ok"}')
+
+@router.get("/customers/{customer_id}", response_model=Customer, responses=errors(400, 401, 403, 404), tags=["customers"])
+async def get_customer(
+    request: Request,
+    customer_id: CustomerId,
+    key: Annotated[ApiKey, Depends(require("customers:read"))],
+    include: Annotated[Literal["contact"] | None, Query(description="`contact` needs the pii scope")] = None,
+) -> Response:
+    """One customer's profile. Contact fields are included for keys with the `pii` scope."""
+    if include == "contact" and "pii" not in key.scopes:
+        raise HTTPException(403, f"API key {key.name!r} lacks the scope 'pii' needed for include=contact")
+    contact = "pii" in key.scopes
+    body = await request.app.state.pool.fetchval(
+        f"SELECT row_to_json(c)::text FROM (SELECT {customer_select(contact)} FROM customer_360 "
+        "WHERE customer_id = $1) c", customer_id)
+    if body is None:
+        raise HTTPException(404, f"customer {customer_id!r} not found")
+    return json_response(body)
+
+@router.get("/customers", response_model=CustomerPage, responses=errors(400, 401, 403), tags=["customers"])
+async def list_customers(
+    request: Request,
+    key: Annotated[ApiKey, Depends(require("customers:read"))],
+    segment: Annotated[Literal[SEGMENTS] | None, Query(description="RFM segment")] = None,  # type: ignore[valid-type]
+    country: Country = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")] = 50,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=64, pattern=ID_PATTERN,
+                                        description="next_cursor of the previous page")] = None,
+) -> Response:
+    """Customers ordered by id, filtered by segment and/or country, a page at a time (keyset pagination:
+    pages never skip or repeat a customer, however deep)."""
+    conditions, args = [], []
+    for column, value in (("segment", segment), ("country", country)):
+        if value is not None:
+            args.append(value)
+            conditions.append(f"{column} = ${len(args)}")
+    if cursor is not None:
+        args.append(cursor)
+        conditions.append(f"customer_id > ${len(args)}")
+    args.append(limit + 1)
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    rows = await request.app.state.pool.fetch(
+        f"SELECT c.customer_id, row_to_json(c)::text AS body FROM (SELECT {customer_select('pii' in key.scopes)} "
+        f"FROM customer_360 {where} ORDER BY customer_id LIMIT ${len(args)}) c ORDER BY c.customer_id", *args)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = json.dumps(rows[-1]["customer_id"]) if more else "null"
+    return json_response('{"items":[' + ",".join(r["body"] for r in rows) + '],"next_cursor":' + next_cursor + "}")
+
+@router.get("/revenue/daily", response_model=RevenueDays, responses=errors(400, 401, 403), tags=["revenue"])
+async def revenue_daily(
+    request: Request,
+    _: Annotated[ApiKey, Depends(require("revenue:read"))],
+    start: FromDate,
+    end: ToDate,
+    country: Country = None,
+) -> Response:
+    """USD revenue, orders and units per day and customer country, over [from, to] (at most 366 days)."""
+    date_range(start, end)
+    args: list = [start, end]
+    where = "order_date BETWEEN $1 AND $2"
+    if country is not None:
+        args.append(country)
+        where += " AND country = $3"
+    body = await request.app.state.pool.fetchval(
+        "SELECT '[' || coalesce(string_agg(row_to_json(r)::text, ',' ORDER BY r.order_date, r.country), '') "
+        "|| ']' FROM ("
+        "SELECT order_date, country, sum(orders)::bigint AS orders, sum(units)::bigint AS units, "
+        f"sum(revenue_usd) AS revenue_usd FROM revenue_daily WHERE {where} GROUP BY order_date, country) r", *args)
+    return json_response('{"items":' + body + "}")
+
+@router.get("/kpis/daily", response_model=KpiDays, responses=errors(400, 401, 403), tags=["kpis"])
+async def kpis_daily(
+    request: Request,
+    _: Annotated[ApiKey, Depends(require("kpis:read"))],
+    start: FromDate,
+    end: ToDate,
+) -> Response:
+    """Active and new users, sessions, bounce rate, session length, orders, buyers and revenue per day."""
+    date_range(start, end)
+    body = await request.app.state.pool.fetchval(
+        "SELECT '[' || coalesce(string_agg(row_to_json(k)::text, ',' ORDER BY k.date_day), '') || ']' "
+        "FROM (SELECT * FROM daily_kpis "
+        "WHERE date_day BETWEEN $1 AND $2) k", start, end)
+    return json_response('{"items":' + body + "}")
+
+
 def create_app(dsn: str | None = None, keys: dict[str, ApiKey] | None = None, pool_size: int = 10) -> FastAPI:
     """The API over the serving database at `dsn` (default LAKEHOUSE_SERVING_DSN), with these keys."""
     dsn = dsn or settings.serving_dsn()
@@ -232,102 +330,7 @@ def create_app(dsn: str | None = None, keys: dict[str, ApiKey] | None = None, po
         lifespan=lifespan,
     )
     app.state.keys = keys
-
-    @app.get("/health", response_model=Health, responses=errors(400, 503), tags=["ops"])
-    async def health(request: Request) -> Response:
-        """Liveness and database reachability (no key needed)."""
-        reject_unknown_parameters(request)
-        try:
-            await request.app.state.pool.fetchval("SELECT 1")
-        except Exception as error:  # noqa: BLE001 - any database failure means unavailable
-            raise HTTPException(503, f"serving database unavailable: {type(error).__name__}") from None
-        return json_response('{"status":"ok","database":"ok"}')
-
-    @app.get("/customers/{customer_id}", response_model=Customer, responses=errors(400, 401, 403, 404), tags=["customers"])
-    async def get_customer(
-        request: Request,
-        customer_id: CustomerId,
-        key: Annotated[ApiKey, Depends(require("customers:read"))],
-        include: Annotated[Literal["contact"] | None, Query(description="`contact` needs the pii scope")] = None,
-    ) -> Response:
-        """One customer's profile. Contact fields are included for keys with the `pii` scope."""
-        if include == "contact" and "pii" not in key.scopes:
-            raise HTTPException(403, f"API key {key.name!r} lacks the scope 'pii' needed for include=contact")
-        contact = "pii" in key.scopes
-        body = await request.app.state.pool.fetchval(
-            f"SELECT row_to_json(c)::text FROM (SELECT {customer_select(contact)} FROM customer_360 "
-            "WHERE customer_id = $1) c", customer_id)
-        if body is None:
-            raise HTTPException(404, f"customer {customer_id!r} not found")
-        return json_response(body)
-
-    @app.get("/customers", response_model=CustomerPage, responses=errors(400, 401, 403), tags=["customers"])
-    async def list_customers(
-        request: Request,
-        key: Annotated[ApiKey, Depends(require("customers:read"))],
-        segment: Annotated[Literal[SEGMENTS] | None, Query(description="RFM segment")] = None,  # type: ignore[valid-type]
-        country: Country = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")] = 50,
-        cursor: Annotated[str | None, Query(min_length=1, max_length=64, pattern=ID_PATTERN,
-                                            description="next_cursor of the previous page")] = None,
-    ) -> Response:
-        """Customers ordered by id, filtered by segment and/or country, a page at a time (keyset pagination:
-        pages never skip or repeat a customer, however deep)."""
-        conditions, args = [], []
-        for column, value in (("segment", segment), ("country", country)):
-            if value is not None:
-                args.append(value)
-                conditions.append(f"{column} = ${len(args)}")
-        if cursor is not None:
-            args.append(cursor)
-            conditions.append(f"customer_id > ${len(args)}")
-        args.append(limit + 1)
-        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        rows = await request.app.state.pool.fetch(
-            f"SELECT c.customer_id, row_to_json(c)::text AS body FROM (SELECT {customer_select('pii' in key.scopes)} "
-            f"FROM customer_360 {where} ORDER BY customer_id LIMIT ${len(args)}) c ORDER BY c.customer_id", *args)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = json.dumps(rows[-1]["customer_id"]) if more else "null"
-        return json_response('{"items":[' + ",".join(r["body"] for r in rows) + '],"next_cursor":' + next_cursor + "}")
-
-    @app.get("/revenue/daily", response_model=RevenueDays, responses=errors(400, 401, 403), tags=["revenue"])
-    async def revenue_daily(
-        request: Request,
-        _: Annotated[ApiKey, Depends(require("revenue:read"))],
-        start: FromDate,
-        end: ToDate,
-        country: Country = None,
-    ) -> Response:
-        """USD revenue, orders and units per day and customer country, over [from, to] (at most 366 days)."""
-        date_range(start, end)
-        args: list = [start, end]
-        where = "order_date BETWEEN $1 AND $2"
-        if country is not None:
-            args.append(country)
-            where += " AND country = $3"
-        body = await request.app.state.pool.fetchval(
-            "SELECT '[' || coalesce(string_agg(row_to_json(r)::text, ',' ORDER BY r.order_date, r.country), '') "
-            "|| ']' FROM ("
-            "SELECT order_date, country, sum(orders)::bigint AS orders, sum(units)::bigint AS units, "
-            f"sum(revenue_usd) AS revenue_usd FROM revenue_daily WHERE {where} GROUP BY order_date, country) r", *args)
-        return json_response('{"items":' + body + "}")
-
-    @app.get("/kpis/daily", response_model=KpiDays, responses=errors(400, 401, 403), tags=["kpis"])
-    async def kpis_daily(
-        request: Request,
-        _: Annotated[ApiKey, Depends(require("kpis:read"))],
-        start: FromDate,
-        end: ToDate,
-    ) -> Response:
-        """Active and new users, sessions, bounce rate, session length, orders, buyers and revenue per day."""
-        date_range(start, end)
-        body = await request.app.state.pool.fetchval(
-            "SELECT '[' || coalesce(string_agg(row_to_json(k)::text, ',' ORDER BY k.date_day), '') || ']' "
-            "FROM (SELECT * FROM daily_kpis "
-            "WHERE date_day BETWEEN $1 AND $2) k", start, end)
-        return json_response('{"items":' + body + "}")
-
+    app.include_router(router)
     return app
 
 
@@ -335,5 +338,5 @@ def app_from_env() -> FastAPI:
     """The factory `lakehouse serve` runs: DSN and keys from the environment."""
     keys = keys_from_env()
     if not keys:
-        raise SystemExit("no API keys: set LAKEHOUSE_API_KEYS (JSON) or LAKEHOUSE_API_KEYS_FILE (see README, Serving Gold)")
+        raise SystemExit("no API keys: set LAKEHOUSE_API_KEYS (JSON) or LAKEHOUSE_API_KEYS_FILE (see docs/serving.md)")
     return create_app(keys=keys)
