@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -110,9 +110,13 @@ async def load(base: str, key: str, ids: list[str], concurrency: int, duration: 
     return {
         "requests": len(ms),
         "requests_per_s": round(len(ms) / measured, 1),
-        "latency_ms": {"p50": round(percentile(ms, 50), 2), "p95": round(percentile(ms, 95), 2),
-                       "p99": round(percentile(ms, 99), 2), "mean": round(statistics.fmean(ms), 2) if ms else None,
-                       "max": round(ms[-1], 2) if ms else None},
+        "latency_ms": {
+            "p50": round(percentile(ms, 50), 2),
+            "p95": round(percentile(ms, 95), 2),
+            "p99": round(percentile(ms, 99), 2),
+            "mean": round(statistics.fmean(ms), 2) if ms else None,
+            "max": round(ms[-1], 2) if ms else None,
+        },
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "measured_s": round(measured, 2),
     }
@@ -120,7 +124,10 @@ async def load(base: str, key: str, ids: list[str], concurrency: int, duration: 
 
 def start_server(port: int, workers: int) -> tuple[subprocess.Popen, str]:
     key = "bench-" + secrets.token_hex(16)
-    env = {**os.environ, "LAKEHOUSE_API_KEYS": json.dumps([{"name": "bench", "key": key, "scopes": ["customers:read"]}])}
+    env = {
+        **os.environ,
+        "LAKEHOUSE_API_KEYS": json.dumps([{"name": "bench", "key": key, "scopes": ["customers:read"]}]),
+    }
     env.pop("LAKEHOUSE_API_KEYS_FILE", None)
     code = f"from lakehouse.cli import main; main(['serve', '--port', '{port}', '--workers', '{workers}'])"
     server = subprocess.Popen([sys.executable, "-c", code], env=env)
@@ -182,18 +189,24 @@ def main(argv: list[str] | None = None) -> dict:
         "concurrency": args.concurrency,
         "duration_s": args.duration,
         "customers": len(ids),
-        "server": {"url": base, "started_by_bench": server is not None,
-                   "uvicorn_workers": args.workers if server else None},
+        "server": {
+            "url": base,
+            "started_by_bench": server is not None,
+            "uvicorn_workers": args.workers if server else None,
+        },
         **result,
         "machine": {"cpus": os.cpu_count(), "loadavg_before": loadavg_before, "python": platform.python_version()},
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    out = Path(args.out) if args.out else RESULTS / f"api-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    out = Path(args.out) if args.out else RESULTS / f"api-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     lat = result["latency_ms"]
-    print(f"GET /customers/{{id}}, {args.concurrency} clients, {result['measured_s']} s: {result['requests_per_s']} req/s, "
-          f"p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms, statuses {result['statuses']} -> {out}")
+    print(
+        f"GET /customers/{{id}}, {args.concurrency} clients, {result['measured_s']} s: "
+        f"{result['requests_per_s']} req/s, "
+        f"p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms, statuses {result['statuses']} -> {out}"
+    )
     return report
 
 

@@ -43,7 +43,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -106,8 +106,13 @@ def gib(n: float) -> float:
 
 def load() -> dict:
     one, five, fifteen = os.getloadavg()
-    return {"load_1m": round(one, 2), "load_5m": round(five, 2), "load_15m": round(fifteen, 2),
-            "cpus": os.cpu_count(), "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
+    return {
+        "load_1m": round(one, 2),
+        "load_5m": round(five, 2),
+        "load_15m": round(fifteen, 2),
+        "cpus": os.cpu_count(),
+        "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+    }
 
 
 def setup_home(home: Path, engine: str) -> None:
@@ -176,8 +181,14 @@ def run_profile(instance, run_id: str) -> dict:
         agg["seconds"] = round(agg["seconds"] + seconds, 3)
         agg["rows"] += sum(step_rows.get(step, {}).values())
         agg["steps"] += 1
-    return {"steps_s": steps, "layers": layers, "checks": checks, "models_s": models,
-            "asset_steps": sorted(step_layer), "log_span_s": round((last or 0) - (first or 0), 3)}
+    return {
+        "steps_s": steps,
+        "layers": layers,
+        "checks": checks,
+        "models_s": models,
+        "asset_steps": sorted(step_layer),
+        "log_span_s": round((last or 0) - (first or 0), 3),
+    }
 
 
 def merge_profiles(profiles: list[dict]) -> dict:
@@ -192,8 +203,10 @@ def merge_profiles(profiles: list[dict]) -> dict:
 
 
 def with_rates(layers: dict) -> dict:
-    return {k: {**v, "rows_per_s": round(v["rows"] / v["seconds"]) if v["seconds"] else None}
-            for k, v in sorted(layers.items())}
+    return {
+        k: {**v, "rows_per_s": round(v["rows"] / v["seconds"]) if v["seconds"] else None}
+        for k, v in sorted(layers.items())
+    }
 
 
 # -- the two ways of backfilling -------------------------------------------------------------------------------
@@ -212,20 +225,34 @@ def single_run(start: date, days: int) -> dict:
     with dg.DagsterInstance.get() as instance:
         t = time.perf_counter()
         result = job.execute_in_process(
-            instance=instance, run_config=QUIET, raise_on_error=False,
-            tags={"dagster/asset_partition_range_start": start.isoformat(),
-                  "dagster/asset_partition_range_end": last.isoformat()})
+            instance=instance,
+            run_config=QUIET,
+            raise_on_error=False,
+            tags={
+                "dagster/asset_partition_range_start": start.isoformat(),
+                "dagster/asset_partition_range_end": last.isoformat(),
+            },
+        )
         wall = time.perf_counter() - t
         profile = run_profile(instance, result.run_id)
     in_steps = sum(profile["steps_s"].values())
     # The work the DuckDB reference also does: the Bronze and Silver asset steps (not their checks) and the
     # SQL of the three marts it reimplements (dbt's own execution time per model).
     same_work = sum(profile["steps_s"][s] for s in profile["asset_steps"] if not s.startswith("gold")) + sum(
-        profile["models_s"].get(f"gold/{m}", 0) for m in REFERENCE_MARTS)
-    return {"success": result.success, "runs": 1, "wall_s": round(wall, 3), "run_ids": [result.run_id],
-            "layers": with_rates(profile["layers"]), "steps_s": profile["steps_s"], "checks": profile["checks"],
-            "dbt_models_s": profile["models_s"], "same_work_as_duckdb_s": round(same_work, 3),
-            "orchestration_overhead_s": round(wall - in_steps, 3)}
+        profile["models_s"].get(f"gold/{m}", 0) for m in REFERENCE_MARTS
+    )
+    return {
+        "success": result.success,
+        "runs": 1,
+        "wall_s": round(wall, 3),
+        "run_ids": [result.run_id],
+        "layers": with_rates(profile["layers"]),
+        "steps_s": profile["steps_s"],
+        "checks": profile["checks"],
+        "dbt_models_s": profile["models_s"],
+        "same_work_as_duckdb_s": round(same_work, 3),
+        "orchestration_overhead_s": round(wall - in_steps, 3),
+    }
 
 
 def per_partition(start: date, days: int) -> dict:
@@ -236,8 +263,14 @@ def per_partition(start: date, days: int) -> dict:
     from lakehouse.definitions import defs
 
     job = defs().resolve_job_def("batch")
-    order = ["bronze/fx_rates", "bronze/crm_customers", "bronze/orders", "silver/fx_rates", "silver/customers",
-             "silver/orders"]
+    order = [
+        "bronze/fx_rates",
+        "bronze/crm_customers",
+        "bronze/orders",
+        "silver/fx_rates",
+        "silver/customers",
+        "silver/orders",
+    ]
     gold = sorted(k for k in job.asset_layer.selected_asset_keys if k.path[0] == "gold")
     groups = [[dg.AssetKey.from_user_string(name)] for name in order] + [gold]
     profiles, run_ids, failed = [], [], []
@@ -246,8 +279,9 @@ def per_partition(start: date, days: int) -> dict:
         for i in range(days):
             day = (start + timedelta(days=i)).isoformat()
             for keys in groups:
-                result = job.execute_in_process(instance=instance, run_config=QUIET, partition_key=day,
-                                                asset_selection=keys, raise_on_error=False)
+                result = job.execute_in_process(
+                    instance=instance, run_config=QUIET, partition_key=day, asset_selection=keys, raise_on_error=False
+                )
                 run_ids.append(result.run_id)
                 if not result.success:
                     failed.append(f"{day} {keys[0].to_user_string()}")
@@ -256,9 +290,15 @@ def per_partition(start: date, days: int) -> dict:
     wall = time.perf_counter() - t
     merged = merge_profiles(profiles)
     in_steps = sum(sum(p["steps_s"].values()) for p in profiles)
-    return {"success": not failed, "failed": failed, "runs": len(run_ids), "wall_s": round(wall, 3),
-            "layers": with_rates(merged["layers"]), "checks": merged["checks"],
-            "orchestration_overhead_s": round(wall - in_steps, 3)}
+    return {
+        "success": not failed,
+        "failed": failed,
+        "runs": len(run_ids),
+        "wall_s": round(wall, 3),
+        "layers": with_rates(merged["layers"]),
+        "checks": merged["checks"],
+        "orchestration_overhead_s": round(wall - in_steps, 3),
+    }
 
 
 def run_process_startup() -> float:
@@ -291,9 +331,14 @@ def stacked_chart(bars: dict[str, dict[str, float]], title: str, path: Path) -> 
     bottom = [0.0] * len(bars)
     for part in ("bronze", "silver", "gold", "overhead"):
         values = [b.get(part, 0) for b in bars.values()]
-        ax.bar(list(bars), values, bottom=bottom, color=colours[part],
-               label="orchestration / start-up" if part == "overhead" else part)
-        bottom = [x + y for x, y in zip(bottom, values)]
+        ax.bar(
+            list(bars),
+            values,
+            bottom=bottom,
+            color=colours[part],
+            label="orchestration / start-up" if part == "overhead" else part,
+        )
+        bottom = [x + y for x, y in zip(bottom, values, strict=True)]
     for i, total in enumerate(bottom):
         ax.text(i, total, f"{total:.0f} s", ha="center", va="bottom", fontsize=9)
     ax.set_ylabel("seconds")
@@ -309,8 +354,10 @@ def chart(result: dict, path: Path) -> None:
     bars = {}
 
     def stacked(label, layers, overhead):
-        bars[label] = {**{k: layers.get(k, {}).get("seconds", 0) for k in ("bronze", "silver", "gold")},
-                       "overhead": max(0.0, overhead)}
+        bars[label] = {
+            **{k: layers.get(k, {}).get("seconds", 0) for k in ("bronze", "silver", "gold")},
+            "overhead": max(0.0, overhead),
+        }
 
     if result.get("single_run"):
         s = result["single_run"]
@@ -326,9 +373,14 @@ def chart(result: dict, path: Path) -> None:
         d = result["duckdb"]["layers_s"]
         bars["DuckDB SQL\nreference"] = {"bronze": d["bronze"], "silver": d["silver"], "gold": d["gold"], "overhead": 0}
     mem = result.get("single_run", {}).get("peak_rss_gib")
-    stacked_chart(bars, f"Backfill {result['days']} days x scale {result['scale']} ({result['engine']})"
-                  + (f", single-run peak RSS {mem} GiB" if mem else "") + f"\nload avg {result['load_before']['load_1m']}"
-                  f" on {result['load_before']['cpus']} CPUs", path)
+    stacked_chart(
+        bars,
+        f"Backfill {result['days']} days x scale {result['scale']} ({result['engine']})"
+        + (f", single-run peak RSS {mem} GiB" if mem else "")
+        + f"\nload avg {result['load_before']['load_1m']}"
+        f" on {result['load_before']['cpus']} CPUs",
+        path,
+    )
 
 
 def main(argv=None) -> dict:
@@ -339,26 +391,43 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--engine", choices=["sail", "spark"], default="sail")
     p.add_argument("--per-partition", action="store_true", help="also run one run per day per asset")
-    p.add_argument("--per-partition-days", type=int, default=None,
-                   help="per-partition runs for only the first N days, extrapolated to --days")
+    p.add_argument(
+        "--per-partition-days",
+        type=int,
+        default=None,
+        help="per-partition runs for only the first N days, extrapolated to --days",
+    )
     p.add_argument("--no-duckdb", action="store_true", help="skip the DuckDB reference")
     p.add_argument("--home", type=Path, default=None, help="LAKEHOUSE_HOME to use (default: a fresh /tmp folder)")
     p.add_argument("--keep", action="store_true", help="keep the home folder afterwards")
-    p.add_argument("--landing", type=Path, default=None,
-                   help="generate the landing files here once and reuse them in later runs with the same arguments")
+    p.add_argument(
+        "--landing",
+        type=Path,
+        default=None,
+        help="generate the landing files here once and reuse them in later runs with the same arguments",
+    )
     p.add_argument("--generate-only", action="store_true", help="only generate (into --landing) and exit")
     p.add_argument("--out-dir", type=Path, default=RESULTS, help="where the JSON and chart go (default bench/results)")
     args = p.parse_args(argv)
 
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     home = args.home or Path(f"/tmp/lakehouse-bench-{stamp}")
     shutil.rmtree(home, ignore_errors=True)
     setup_home(home, args.engine)
     start = date.fromisoformat(args.start)
-    result = {"benchmark": "backfill", "started_at": stamp, "days": args.days, "scale": args.scale, "seed": args.seed,
-              "start": args.start, "engine": args.engine, "home": str(home), "python": platform.python_version(),
-              "command": "python bench/backfill.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "load_before": load()}
+    result = {
+        "benchmark": "backfill",
+        "started_at": stamp,
+        "days": args.days,
+        "scale": args.scale,
+        "seed": args.seed,
+        "start": args.start,
+        "engine": args.engine,
+        "home": str(home),
+        "python": platform.python_version(),
+        "command": "python bench/backfill.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "load_before": load(),
+    }
     print(f"load before: {result['load_before']['uptime']}", flush=True)
 
     from lakehouse.dev.generator import generate
@@ -380,9 +449,11 @@ def main(argv=None) -> dict:
     result["generate_s"] = round(time.perf_counter() - t, 3)
     result["landed_records"] = {s: v["records"] for s, v in manifest["totals"].items()}
     batch_records = sum(result["landed_records"][s] for s in ("crm_customers", "orders", "fx_rates"))
-    print(f"generated {args.days} d x scale {args.scale} in {result['generate_s']} s"
-          f"{' (reused ' + str(args.landing) + ')' if result.get('landing_reused') else ''}: {result['landed_records']}",
-          flush=True)
+    print(
+        f"generated {args.days} d x scale {args.scale} in {result['generate_s']} s"
+        f"{' (reused ' + str(args.landing) + ')' if result.get('landing_reused') else ''}: {result['landed_records']}",
+        flush=True,
+    )
     if args.generate_only:
         return result
 
@@ -395,13 +466,18 @@ def main(argv=None) -> dict:
     single["maxrss_children_gib"] = gib(usage_children.ru_maxrss * 1024)
     single["batch_records_per_s"] = round(batch_records / single["wall_s"])
     result["single_run"] = single
-    print(f"single run: {'ok' if single['success'] else 'FAILED'}, {single['wall_s']} s wall, "
-          f"{single['runs']} Dagster run, peak RSS {single['peak_rss_gib']} GiB "
-          f"(max RSS self {single['maxrss_self_gib']}, children {single['maxrss_children_gib']}), "
-          f"orchestration overhead {single['orchestration_overhead_s']} s", flush=True)
+    print(
+        f"single run: {'ok' if single['success'] else 'FAILED'}, {single['wall_s']} s wall, "
+        f"{single['runs']} Dagster run, peak RSS {single['peak_rss_gib']} GiB "
+        f"(max RSS self {single['maxrss_self_gib']}, children {single['maxrss_children_gib']}), "
+        f"orchestration overhead {single['orchestration_overhead_s']} s",
+        flush=True,
+    )
     for layer, agg in single["layers"].items():
-        print(f"  {layer:<7} {agg['seconds']:>8.1f} s  {agg['rows']:>10} rows written  {agg['rows_per_s']} rows/s",
-              flush=True)
+        print(
+            f"  {layer:<7} {agg['seconds']:>8.1f} s  {agg['rows']:>10} rows written  {agg['rows_per_s']} rows/s",
+            flush=True,
+        )
     result["single_run_lake_rows"] = lake_rows(home / "lake")
 
     if args.per_partition:
@@ -418,23 +494,37 @@ def main(argv=None) -> dict:
         naive["runs_for_all_days"] = round(naive["runs"] * factor)
         # Under `dagster dev` every run is a new process that loads the code location first.
         naive["wall_s_for_all_days_with_run_processes"] = round(
-            naive["wall_s_for_all_days"] + naive["runs_for_all_days"] * naive["run_process_startup_s"], 3)
+            naive["wall_s_for_all_days"] + naive["runs_for_all_days"] * naive["run_process_startup_s"], 3
+        )
         result["per_partition"] = naive
         result["speedup_single_vs_per_partition"] = round(naive["wall_s_for_all_days"] / single["wall_s"], 2)
         result["speedup_with_run_processes"] = round(
-            naive["wall_s_for_all_days_with_run_processes"] / (single["wall_s"] + naive["run_process_startup_s"]), 2)
+            naive["wall_s_for_all_days_with_run_processes"] / (single["wall_s"] + naive["run_process_startup_s"]), 2
+        )
         if pp_days == args.days:
             per_partition_rows = lake_rows(home / "lake")
             same = {k: v for k, v in result["single_run_lake_rows"].items() if per_partition_rows.get(k) == v}
-            result["same_rows_as_single_run"] = {"equal": sorted(same), "different": {
-                k: [v, per_partition_rows.get(k)] for k, v in result["single_run_lake_rows"].items() if k not in same}}
-        print(f"per partition: {'ok' if naive['success'] else 'FAILED ' + str(naive['failed'][:3])}, "
-              f"{naive['runs']} runs over {pp_days} d in {naive['wall_s']} s"
-              + (f" -> {naive['wall_s_for_all_days']} s for {args.days} d (extrapolated x{factor:.1f})"
-                 if naive["extrapolated"] else "")
-              + f"; speed-up of the single run: {result['speedup_single_vs_per_partition']}x in this process, "
-              f"{result['speedup_with_run_processes']}x counting a {naive['run_process_startup_s']} s process "
-              f"start per run (dagster dev)", flush=True)
+            result["same_rows_as_single_run"] = {
+                "equal": sorted(same),
+                "different": {
+                    k: [v, per_partition_rows.get(k)]
+                    for k, v in result["single_run_lake_rows"].items()
+                    if k not in same
+                },
+            }
+        print(
+            f"per partition: {'ok' if naive['success'] else 'FAILED ' + str(naive['failed'][:3])}, "
+            f"{naive['runs']} runs over {pp_days} d in {naive['wall_s']} s"
+            + (
+                f" -> {naive['wall_s_for_all_days']} s for {args.days} d (extrapolated x{factor:.1f})"
+                if naive["extrapolated"]
+                else ""
+            )
+            + f"; speed-up of the single run: {result['speedup_single_vs_per_partition']}x in this process, "
+            f"{result['speedup_with_run_processes']}x counting a {naive['run_process_startup_s']} s process "
+            f"start per run (dagster dev)",
+            flush=True,
+        )
 
     if not args.no_duckdb:
         from reference_duckdb import run as duckdb_run
@@ -446,11 +536,17 @@ def main(argv=None) -> dict:
         print(f"DuckDB reference: {duck['wall_s']} s ({duck['layers_s']}), rows {duck['rows']}", flush=True)
         if result.get("single_run"):
             result["ratio_single_run_vs_duckdb"] = round(result["single_run"]["wall_s"] / duck["wall_s"], 2)
-            result["ratio_same_work_vs_duckdb"] = round(result["single_run"]["same_work_as_duckdb_s"] / duck["wall_s"], 2)
-            print(f"Dagster + {args.engine} single run / DuckDB: {result['ratio_single_run_vs_duckdb']}x for the whole run "
-                  f"(all 6 marts, dbt tests, asset checks, orchestration); {result['ratio_same_work_vs_duckdb']}x for the "
-                  f"same work (Bronze + Silver asset steps {result['single_run']['same_work_as_duckdb_s']} s incl. "
-                  f"the {', '.join(REFERENCE_MARTS)} models' SQL)", flush=True)
+            result["ratio_same_work_vs_duckdb"] = round(
+                result["single_run"]["same_work_as_duckdb_s"] / duck["wall_s"], 2
+            )
+            print(
+                f"Dagster + {args.engine} single run / DuckDB: {result['ratio_single_run_vs_duckdb']}x for the "
+                f"whole run (all 6 marts, dbt tests, asset checks, orchestration); "
+                f"{result['ratio_same_work_vs_duckdb']}x for the "
+                f"same work (Bronze + Silver asset steps {result['single_run']['same_work_as_duckdb_s']} s incl. "
+                f"the {', '.join(REFERENCE_MARTS)} models' SQL)",
+                flush=True,
+            )
 
     result["load_after"] = load()
     print(f"load after: {result['load_after']['uptime']}", flush=True)

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from backfill import RESULTS, PeakMemory, gib, load, stacked_chart
@@ -35,8 +35,18 @@ LABELS = {"sail": "Sail", "spark": "Apache Spark (JVM) + Delta", "duckdb": "Duck
 
 def run_engine(engine: str, common: list[str], home: Path, runs_dir: Path) -> dict:
     """One single-run backfill in a child process; its backfill JSON, or the failure."""
-    cmd = [sys.executable, str(BACKFILL), *common, "--engine", engine, "--no-duckdb", "--home", str(home),
-           "--out-dir", str(runs_dir)]
+    cmd = [
+        sys.executable,
+        str(BACKFILL),
+        *common,
+        "--engine",
+        engine,
+        "--no-duckdb",
+        "--home",
+        str(home),
+        "--out-dir",
+        str(runs_dir),
+    ]
     print(f"\n== {engine}: {' '.join(cmd[1:])}", flush=True)
     with PeakMemory() as mem:
         code = subprocess.run(cmd).returncode
@@ -45,23 +55,40 @@ def run_engine(engine: str, common: list[str], home: Path, runs_dir: Path) -> di
     if code or not found:
         return {"engine": engine, "ok": False, "returncode": code}
     r = json.loads(found[-1].read_text())
-    return {"engine": engine, "ok": r["single_run"]["success"], "returncode": code, "result_file": str(found[-1]),
-            "process_peak_rss_gib": gib(mem.peak), "single_run": r["single_run"],
-            "lake_rows": r["single_run_lake_rows"], "load_before": r["load_before"], "load_after": r["load_after"]}
+    return {
+        "engine": engine,
+        "ok": r["single_run"]["success"],
+        "returncode": code,
+        "result_file": str(found[-1]),
+        "process_peak_rss_gib": gib(mem.peak),
+        "single_run": r["single_run"],
+        "lake_rows": r["single_run_lake_rows"],
+        "load_before": r["load_before"],
+        "load_after": r["load_after"],
+    }
 
 
 def compare_rows(runs: dict) -> dict:
     counts = {name: run["lake_rows"] for name, run in runs.items() if run.get("lake_rows") is not None}
     tables = sorted({t for rows in counts.values() for t in rows})
-    different = {t: {name: rows.get(t) for name, rows in counts.items()} for t in tables
-                 if len({rows.get(t) for rows in counts.values()}) > 1}
-    return {"engines": sorted(counts), "tables": len(tables), "equal": len(counts) > 1 and not different,
-            "different": different}
+    different = {
+        t: {name: rows.get(t) for name, rows in counts.items()}
+        for t in tables
+        if len({rows.get(t) for rows in counts.values()}) > 1
+    }
+    return {
+        "engines": sorted(counts),
+        "tables": len(tables),
+        "equal": len(counts) > 1 and not different,
+        "different": different,
+    }
 
 
 def table(runs: dict, duck: dict) -> tuple[list[str], dict]:
-    lines = ["| engine | wall s | bronze s | silver s | gold s | peak RSS GiB | whole run / DuckDB | same work / DuckDB |",
-             "|---|--:|--:|--:|--:|--:|--:|--:|"]
+    lines = [
+        "| engine | wall s | bronze s | silver s | gold s | peak RSS GiB | whole run / DuckDB | same work / DuckDB |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
     bars = {}
     for name, run in runs.items():
         if not run["ok"]:
@@ -69,13 +96,17 @@ def table(runs: dict, duck: dict) -> tuple[list[str], dict]:
             continue
         s = run["single_run"]
         layer = {k: s["layers"].get(k, {}).get("seconds", 0) for k in ("bronze", "silver", "gold")}
-        lines.append(f"| {LABELS[name]} | {s['wall_s']:.1f} | {layer['bronze']:.1f} | {layer['silver']:.1f} | "
-                     f"{layer['gold']:.1f} | {s['peak_rss_gib']:.2f} | {s['wall_s'] / duck['wall_s']:.1f}x | "
-                     f"{s['same_work_as_duckdb_s'] / duck['wall_s']:.1f}x |")
+        lines.append(
+            f"| {LABELS[name]} | {s['wall_s']:.1f} | {layer['bronze']:.1f} | {layer['silver']:.1f} | "
+            f"{layer['gold']:.1f} | {s['peak_rss_gib']:.2f} | {s['wall_s'] / duck['wall_s']:.1f}x | "
+            f"{s['same_work_as_duckdb_s'] / duck['wall_s']:.1f}x |"
+        )
         bars[LABELS[name].replace(" + ", "\n+ ")] = {**layer, "overhead": max(0.0, s["orchestration_overhead_s"])}
     d = duck["layers_s"]
-    lines.append(f"| {LABELS['duckdb']} (Silver + 3 marts) | {duck['wall_s']:.1f} | {d['bronze']:.1f} | "
-                 f"{d['silver']:.1f} | {d['gold']:.1f} | {duck['peak_rss_gib']:.2f} | 1.0x | 1.0x |")
+    lines.append(
+        f"| {LABELS['duckdb']} (Silver + 3 marts) | {duck['wall_s']:.1f} | {d['bronze']:.1f} | "
+        f"{d['silver']:.1f} | {d['gold']:.1f} | {duck['peak_rss_gib']:.2f} | 1.0x | 1.0x |"
+    )
     bars["DuckDB SQL\nreference"] = {**d, "overhead": 0}
     return lines, bars
 
@@ -87,26 +118,48 @@ def main(argv=None) -> int:
     p.add_argument("--start", default="2026-08-01")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--engines", nargs="+", choices=["sail", "spark"], default=["sail", "spark"])
-    p.add_argument("--landing", type=Path, default=None,
-                   help="keep the landing files here and reuse them next time (default: a temporary folder)")
+    p.add_argument(
+        "--landing",
+        type=Path,
+        default=None,
+        help="keep the landing files here and reuse them next time (default: a temporary folder)",
+    )
     p.add_argument("--out-dir", type=Path, default=RESULTS, help="where the results go (default bench/results)")
     args = p.parse_args(argv)
 
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     name = f"engines-{args.days}d-x{args.scale:g}-{stamp}"
     runs_dir = args.out_dir / name
     work = Path(tempfile.mkdtemp(prefix="lakehouse-engines-"))
     landing = args.landing or work / "landing"
-    common = ["--days", str(args.days), "--scale", f"{args.scale:g}", "--start", args.start, "--seed", str(args.seed),
-              "--landing", str(landing)]
-    result = {"benchmark": "engines", "started_at": stamp, "days": args.days, "scale": args.scale, "seed": args.seed,
-              "start": args.start, "python": platform.python_version(),
-              "command": "python bench/engines.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "load_before": load()}
+    common = [
+        "--days",
+        str(args.days),
+        "--scale",
+        f"{args.scale:g}",
+        "--start",
+        args.start,
+        "--seed",
+        str(args.seed),
+        "--landing",
+        str(landing),
+    ]
+    result = {
+        "benchmark": "engines",
+        "started_at": stamp,
+        "days": args.days,
+        "scale": args.scale,
+        "seed": args.seed,
+        "start": args.start,
+        "python": platform.python_version(),
+        "command": "python bench/engines.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "load_before": load(),
+    }
     print(f"load before: {result['load_before']['uptime']}", flush=True)
     try:
-        subprocess.run([sys.executable, str(BACKFILL), *common, "--generate-only", "--home", str(work / "generate")],
-                       check=True)
+        subprocess.run(
+            [sys.executable, str(BACKFILL), *common, "--generate-only", "--home", str(work / "generate")], check=True
+        )
         runs = {engine: run_engine(engine, common, work / engine, runs_dir) for engine in args.engines}
 
         from reference_duckdb import run as duckdb_run
@@ -130,12 +183,19 @@ def main(argv=None) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     before, after = result["load_before"], result["load_after"]
-    stacked_chart(bars, f"Backfill {args.days} days x scale {args.scale:g}, one Dagster run per engine\n"
-                  f"load avg {before['load_1m']} -> {after['load_1m']} on {before['cpus']} CPUs", args.out_dir / f"{name}.png")
+    stacked_chart(
+        bars,
+        f"Backfill {args.days} days x scale {args.scale:g}, one Dagster run per engine\n"
+        f"load avg {before['load_1m']} -> {after['load_1m']} on {before['cpus']} CPUs",
+        args.out_dir / f"{name}.png",
+    )
 
-    print(f"\n{args.days} days x scale {args.scale:g}, {sum(duck['rows'][t] for t in ('bronze_fx', 'bronze_crm', 'bronze_orders'))}"
-          f" landed batch records; load average {before['load_1m']} / {before['load_5m']} / {before['load_15m']} before, "
-          f"{after['load_1m']} / {after['load_5m']} / {after['load_15m']} after, {before['cpus']} CPUs\n")
+    print(
+        f"\n{args.days} days x scale {args.scale:g}, "
+        f"{sum(duck['rows'][t] for t in ('bronze_fx', 'bronze_crm', 'bronze_orders'))}"
+        f" landed batch records; load average {before['load_1m']} / {before['load_5m']} / {before['load_15m']} before, "
+        f"{after['load_1m']} / {after['load_5m']} / {after['load_15m']} after, {before['cpus']} CPUs\n"
+    )
     print(result["table_markdown"])
     same = result["same_rows"]
     if same["equal"]:

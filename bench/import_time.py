@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -74,8 +74,12 @@ def best_of(command: list[str], runs: int) -> dict:
     results = [timed(command) for _ in range(runs)]
     walls = [wall for wall, _, _ in results]
     best = min(range(runs), key=walls.__getitem__)
-    return {"best_s": round(walls[best], 3), "runs_s": [round(w, 3) for w in walls],
-            "stdout": results[best][1], "warnings": sum(stderr.count("Warning") for _, _, stderr in results)}
+    return {
+        "best_s": round(walls[best], 3),
+        "runs_s": [round(w, 3) for w in walls],
+        "stdout": results[best][1],
+        "warnings": sum(stderr.count("Warning") for _, _, stderr in results),
+    }
 
 
 def import_rows(stderr: str) -> list[tuple[int, int, int, str]]:
@@ -128,10 +132,14 @@ def main(argv: list[str] | None = None) -> None:
     script = Path(sys.executable).parent / "lakehouse"
     cli = [str(script)] if script.exists() else [shutil.which("lakehouse") or "lakehouse"]
     load_cmd = [sys.executable, "-c", LOAD]
-    result = {"benchmark": "import_time", "started_at": datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
-              "python": platform.python_version(), "runs": args.runs,
-              "command": "python bench/import_time.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "load_before": load()}
+    result = {
+        "benchmark": "import_time",
+        "started_at": datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
+        "python": platform.python_version(),
+        "runs": args.runs,
+        "command": "python bench/import_time.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "load_before": load(),
+    }
     print(f"load before: {result['load_before']['uptime']}", flush=True)
     timed(load_cmd)  # warm-up: a stale dbt manifest is re-parsed here, not in a measured run
 
@@ -155,15 +163,25 @@ def main(argv: list[str] | None = None) -> None:
     }
     result["load_after"] = load()
 
-    print(f"load + get_repository_def: best {loaded['best_s']:.2f} s of {loaded['runs_s']} "
-          f"({', '.join(f'{k} {v:.2f}' for k, v in phases.items())}); warnings printed: {loaded['warnings']}")
-    print(f"  = interpreter start {bare['best_s']:.2f} + phases {sum(phases.values()):.2f} + exit "
-          f"{result['load']['exit_s_of_best']:.2f}")
-    print(f"lakehouse --help: best {helped['best_s']:.2f} s of {helped['runs_s']}; warnings printed: {helped['warnings']}")
-    print(f"-X importtime: {result['importtime']['total_s']:.2f} s of imports, of which the project's own modules "
-          f"{result['importtime']['lakehouse_modules_self_s']:.2f} s; top packages (cumulative):")
+    print(
+        f"load + get_repository_def: best {loaded['best_s']:.2f} s of {loaded['runs_s']} "
+        f"({', '.join(f'{k} {v:.2f}' for k, v in phases.items())}); warnings printed: {loaded['warnings']}"
+    )
+    print(
+        f"  = interpreter start {bare['best_s']:.2f} + phases {sum(phases.values()):.2f} + exit "
+        f"{result['load']['exit_s_of_best']:.2f}"
+    )
+    print(
+        f"lakehouse --help: best {helped['best_s']:.2f} s of {helped['runs_s']}; warnings printed: {helped['warnings']}"
+    )
+    print(
+        f"-X importtime: {result['importtime']['total_s']:.2f} s of imports, of which the project's own modules "
+        f"{result['importtime']['lakehouse_modules_self_s']:.2f} s; top packages (cumulative):"
+    )
     for entry in result["importtime"]["top_packages"]:
-        print(f"  {entry['cumulative_s']:6.3f} s  {entry['package']:<22} first imported by {entry['first_imported_by']}")
+        print(
+            f"  {entry['cumulative_s']:6.3f} s  {entry['package']:<22} first imported by {entry['first_imported_by']}"
+        )
     print(f"load after: {result['load_after']['uptime']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

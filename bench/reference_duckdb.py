@@ -12,7 +12,8 @@ What it does, step for step like the Dagster pipeline (lakehouse/silver/*.py, db
 - silver customers: rules customer_id_not_null, updated_at_is_timestamp; versions deduplicated on
   (customer_id, updated_at); SCD2 valid_from / valid_to / is_current over the full history;
 - silver orders: rules order_id_not_null, order_ts_is_timestamp, amount_is_number, amount_non_negative,
-  customer_exists, fx_rate_available; latest `updated_at` wins per order_id across days; order_date and the FX rate from order_ts;
+  customer_exists, fx_rate_available; latest `updated_at` wins per order_id across days; order_date and the FX
+  rate from order_ts;
 - gold revenue_daily (country as of the order from the SCD2 history), product_performance_daily,
   rfm_segments.
 
@@ -29,8 +30,18 @@ from pathlib import Path
 
 import duckdb
 
-ORDER_COLUMNS = ["order_id", "customer_id", "order_ts", "product_id", "category", "quantity", "amount",
-                 "currency", "status", "updated_at"]
+ORDER_COLUMNS = [
+    "order_id",
+    "customer_id",
+    "order_ts",
+    "product_id",
+    "category",
+    "quantity",
+    "amount",
+    "currency",
+    "status",
+    "updated_at",
+]
 CRM_COLUMNS = ["customer_id", "email", "phone", "first_name", "last_name", "country", "signup_date", "updated_at"]
 FX_COLUMNS = ["date", "currency", "rate_to_usd"]
 
@@ -92,19 +103,27 @@ ORDER_RULES = [
 
 def steps(landing: Path, start: date, days: int, out: Path) -> list[tuple[str, str]]:
     """(name, SQL) in order; each statement materialises one table (in DuckDB or as Parquet)."""
-    fx, crm, orders = (files(landing, "fx_rates", "csv", start, days), files(landing, "crm_customers", "jsonl", start, days),
-                       files(landing, "orders", "csv", start, days))
+    fx, crm, orders = (
+        files(landing, "fx_rates", "csv", start, days),
+        files(landing, "crm_customers", "jsonl", start, days),
+        files(landing, "orders", "csv", start, days),
+    )
     return [
         ("bronze_fx_rates", f"CREATE TABLE bronze_fx AS {csv_source(fx, FX_COLUMNS)}"),
         ("bronze_crm_customers", f"CREATE TABLE bronze_crm AS {json_source(crm, CRM_COLUMNS)}"),
         ("bronze_orders", f"CREATE TABLE bronze_orders AS {csv_source(orders, ORDER_COLUMNS + ['coupon_code'])}"),
-        ("silver_fx_rates", f"""
+        (
+            "silver_fx_rates",
+            f"""
             CREATE TABLE fx_classified AS SELECT *, {first_failing(FX_RULES)} AS _rule FROM bronze_fx;
             CREATE TABLE silver_fx AS
             SELECT CAST(date AS DATE) AS rate_date, currency, CAST(rate_to_usd AS DECIMAL(18,6)) AS rate_to_usd
             FROM fx_classified WHERE _rule IS NULL
-            QUALIFY row_number() OVER (PARTITION BY rate_date, currency ORDER BY _source_file DESC) = 1"""),
-        ("silver_customers", f"""
+            QUALIFY row_number() OVER (PARTITION BY rate_date, currency ORDER BY _source_file DESC) = 1""",
+        ),
+        (
+            "silver_customers",
+            f"""
             CREATE TABLE crm_classified AS SELECT *, {first_failing(CRM_RULES)} AS _rule FROM bronze_crm;
             CREATE TABLE silver_customers AS
             WITH versions AS (
@@ -116,8 +135,11 @@ def steps(landing: Path, start: date, days: int, out: Path) -> list[tuple[str, s
             SELECT *, updated_at AS valid_from,
                    lead(updated_at) OVER (PARTITION BY customer_id ORDER BY updated_at) AS valid_to,
                    lead(updated_at) OVER (PARTITION BY customer_id ORDER BY updated_at) IS NULL AS is_current
-            FROM versions"""),
-        ("silver_orders", f"""
+            FROM versions""",
+        ),
+        (
+            "silver_orders",
+            f"""
             CREATE TABLE orders_classified AS
             WITH referenced AS (
                 SELECT o.*, k._known_customer, r.rate_to_usd AS fx_rate_to_usd
@@ -135,10 +157,14 @@ def steps(landing: Path, start: date, days: int, out: Path) -> list[tuple[str, s
                    try_cast(updated_at AS TIMESTAMP) AS updated_at, coupon_code, _source_file
             FROM orders_classified WHERE _rule IS NULL
             QUALIFY row_number() OVER (PARTITION BY order_id ORDER BY try_cast(updated_at AS TIMESTAMP) DESC NULLS LAST,
-                                      _partition_date, _source_file) = 1"""),
-        ("silver_quarantine", """
+                                      _partition_date, _source_file) = 1""",
+        ),
+        (
+            "silver_quarantine",
+            """
             CREATE TABLE silver_quarantine AS
-            SELECT 'fx_rates' AS _table, _partition_date, _rule, to_json(struct_pack(date, currency, rate_to_usd)) AS _record,
+            SELECT 'fx_rates' AS _table, _partition_date, _rule,
+                   to_json(struct_pack(date, currency, rate_to_usd)) AS _record,
                    _source_file FROM fx_classified WHERE _rule IS NOT NULL
             UNION ALL
             SELECT 'customers', _partition_date, _rule, to_json(struct_pack(customer_id, email, phone, first_name,
@@ -147,13 +173,20 @@ def steps(landing: Path, start: date, days: int, out: Path) -> list[tuple[str, s
             UNION ALL
             SELECT 'orders', _partition_date, _rule, to_json(struct_pack(order_id, customer_id, order_ts, product_id,
                    category, quantity, amount, currency, status, updated_at, coupon_code)), _source_file
-            FROM orders_classified WHERE _rule IS NOT NULL"""),
-        ("write_silver", f"""
-            COPY silver_orders TO '{out}/silver/orders' (FORMAT parquet, PARTITION_BY (order_date), OVERWRITE_OR_IGNORE);
+            FROM orders_classified WHERE _rule IS NOT NULL""",
+        ),
+        (
+            "write_silver",
+            f"""
+            COPY silver_orders TO '{out}/silver/orders'
+                (FORMAT parquet, PARTITION_BY (order_date), OVERWRITE_OR_IGNORE);
             COPY silver_customers TO '{out}/silver/customers.parquet' (FORMAT parquet);
             COPY silver_fx TO '{out}/silver/fx_rates.parquet' (FORMAT parquet);
-            COPY silver_quarantine TO '{out}/silver/quarantine.parquet' (FORMAT parquet)"""),
-        ("gold_revenue_daily", f"""
+            COPY silver_quarantine TO '{out}/silver/quarantine.parquet' (FORMAT parquet)""",
+        ),
+        (
+            "gold_revenue_daily",
+            f"""
             CREATE TABLE orders_enriched AS
             SELECT o.*, v.country
             FROM silver_orders o LEFT JOIN silver_customers v ON o.customer_id = v.customer_id
@@ -166,18 +199,25 @@ def steps(landing: Path, start: date, days: int, out: Path) -> list[tuple[str, s
                        CAST(sum(quantity) AS BIGINT) AS units, CAST(sum(amount) AS DECIMAL(18,2)) AS revenue,
                        CAST(sum(amount_usd) AS DECIMAL(18,2)) AS revenue_usd
                 FROM orders_enriched GROUP BY ALL
-            ) TO '{out}/gold/revenue_daily.parquet' (FORMAT parquet)"""),
-        ("gold_product_performance_daily", f"""
+            ) TO '{out}/gold/revenue_daily.parquet' (FORMAT parquet)""",
+        ),
+        (
+            "gold_product_performance_daily",
+            f"""
             COPY (
                 WITH by_product AS (
                     SELECT order_date, product_id, category, count(*) AS orders, CAST(sum(quantity) AS BIGINT) AS units,
-                           count(DISTINCT customer_id) AS customers, CAST(sum(amount_usd) AS DECIMAL(18,2)) AS revenue_usd
+                           count(DISTINCT customer_id) AS customers,
+                           CAST(sum(amount_usd) AS DECIMAL(18,2)) AS revenue_usd
                     FROM silver_orders GROUP BY ALL)
                 SELECT *, CAST(revenue_usd / units AS DECIMAL(18,2)) AS avg_unit_price_usd,
                        dense_rank() OVER (PARTITION BY order_date ORDER BY revenue_usd DESC) AS revenue_rank
                 FROM by_product
-            ) TO '{out}/gold/product_performance_daily.parquet' (FORMAT parquet)"""),
-        ("gold_rfm_segments", f"""
+            ) TO '{out}/gold/product_performance_daily.parquet' (FORMAT parquet)""",
+        ),
+        (
+            "gold_rfm_segments",
+            f"""
             COPY (
                 WITH stats AS (
                     SELECT s.customer_id, count(*) AS frequency, CAST(sum(amount_usd) AS DECIMAL(18,2)) AS monetary_usd,
@@ -201,7 +241,8 @@ def steps(landing: Path, start: date, days: int, out: Path) -> list[tuple[str, s
                             WHEN r_score <= 2 AND f_score <= 2 THEN 'hibernating'
                             ELSE 'needs_attention' END AS segment
                 FROM scored
-            ) TO '{out}/gold/rfm_segments.parquet' (FORMAT parquet)"""),
+            ) TO '{out}/gold/rfm_segments.parquet' (FORMAT parquet)""",
+        ),
     ]
 
 
@@ -223,16 +264,33 @@ def run(landing: Path, start: date, days: int, out: Path | None = None, threads:
         timings[name] = round(time.perf_counter() - t, 3)
     wall = round(time.perf_counter() - started, 3)
     count = lambda table: con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: E731
-    rows = {t: count(t) for t in ["bronze_fx", "bronze_crm", "bronze_orders", "silver_fx", "silver_customers",
-                                  "silver_orders", "silver_quarantine"]}
+    rows = {
+        t: count(t)
+        for t in [
+            "bronze_fx",
+            "bronze_crm",
+            "bronze_orders",
+            "silver_fx",
+            "silver_customers",
+            "silver_orders",
+            "silver_quarantine",
+        ]
+    }
     con.close()
     if cleanup:
         shutil.rmtree(out, ignore_errors=True)
     layer = lambda prefix: round(sum(v for k, v in timings.items() if k.startswith(prefix)), 3)  # noqa: E731
-    return {"engine": f"duckdb {duckdb.__version__}", "wall_s": wall, "steps_s": timings,
-            "layers_s": {"bronze": layer("bronze"), "silver": layer("silver") + layer("write_silver"),
-                         "gold": layer("gold")},
-            "rows": rows}
+    return {
+        "engine": f"duckdb {duckdb.__version__}",
+        "wall_s": wall,
+        "steps_s": timings,
+        "layers_s": {
+            "bronze": layer("bronze"),
+            "silver": layer("silver") + layer("write_silver"),
+            "gold": layer("gold"),
+        },
+        "rows": rows,
+    }
 
 
 def main(argv=None) -> dict:

@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 import traceback
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -71,8 +71,13 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def batch_timestamps(lake: DeltaLake, run_id: str) -> list[float]:
     """Kafka timestamps (s) of the well-formed events a Bronze run landed."""
-    data = lake.delta_table("bronze", bronze.CLICKSTREAM.table).to_pyarrow_dataset().to_table(
-        columns=["kafka_timestamp"], filter=(pc.field("_run_id") == run_id) & pc.field("_parse_error").is_null())
+    data = (
+        lake.delta_table("bronze", bronze.CLICKSTREAM.table)
+        .to_pyarrow_dataset()
+        .to_table(
+            columns=["kafka_timestamp"], filter=(pc.field("_run_id") == run_id) & pc.field("_parse_error").is_null()
+        )
+    )
     return [ts.timestamp() for ts in data.column("kafka_timestamp").to_pylist()]
 
 
@@ -100,8 +105,11 @@ def next_tick(last: float, interval: float) -> float:
 
 
 def bronze_version(lake: DeltaLake) -> int:
-    return lake.delta_table("bronze", bronze.CLICKSTREAM.table).version() if lake.exists(
-        "bronze", bronze.CLICKSTREAM.table) else -1
+    return (
+        lake.delta_table("bronze", bronze.CLICKSTREAM.table).version()
+        if lake.exists("bronze", bronze.CLICKSTREAM.table)
+        else -1
+    )
 
 
 def materialization(result: dg.ExecuteInProcessResult) -> dict:
@@ -110,8 +118,7 @@ def materialization(result: dg.ExecuteInProcessResult) -> dict:
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
-def silver_automation(lake_root: str, spark_url: str, interval: float, partition_key: str, bronze_done,
-                      report) -> None:
+def silver_automation(lake_root: str, spark_url: str, interval: float, partition_key: str, bronze_done, report) -> None:
     """The streaming automation sensor and the Silver sessions runs it launches, in a process of their own
     as under Dagster: on each tick, a run if Bronze has a version Silver has not read (runs never overlap).
     Reports the runs, or the error that stopped them."""
@@ -126,8 +133,13 @@ def silver_automation(lake_root: str, spark_url: str, interval: float, partition
             finishing = bronze_done.is_set()  # read before the version, so the last batch is never missed
             if bronze_version(lake) > seen:
                 begun = time.time()
-                result = dg.materialize([silver_sessions.sessions], resources=resources, instance=instance,
-                                        partition_key=partition_key, run_config=QUIET)
+                result = dg.materialize(
+                    [silver_sessions.sessions],
+                    resources=resources,
+                    instance=instance,
+                    partition_key=partition_key,
+                    run_config=QUIET,
+                )
                 seen = materialization(result)["bronze/version"]
                 runs.append({"bronze_version": seen, "seconds": round(time.time() - begun, 3), "done": time.time()})
             elif finishing:
@@ -140,7 +152,9 @@ def silver_automation(lake_root: str, spark_url: str, interval: float, partition
 
 def silver_equals_full_recompute(resources: dict) -> bool:
     spark, lake = resources["spark"].spark_session, resources["lake"]
-    full = silver_sessions.sessionise(silver_sessions.valid_events(lake.read(spark, "bronze", bronze.CLICKSTREAM.table)))
+    full = silver_sessions.sessionise(
+        silver_sessions.valid_events(lake.read(spark, "bronze", bronze.CLICKSTREAM.table))
+    )
     incremental = lake.read(spark, "silver", "sessions").select(*full.columns)
     return incremental.count() == full.count() and incremental.exceptAll(full).count() == 0
 
@@ -150,12 +164,20 @@ def main(argv=None) -> dict:
     p.add_argument("--rate", type=float, default=2000, help="events per second to produce")
     p.add_argument("--seconds", type=float, default=30, help="how long to produce")
     p.add_argument("--partitions", type=int, default=3)
-    p.add_argument("--broker", choices=["tansu", "kafka"], default="tansu",
-                   help="tansu (in memory) or Apache Kafka in KRaft mode (the reference; starts in 5-15 s)")
+    p.add_argument(
+        "--broker",
+        choices=["tansu", "kafka"],
+        default="tansu",
+        help="tansu (in memory) or Apache Kafka in KRaft mode (the reference; starts in 5-15 s)",
+    )
     p.add_argument("--max-batch", type=int, default=50_000, help="sensor: most messages per Bronze run")
     p.add_argument("--tick", type=float, default=1.0, help="seconds between Kafka sensor ticks when idle")
-    p.add_argument("--silver-interval", type=float, default=streaming_automation_sensor.minimum_interval_seconds,
-                   help="seconds between streaming automation ticks (default: the sensor's own interval)")
+    p.add_argument(
+        "--silver-interval",
+        type=float,
+        default=streaming_automation_sensor.minimum_interval_seconds,
+        help="seconds between streaming automation ticks (default: the sensor's own interval)",
+    )
     p.add_argument("--scale", type=float, default=1.0)
     p.add_argument("--drain-timeout", type=float, default=60, help="seconds to wait for the backlog after producing")
     p.add_argument("--out", default=str(REPO / "bench" / "results"))
@@ -166,26 +188,34 @@ def main(argv=None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="lakehouse-bench-streaming-"))
     os.environ.setdefault("LAKEHOUSE_HOME", str(work))
     events = int(args.rate * args.seconds)
-    broker = (KafkaBroker(data_dir=work / "kafka", log_file=work / "kafka.log") if args.broker == "kafka"
-              else Broker(log_file=work / "tansu.log"))
+    broker = (
+        KafkaBroker(data_dir=work / "kafka", log_file=work / "kafka.log")
+        if args.broker == "kafka"
+        else Broker(log_file=work / "tansu.log")
+    )
     with broker:
         kafka = KafkaResource(bootstrap_servers=broker.bootstrap)
         kafka.create_topic("clickstream", args.partitions)
         lake = DeltaLake(root=str(work / "lake"))
         resources = {"spark": SparkEngine(remote="sail"), "lake": lake, "kafka": kafka}
-        sensor = kafka_sensor(bronze.CLICKSTREAM, bronze.clickstream_events, max_batch=args.max_batch,
-                              max_wait_seconds=0)
+        sensor = kafka_sensor(
+            bronze.CLICKSTREAM, bronze.clickstream_events, max_batch=args.max_batch, max_wait_seconds=0
+        )
         instance = dg.DagsterInstance.ephemeral()
         # Warm the engine up (session start, first Delta write) so it is not counted as latency.
         resources["spark"].setup_for_execution(dg.build_init_resource_context())
 
         spawn = multiprocessing.get_context("spawn")
         produced, silver_report, ready, bronze_done = spawn.Queue(), spawn.Queue(), spawn.Event(), spawn.Event()
-        producer = spawn.Process(target=produce, daemon=True,
-                                 args=(kafka.bootstrap, events, args.rate, args.scale, ready, produced))
-        today = datetime.now(timezone.utc).date().isoformat()
-        silver = spawn.Process(target=silver_automation, daemon=True, args=(
-            lake.root, embedded_sail_url(), args.silver_interval, today, bronze_done, silver_report))
+        producer = spawn.Process(
+            target=produce, daemon=True, args=(kafka.bootstrap, events, args.rate, args.scale, ready, produced)
+        )
+        today = datetime.now(UTC).date().isoformat()
+        silver = spawn.Process(
+            target=silver_automation,
+            daemon=True,
+            args=(lake.root, embedded_sail_url(), args.silver_interval, today, bronze_done, silver_report),
+        )
         producer.start()
         while not ready.wait(timeout=1):
             if not producer.is_alive():
@@ -195,21 +225,37 @@ def main(argv=None) -> dict:
         cursor, batches, deadline = None, [], None
         while silver.is_alive():  # a failed Silver run ends the benchmark
             tick_at = time.time()
-            context = dg.build_sensor_context(cursor=cursor, resources={"kafka": kafka, "lake": lake}, instance=instance)
+            context = dg.build_sensor_context(
+                cursor=cursor, resources={"kafka": kafka, "lake": lake}, instance=instance
+            )
             result = sensor(context)
             cursor = result.cursor
             if result.run_requests:
                 [request] = result.run_requests
-                b = dg.materialize([bronze.clickstream_events], resources=resources, instance=instance,
-                                   partition_key=request.partition_key, run_config={**request.run_config, **QUIET},
-                                   tags=request.tags)
+                b = dg.materialize(
+                    [bronze.clickstream_events],
+                    resources=resources,
+                    instance=instance,
+                    partition_key=request.partition_key,
+                    run_config={**request.run_config, **QUIET},
+                    tags=request.tags,
+                )
                 assert b.success
-                batches.append({"messages": int(request.tags["kafka/messages"]),
-                                "lag_at_request": int(request.tags["kafka/lag"]),
-                                "bronze_seconds": round(time.time() - tick_at, 3), "done": time.time(),
-                                "version": materialization(b)["delta/version"], "run_id": b.run_id})
-                print(f"bronze batch {len(batches)}: {batches[-1]['messages']} messages in "
-                      f"{batches[-1]['bronze_seconds']} s", flush=True)
+                batches.append(
+                    {
+                        "messages": int(request.tags["kafka/messages"]),
+                        "lag_at_request": int(request.tags["kafka/lag"]),
+                        "bronze_seconds": round(time.time() - tick_at, 3),
+                        "done": time.time(),
+                        "version": materialization(b)["delta/version"],
+                        "run_id": b.run_id,
+                    }
+                )
+                print(
+                    f"bronze batch {len(batches)}: {batches[-1]['messages']} messages in "
+                    f"{batches[-1]['bronze_seconds']} s",
+                    flush=True,
+                )
                 continue
             if not producer.is_alive():
                 landed = sum(bronze.next_offsets(lake, bronze.CLICKSTREAM.table, kafka.topic("clickstream")).values())
@@ -221,17 +267,23 @@ def main(argv=None) -> dict:
                     break
             time.sleep(max(0.0, args.tick - (time.time() - tick_at)))
         bronze_done.set()
-        cpu = {"bronze": cpu_seconds() - cpu["bronze"], "broker": cpu_seconds(broker.process.pid) - cpu["broker"],
-               "wall": time.time() - cpu["wall"]}
+        cpu = {
+            "bronze": cpu_seconds() - cpu["bronze"],
+            "broker": cpu_seconds(broker.process.pid) - cpu["broker"],
+            "wall": time.time() - cpu["wall"],
+        }
         produced = produced.get()
         silver = silver_report.get(timeout=600)
         if "error" in silver:
             raise RuntimeError(f"a Silver run failed:\n{silver['error']}")
         silver_runs = silver["runs"]
-        cpu = {"bronze_process (sensor, Bronze runs, Sail engine)": round(cpu["bronze"], 1),
-               "silver_process (automation, Silver runs; their queries run in the Sail engine)": silver["cpu_seconds"],
-               "producer": produced.pop("cpu_seconds"), "broker": round(cpu["broker"], 1),
-               "wall_seconds (2 cores: twice this is all there is)": round(cpu["wall"], 1)}
+        cpu = {
+            "bronze_process (sensor, Bronze runs, Sail engine)": round(cpu["bronze"], 1),
+            "silver_process (automation, Silver runs; their queries run in the Sail engine)": silver["cpu_seconds"],
+            "producer": produced.pop("cpu_seconds"),
+            "broker": round(cpu["broker"], 1),
+            "wall_seconds (2 cores: twice this is all there is)": round(cpu["wall"], 1),
+        }
         producer.join()
 
         latencies, bronze_latencies = [], []
@@ -244,12 +296,18 @@ def main(argv=None) -> dict:
         last_bronze = max(b["done"] for b in batches)
         report = {
             "benchmark": "streaming",
-            "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "when": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": "python bench/streaming.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-            "settings": {"broker": args.broker, "target_rate": args.rate, "seconds": args.seconds,
-                         "partitions": args.partitions, "max_batch": args.max_batch, "tick_seconds": args.tick,
-                         "silver_interval_seconds": args.silver_interval},
+            "settings": {
+                "broker": args.broker,
+                "target_rate": args.rate,
+                "seconds": args.seconds,
+                "partitions": args.partitions,
+                "max_batch": args.max_batch,
+                "tick_seconds": args.tick,
+                "silver_interval_seconds": args.silver_interval,
+            },
             "produced": produced,
             "bronze_rows": rows,
             # Sustained: everything produced, landed, divided by first produce -> last Bronze commit.
@@ -261,10 +319,16 @@ def main(argv=None) -> dict:
             "mean_bronze_run_seconds": round(statistics.mean(b["bronze_seconds"] for b in batches), 3),
             "silver_runs": len(silver_runs),
             "mean_silver_run_seconds": round(statistics.mean(r["seconds"] for r in silver_runs), 3),
-            "latency_produce_to_silver_seconds": {"p50": percentile(latencies, 0.5), "p95": percentile(latencies, 0.95),
-                                                  "max": percentile(latencies, 1.0), "events": len(latencies)},
-            "latency_produce_to_bronze_seconds": {"p50": percentile(bronze_latencies, 0.5),
-                                                  "p95": percentile(bronze_latencies, 0.95)},
+            "latency_produce_to_silver_seconds": {
+                "p50": percentile(latencies, 0.5),
+                "p95": percentile(latencies, 0.95),
+                "max": percentile(latencies, 1.0),
+                "events": len(latencies),
+            },
+            "latency_produce_to_bronze_seconds": {
+                "p50": percentile(bronze_latencies, 0.5),
+                "p95": percentile(bronze_latencies, 0.95),
+            },
             # Where the CPU went while producing and landing (the producer's and Silver's: their whole run).
             "cpu_seconds": cpu,
             "silver_sessions": lake.delta_table("silver", "sessions").to_pyarrow_table(columns=["session_id"]).num_rows,
@@ -273,7 +337,7 @@ def main(argv=None) -> dict:
         }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"streaming-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    path = out / f"streaming-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     print(f"written to {path}")

@@ -39,9 +39,21 @@ MAX_DAYS = 366
 MAX_LIMIT = 500
 
 CONTACT_COLUMNS = ["name_initials", "email_masked", "phone_masked"]
-CUSTOMER_COLUMNS = ["customer_id", "country", "signup_date", "segment", "rfm_score", "orders_count",
-                    "lifetime_value_usd", "first_order_at", "last_order_at", "sessions_count", "last_session_at",
-                    "tickets_open", "tickets_closed"]
+CUSTOMER_COLUMNS = [
+    "customer_id",
+    "country",
+    "signup_date",
+    "segment",
+    "rfm_score",
+    "orders_count",
+    "lifetime_value_usd",
+    "first_order_at",
+    "last_order_at",
+    "sessions_count",
+    "last_session_at",
+    "tickets_open",
+    "tickets_closed",
+]
 
 
 # -- API keys -----------------------------------------------------------------------------------------------
@@ -66,7 +78,9 @@ def parse_keys(config: str | list | dict) -> dict[str, ApiKey]:
     for entry in entries:
         unknown = set(entry.get("scopes", [])) - set(SCOPES)
         if unknown:
-            raise ValueError(f"API key {entry.get('name')!r}: unknown scopes {sorted(unknown)} (known: {sorted(SCOPES)})")
+            raise ValueError(
+                f"API key {entry.get('name')!r}: unknown scopes {sorted(unknown)} (known: {sorted(SCOPES)})"
+            )
         digest = entry.get("sha256") or key_hash(entry["key"])
         keys[digest.lower()] = ApiKey(entry.get("name", digest[:8]), frozenset(entry.get("scopes", [])))
     return keys
@@ -78,14 +92,17 @@ def keys_from_env() -> dict[str, ApiKey]:
     return parse_keys(config) if config else {}
 
 
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key; its scopes decide what it reads.")
+api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="An API key; its scopes decide what it reads."
+)
 
 
 def require(scope: str) -> Callable:
     async def authorise(request: Request, key: Annotated[str | None, Depends(api_key_header)]) -> ApiKey:
         if not key:
-            raise HTTPException(401, "missing API key: send it in the X-API-Key header",
-                                headers={"WWW-Authenticate": "ApiKey"})
+            raise HTTPException(
+                401, "missing API key: send it in the X-API-Key header", headers={"WWW-Authenticate": "ApiKey"}
+            )
         found = request.app.state.keys.get(key_hash(key))
         if found is None:
             raise HTTPException(401, "unknown API key", headers={"WWW-Authenticate": "ApiKey"})
@@ -186,7 +203,8 @@ def reject_unknown_parameters(request: Request) -> None:
     if route is None:
         return
     known = {p.alias for p in route.dependant.query_params} | {
-        p.alias for d in route.dependant.dependencies for p in d.query_params}
+        p.alias for d in route.dependant.dependencies for p in d.query_params
+    }
     unknown = sorted(set(request.query_params) - known)
     if unknown:
         accepted = ", ".join(sorted(known)) or "none"
@@ -211,6 +229,7 @@ Country = Annotated[str | None, Query(pattern=r"^[A-Z]{2}$|^unknown$", descripti
 
 router = APIRouter()
 
+
 @router.get("/health", response_model=Health, responses=errors(400, 503), tags=["ops"])
 async def health(request: Request) -> Response:
     """Liveness and database reachability (no key needed)."""
@@ -221,7 +240,10 @@ async def health(request: Request) -> Response:
         raise HTTPException(503, f"serving database unavailable: {type(error).__name__}") from None
     return json_response('{"status":"ok","database":"ok"}')
 
-@router.get("/customers/{customer_id}", response_model=Customer, responses=errors(400, 401, 403, 404), tags=["customers"])
+
+@router.get(
+    "/customers/{customer_id}", response_model=Customer, responses=errors(400, 401, 403, 404), tags=["customers"]
+)
 async def get_customer(
     request: Request,
     customer_id: CustomerId,
@@ -234,10 +256,13 @@ async def get_customer(
     contact = "pii" in key.scopes
     body = await request.app.state.pool.fetchval(
         f"SELECT row_to_json(c)::text FROM (SELECT {customer_select(contact)} FROM customer_360 "
-        "WHERE customer_id = $1) c", customer_id)
+        "WHERE customer_id = $1) c",
+        customer_id,
+    )
     if body is None:
         raise HTTPException(404, f"customer {customer_id!r} not found")
     return json_response(body)
+
 
 @router.get("/customers", response_model=CustomerPage, responses=errors(400, 401, 403), tags=["customers"])
 async def list_customers(
@@ -246,8 +271,10 @@ async def list_customers(
     segment: Annotated[Literal[SEGMENTS] | None, Query(description="RFM segment")] = None,  # type: ignore[valid-type]
     country: Country = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")] = 50,
-    cursor: Annotated[str | None, Query(min_length=1, max_length=64, pattern=ID_PATTERN,
-                                        description="next_cursor of the previous page")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(min_length=1, max_length=64, pattern=ID_PATTERN, description="next_cursor of the previous page"),
+    ] = None,
 ) -> Response:
     """Customers ordered by id, filtered by segment and/or country, a page at a time (keyset pagination:
     pages never skip or repeat a customer, however deep)."""
@@ -263,11 +290,14 @@ async def list_customers(
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     rows = await request.app.state.pool.fetch(
         f"SELECT c.customer_id, row_to_json(c)::text AS body FROM (SELECT {customer_select('pii' in key.scopes)} "
-        f"FROM customer_360 {where} ORDER BY customer_id LIMIT ${len(args)}) c ORDER BY c.customer_id", *args)
+        f"FROM customer_360 {where} ORDER BY customer_id LIMIT ${len(args)}) c ORDER BY c.customer_id",
+        *args,
+    )
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = json.dumps(rows[-1]["customer_id"]) if more else "null"
     return json_response('{"items":[' + ",".join(r["body"] for r in rows) + '],"next_cursor":' + next_cursor + "}")
+
 
 @router.get("/revenue/daily", response_model=RevenueDays, responses=errors(400, 401, 403), tags=["revenue"])
 async def revenue_daily(
@@ -288,8 +318,11 @@ async def revenue_daily(
         "SELECT '[' || coalesce(string_agg(row_to_json(r)::text, ',' ORDER BY r.order_date, r.country), '') "
         "|| ']' FROM ("
         "SELECT order_date, country, sum(orders)::bigint AS orders, sum(units)::bigint AS units, "
-        f"sum(revenue_usd) AS revenue_usd FROM revenue_daily WHERE {where} GROUP BY order_date, country) r", *args)
+        f"sum(revenue_usd) AS revenue_usd FROM revenue_daily WHERE {where} GROUP BY order_date, country) r",
+        *args,
+    )
     return json_response('{"items":' + body + "}")
+
 
 @router.get("/kpis/daily", response_model=KpiDays, responses=errors(400, 401, 403), tags=["kpis"])
 async def kpis_daily(
@@ -303,7 +336,10 @@ async def kpis_daily(
     body = await request.app.state.pool.fetchval(
         "SELECT '[' || coalesce(string_agg(row_to_json(k)::text, ',' ORDER BY k.date_day), '') || ']' "
         "FROM (SELECT * FROM daily_kpis "
-        "WHERE date_day BETWEEN $1 AND $2) k", start, end)
+        "WHERE date_day BETWEEN $1 AND $2) k",
+        start,
+        end,
+    )
     return json_response('{"items":' + body + "}")
 
 
@@ -317,7 +353,11 @@ def create_app(dsn: str | None = None, keys: dict[str, ApiKey] | None = None, po
         import asyncpg
 
         app.state.pool = await asyncpg.create_pool(
-            dsn, min_size=2, max_size=pool_size, server_settings={"timezone": "UTC", "application_name": "lakehouse-api"})
+            dsn,
+            min_size=2,
+            max_size=pool_size,
+            server_settings={"timezone": "UTC", "application_name": "lakehouse-api"},
+        )
         try:
             yield
         finally:

@@ -53,34 +53,87 @@ KAFKA_ZORDER = ("kafka_partition", "kafka_offset")
 
 TABLES = [
     # Batch sources: files landed once a day, read as they are.
-    Table("bronze", "crm_customers", bronze.CrmCustomers, "CRM customer records as exported each day (JSON lines), "
-          "untyped, nothing dropped.", landing="jsonl", checks=("schema_drift", "volume")),
-    Table("bronze", "orders", bronze.Orders, "E-commerce orders as landed each day (CSV), untyped, nothing dropped.",
-          landing="csv", checks=("schema_drift", "volume")),
-    Table("bronze", "fx_rates", bronze.FxRates, "Daily FX rates to USD as landed (CSV), untyped, nothing dropped.",
-          landing="csv"),
+    Table(
+        "bronze",
+        "crm_customers",
+        bronze.CrmCustomers,
+        "CRM customer records as exported each day (JSON lines), untyped, nothing dropped.",
+        landing="jsonl",
+        checks=("schema_drift", "volume"),
+    ),
+    Table(
+        "bronze",
+        "orders",
+        bronze.Orders,
+        "E-commerce orders as landed each day (CSV), untyped, nothing dropped.",
+        landing="csv",
+        checks=("schema_drift", "volume"),
+    ),
+    Table(
+        "bronze",
+        "fx_rates",
+        bronze.FxRates,
+        "Daily FX rates to USD as landed (CSV), untyped, nothing dropped.",
+        landing="csv",
+    ),
     # Streaming sources: Kafka micro-batches (defs/bronze/streaming.py).
     Table("bronze", "clickstream_events", bronze.ClickstreamEvents, zorder=KAFKA_ZORDER),
     Table("bronze", "support_ticket_changes", bronze.SupportTicketChanges, zorder=KAFKA_ZORDER),
     # Silver: typed, deduplicated, conformed (defs/silver/).
-    Table("silver", "customers", silver.Customers, reads="bronze/crm_customers", quarantine=True,
-          checks=("quarantine_share", "one_current_version"), zorder=("customer_id", "valid_from")),
-    Table("silver", "orders", silver.Orders, reads="bronze/orders", quarantine=True,
-          checks=("volume", "quarantine_share", "customers_exist"), zorder=("customer_id", "order_ts")),
-    Table("silver", "fx_rates", silver.FxRates, reads="bronze/fx_rates", quarantine=True,
-          checks=("quarantine_share",), zorder=("rate_date", "currency")),
-    Table("silver", "sessions", silver.Sessions, reads="bronze/clickstream_events", quarantine=True,
-          zorder=("user_id", "session_start")),
-    Table("silver", "support_tickets", silver.SupportTickets, reads="bronze/support_ticket_changes",
-          quarantine=True, zorder=("customer_id", "ticket_id")),
+    Table(
+        "silver",
+        "customers",
+        silver.Customers,
+        reads="bronze/crm_customers",
+        quarantine=True,
+        checks=("quarantine_share", "one_current_version"),
+        zorder=("customer_id", "valid_from"),
+    ),
+    Table(
+        "silver",
+        "orders",
+        silver.Orders,
+        reads="bronze/orders",
+        quarantine=True,
+        checks=("volume", "quarantine_share", "customers_exist"),
+        zorder=("customer_id", "order_ts"),
+    ),
+    Table(
+        "silver",
+        "fx_rates",
+        silver.FxRates,
+        reads="bronze/fx_rates",
+        quarantine=True,
+        checks=("quarantine_share",),
+        zorder=("rate_date", "currency"),
+    ),
+    Table(
+        "silver",
+        "sessions",
+        silver.Sessions,
+        reads="bronze/clickstream_events",
+        quarantine=True,
+        zorder=("user_id", "session_start"),
+    ),
+    Table(
+        "silver",
+        "support_tickets",
+        silver.SupportTickets,
+        reads="bronze/support_ticket_changes",
+        quarantine=True,
+        zorder=("customer_id", "ticket_id"),
+    ),
 ]
 
 
 def quarantine_table(table: Table) -> Table:
     """Where `table`'s rule-breaking rows go: the original record as JSON, the rule, the column and the reason."""
-    return Table(table.layer, f"{table.name}_quarantine", silver.quarantine_contract(table.name),
-                 f"Rows of {table.path} that broke a rule, each with the rule, the column, the reason and the "
-                 "original record.")
+    return Table(
+        table.layer,
+        f"{table.name}_quarantine",
+        silver.quarantine_contract(table.name),
+        f"Rows of {table.path} that broke a rule, each with the rule, the column, the reason and the original record.",
+    )
 
 
 def all_tables() -> list[Table]:
@@ -127,10 +180,19 @@ class Mart:
 
 def marts_of(manifest: Mapping) -> dict[str, Mart]:
     """The marts of a dbt manifest: the models whose `meta` names their keys."""
-    models = sorted((n for n in manifest["nodes"].values()
-                     if n["resource_type"] == "model" and "keys" in n["config"]["meta"]), key=lambda n: n["name"])
-    return {n["name"]: Mart(n["name"], tuple(n["config"]["meta"]["keys"]), n["config"].get("partition_by"),
-                            tuple(n["config"]["meta"].get("zorder", ()))) for n in models}
+    models = sorted(
+        (n for n in manifest["nodes"].values() if n["resource_type"] == "model" and "keys" in n["config"]["meta"]),
+        key=lambda n: n["name"],
+    )
+    return {
+        n["name"]: Mart(
+            n["name"],
+            tuple(n["config"]["meta"]["keys"]),
+            n["config"].get("partition_by"),
+            tuple(n["config"]["meta"].get("zorder", ())),
+        )
+        for n in models
+    }
 
 
 @cache

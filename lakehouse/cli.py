@@ -1,15 +1,15 @@
 """`lakehouse`: generate sample data, run the demo, list tables, start the UI.
 
-    lakehouse generate --start 2026-11-01 --days 7 --scale 1 --seed 42
-    lakehouse demo     [--start --days --scale --seed]
-    lakehouse tables   [--json]
-    lakehouse dbt-vars --start DAY --end DAY   (the --vars for a `dbt build` by hand)
-    lakehouse dev      (dagster dev on this repo's workspace, with the instance under LAKEHOUSE_HOME)
-    lakehouse broker   [--kafka] [--port P]  (a dev broker: tansu in memory, or Apache Kafka in KRaft mode; port 9092)
-    lakehouse spark-cluster [--workers 2] [--port 15002]  (Apache Spark standalone + Spark Connect with Delta)
-    lakehouse jars     [delta] [kafka]  (pre-fetch the JVM jars with Maven into the cache)
-    lakehouse produce  --topic clickstream|support_tickets_cdc [--events N] [--rate R] [--bootstrap H:P]
-    lakehouse serve    [--host 127.0.0.1] [--port 8000] [--workers 1]  (the read API over the serving store)
+lakehouse generate --start 2026-11-01 --days 7 --scale 1 --seed 42
+lakehouse demo     [--start --days --scale --seed]
+lakehouse tables   [--json]
+lakehouse dbt-vars --start DAY --end DAY   (the --vars for a `dbt build` by hand)
+lakehouse dev      (dagster dev on this repo's workspace, with the instance under LAKEHOUSE_HOME)
+lakehouse broker   [--kafka] [--port P]  (a dev broker: tansu in memory, or Apache Kafka in KRaft mode; port 9092)
+lakehouse spark-cluster [--workers 2] [--port 15002]  (Apache Spark standalone + Spark Connect with Delta)
+lakehouse jars     [delta] [kafka]  (pre-fetch the JVM jars with Maven into the cache)
+lakehouse produce  --topic clickstream|support_tickets_cdc [--events N] [--rate R] [--bootstrap H:P]
+lakehouse serve    [--host 127.0.0.1] [--port 8000] [--workers 1]  (the read API over the serving store)
 """
 
 import argparse
@@ -51,13 +51,17 @@ def materialize_batch(start: date, days: int) -> None:
     dagster_home()
     last = start + timedelta(days=days - 1)
     with dg.DagsterInstance.get() as instance:
-        result = defs().resolve_job_def("batch").execute_in_process(
-            instance=instance,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            tags={
-                "dagster/asset_partition_range_start": start.isoformat(),
-                "dagster/asset_partition_range_end": last.isoformat(),
-            },
+        result = (
+            defs()
+            .resolve_job_def("batch")
+            .execute_in_process(
+                instance=instance,
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                tags={
+                    "dagster/asset_partition_range_start": start.isoformat(),
+                    "dagster/asset_partition_range_end": last.isoformat(),
+                },
+            )
         )
     if not result.success:
         raise SystemExit(f"batch run {result.run_id} failed")
@@ -70,7 +74,7 @@ def partition_counts(table: dict) -> list[tuple[str, int]]:
     if not columns:
         return [("-", table["rows"])]
     counts = dt.to_pyarrow_table(columns=columns[:1]).group_by(columns[0]).aggregate([([], "count_all")])
-    return sorted((str(k), v) for k, v in zip(counts.column(0).to_pylist(), counts.column(1).to_pylist()))
+    return sorted((str(k), v) for k, v in zip(counts.column(0).to_pylist(), counts.column(1).to_pylist(), strict=True))
 
 
 def print_row_counts(tables: list[dict]) -> None:
@@ -129,8 +133,10 @@ def cmd_kafka_epoch(args) -> None:
     if args.table not in STREAMS:
         raise SystemExit(f"no streaming Bronze table {args.table!r}; one of {sorted(STREAMS)}")
     epoch = start_new_epoch(lake(), args.table)
-    print(f"bronze.{args.table}: epoch {epoch} started; the next run lands Kafka topic "
-          f"{STREAMS[args.table].topic!r} from its first offset")
+    print(
+        f"bronze.{args.table}: epoch {epoch} started; the next run lands Kafka topic "
+        f"{STREAMS[args.table].topic!r} from its first offset"
+    )
 
 
 def cmd_dev(args) -> None:
@@ -161,7 +167,7 @@ def cmd_broker(args) -> None:
 
     # 9092 by default, which the Kafka resource uses when LAKEHOUSE_KAFKA_BOOTSTRAP is unset; a free port if taken.
     port = args.port or (None if port_open(9092) else 9092)
-    broker = (KafkaBroker(port=port, data_dir=settings.home() / "kafka") if args.kafka else Broker(port=port))
+    broker = KafkaBroker(port=port, data_dir=settings.home() / "kafka") if args.kafka else Broker(port=port)
     broker.start()
     try:
         print(f"{broker.description} listening on {broker.bootstrap}")
@@ -174,12 +180,20 @@ def cmd_broker(args) -> None:
 def cmd_spark_cluster(args) -> None:
     from lakehouse.lib.jvm_spark import SparkCluster
 
-    cluster = SparkCluster(workers=args.workers, port=args.port, worker_cores=args.worker_cores,
-                           worker_memory=args.worker_memory, host=args.host, s3=args.s3,
-                           log_dir=settings.home() / "logs" / "spark-cluster")
+    cluster = SparkCluster(
+        workers=args.workers,
+        port=args.port,
+        worker_cores=args.worker_cores,
+        worker_memory=args.worker_memory,
+        host=args.host,
+        s3=args.s3,
+        log_dir=settings.home() / "logs" / "spark-cluster",
+    )
     with cluster.running():
-        print(f"Apache Spark standalone cluster ({args.workers} worker(s)) with a Delta Spark Connect server at "
-              f"{cluster.url} (logs: {cluster.log_dir})")
+        print(
+            f"Apache Spark standalone cluster ({args.workers} worker(s)) with a Delta Spark Connect server at "
+            f"{cluster.url} (logs: {cluster.log_dir})"
+        )
         print(f"export LAKEHOUSE_SPARK_REMOTE={cluster.url}", flush=True)
         until_stopped("a Spark process", lambda: all(p.process.poll() is None for p in cluster.processes))
 
@@ -217,8 +231,17 @@ def cmd_serve(args) -> None:
         settings.use_api_keys_file(Path(args.keys_file).resolve())
     if not keys_from_env():
         raise SystemExit("no API keys: set LAKEHOUSE_API_KEYS (JSON) or LAKEHOUSE_API_KEYS_FILE, or pass --keys-file")
-    uvicorn.run("lakehouse.api:app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, loop="uvloop", http="httptools", access_log=False, log_level="warning")
+    uvicorn.run(
+        "lakehouse.api:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -244,20 +267,30 @@ def parser() -> argparse.ArgumentParser:
     epoch = sub.add_parser("kafka-epoch", help="start a new epoch for a streaming Bronze table whose topic was reset")
     epoch.add_argument("table", help="clickstream_events or support_ticket_changes")
     epoch.set_defaults(handler=cmd_kafka_epoch)
-    dev = sub.add_parser("dev", help="start the Dagster UI and daemon on this code location (other options go to `dagster dev`)")
+    dev = sub.add_parser(
+        "dev", help="start the Dagster UI and daemon on this code location (other options go to `dagster dev`)"
+    )
     dev.set_defaults(handler=cmd_dev)
     broker = sub.add_parser("broker", help="run a Kafka broker for development (tansu in memory, or Apache Kafka)")
-    broker.add_argument("--port", type=int, default=None, help="listen on 127.0.0.1:PORT (default: 9092, else a free port)")
-    broker.add_argument("--kafka", action="store_true",
-                        help="Apache Kafka in KRaft mode (jars via Maven; data under $LAKEHOUSE_HOME/kafka)")
+    broker.add_argument(
+        "--port", type=int, default=None, help="listen on 127.0.0.1:PORT (default: 9092, else a free port)"
+    )
+    broker.add_argument(
+        "--kafka",
+        action="store_true",
+        help="Apache Kafka in KRaft mode (jars via Maven; data under $LAKEHOUSE_HOME/kafka)",
+    )
     broker.set_defaults(handler=cmd_broker)
-    cluster = sub.add_parser("spark-cluster",
-                             help="run an Apache Spark standalone cluster and a Spark Connect server with Delta")
+    cluster = sub.add_parser(
+        "spark-cluster", help="run an Apache Spark standalone cluster and a Spark Connect server with Delta"
+    )
     cluster.add_argument("--workers", type=int, default=2)
     cluster.add_argument("--port", type=int, default=15002, help="the Spark Connect port (default 15002)")
     cluster.add_argument("--worker-cores", type=int, default=1)
     cluster.add_argument("--worker-memory", default="2g")
-    cluster.add_argument("--host", default="127.0.0.1", help="where the Connect server listens (0.0.0.0 in a container)")
+    cluster.add_argument(
+        "--host", default="127.0.0.1", help="where the Connect server listens (0.0.0.0 in a container)"
+    )
     cluster.add_argument("--s3", action="store_true", help="s3:// lakes through S3A, with the AWS_* variables")
     cluster.set_defaults(handler=cmd_spark_cluster)
     jars_cmd = sub.add_parser("jars", help="fetch the JVM jars (Delta for Apache Spark, Apache Kafka) into the cache")
@@ -266,8 +299,9 @@ def parser() -> argparse.ArgumentParser:
     produce = sub.add_parser("produce", help="publish the generator's streaming events to Kafka at a steady rate")
     produce.add_argument("--topic", required=True, choices=["clickstream", "support_tickets_cdc"])
     produce.add_argument("--events", type=int, default=None, help="exactly N messages, anomalies included")
-    produce.add_argument("--days", type=int, default=None,
-                         help="whole generator days instead (the same lines as `lakehouse generate`)")
+    produce.add_argument(
+        "--days", type=int, default=None, help="whole generator days instead (the same lines as `lakehouse generate`)"
+    )
     produce.add_argument("--rate", type=float, default=1000.0, help="messages per second; 0 = as fast as possible")
     produce.add_argument("--bootstrap", default=None, help="host:port (default: LAKEHOUSE_KAFKA_BOOTSTRAP)")
     produce.add_argument("--partitions", type=int, default=3, help="partitions if the topic is created")

@@ -160,8 +160,9 @@ def tansu_override() -> str | None:
     return _get("LAKEHOUSE_TANSU")
 
 
-def child_env(overrides: dict[str, str] | None = None, defaults: dict[str, str] | None = None,
-              drop: tuple[str, ...] = ()) -> dict[str, str]:
+def child_env(
+    overrides: dict[str, str] | None = None, defaults: dict[str, str] | None = None, drop: tuple[str, ...] = ()
+) -> dict[str, str]:
     """The environment for a child process: this process's, with `defaults` where unset, `overrides`
     set and the `drop` names removed."""
     env = {**(defaults or {}), **os.environ, **(overrides or {})}

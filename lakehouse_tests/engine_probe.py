@@ -30,13 +30,20 @@ BRONZE = [
 
 def silver_orders(spark: SparkSession) -> dict:
     bronze = spark.createDataFrame(BRONZE, COLUMNS).select(
-        *COLUMNS, F.lit("P1").alias("product_id"), F.lit("books").alias("category"), F.lit("1").alias("quantity"),
-        F.lit(None).cast("string").alias("_rescued_data"), F.lit("f.csv").alias("_source_file"),
-        F.lit(DAY).alias("_partition_date"), F.current_timestamp().alias("_ingested_at"),
+        *COLUMNS,
+        F.lit("P1").alias("product_id"),
+        F.lit("books").alias("category"),
+        F.lit("1").alias("quantity"),
+        F.lit(None).cast("string").alias("_rescued_data"),
+        F.lit("f.csv").alias("_source_file"),
+        F.lit(DAY).alias("_partition_date"),
+        F.current_timestamp().alias("_ingested_at"),
     )
     customers = spark.createDataFrame([("C1",), ("C2",)], ["customer_id"])
-    rates = spark.sql("SELECT DATE'2026-11-01' AS rate_date, * FROM VALUES ('EUR', 1.08BD), ('USD', 1.0BD) "
-                      "AS r(currency, rate_to_usd)").withColumn("rate_to_usd", F.col("rate_to_usd").cast("decimal(18,6)"))
+    rates = spark.sql(
+        "SELECT DATE'2026-11-01' AS rate_date, * FROM VALUES ('EUR', 1.08BD), ('USD', 1.0BD) "
+        "AS r(currency, rate_to_usd)"
+    ).withColumn("rate_to_usd", F.col("rate_to_usd").cast("decimal(18,6)"))
     classified = classify(with_references(bronze, customers, rates), RULES, "silver.orders")
     rejected = {r["order_id"] or "<null>": r["_rule"] for r in classified.where("_rule IS NOT NULL").collect()}
     kept = conform(passed(classified)).select("order_id", "status", "amount_usd", "order_ts").collect()
@@ -47,10 +54,18 @@ def silver_orders(spark: SparkSession) -> dict:
 
 
 EXPECTED = {
-    "rejected": {"<null>": "order_id_not_null", "O3": "order_ts_is_timestamp", "O4": "amount_is_number",
-                 "O5": "amount_non_negative", "O6": "customer_exists", "O7": "fx_rate_available"},
-    "kept": {"O1": ["paid", "10.80", datetime(2026, 11, 1, 10).isoformat()],
-             "O2": ["placed", "5.50", datetime(2026, 11, 1, 12, 30).isoformat()]},
+    "rejected": {
+        "<null>": "order_id_not_null",
+        "O3": "order_ts_is_timestamp",
+        "O4": "amount_is_number",
+        "O5": "amount_non_negative",
+        "O6": "customer_exists",
+        "O7": "fx_rate_available",
+    },
+    "kept": {
+        "O1": ["paid", "10.80", datetime(2026, 11, 1, 10).isoformat()],
+        "O2": ["placed", "5.50", datetime(2026, 11, 1, 12, 30).isoformat()],
+    },
 }
 
 if __name__ == "__main__":

@@ -19,8 +19,12 @@ from lakehouse.lib.lake import DeltaLake
 from lakehouse.lib.spark import SparkEngine
 
 PARTITIONS = 3
-STREAMING_ASSETS = [bronze.clickstream_events, bronze.support_ticket_changes, silver_sessions.sessions,
-                    silver_tickets.support_tickets]
+STREAMING_ASSETS = [
+    bronze.clickstream_events,
+    bronze.support_ticket_changes,
+    silver_sessions.sessions,
+    silver_tickets.support_tickets,
+]
 
 
 BROKERS = ["tansu", "kafka"]
@@ -34,8 +38,11 @@ def session_broker(config: pytest.Config, kind: str, tmp_path_factory) -> Broker
     running = config.stash.setdefault(_RUNNING, {})
     if kind not in running:
         folder = tmp_path_factory.mktemp(f"broker-{kind}")
-        started = (KafkaBroker(data_dir=folder / "data", log_file=folder / "kafka.log") if kind == "kafka"
-                   else Broker(log_file=folder / "tansu.log")).start()
+        started = (
+            KafkaBroker(data_dir=folder / "data", log_file=folder / "kafka.log")
+            if kind == "kafka"
+            else Broker(log_file=folder / "tansu.log")
+        ).start()
         config.add_cleanup(started.stop)
         running[kind] = started
     return running[kind]
@@ -82,7 +89,9 @@ def produce_day(kafka: KafkaResource, source: str, start: date, index: int, scal
             lines = content[source].lines
             from lakehouse.dev.producer import message_key
 
-            return publish(kafka.producer(), kafka.topic(source), ((message_key(source, l), l) for l in lines))["events"]
+            return publish(
+                kafka.producer(), kafka.topic(source), ((message_key(source, line), line) for line in lines)
+            )["events"]
     raise AssertionError("unreachable")
 
 
@@ -99,14 +108,16 @@ def produce_json(kafka: KafkaResource, source: str, records: list, key=None) -> 
 
 
 def run(resources: dict, asset, partition_key: str, run_config=None, tags=None) -> dg.ExecuteInProcessResult:
-    result = dg.materialize([asset], resources=resources, partition_key=partition_key, run_config=run_config,
-                            tags=tags)
+    result = dg.materialize([asset], resources=resources, partition_key=partition_key, run_config=run_config, tags=tags)
     assert result.success
     return result
 
 
 def materialization(result: dg.ExecuteInProcessResult, asset) -> dict:
     """The metadata of the run's one materialisation of `asset`'s table (a Silver step also records its quarantine)."""
-    [event] = [e for e in result.asset_materializations_for_node(asset.op.name)
-               if not e.asset_key.path[-1].endswith("_quarantine")]
+    [event] = [
+        e
+        for e in result.asset_materializations_for_node(asset.op.name)
+        if not e.asset_key.path[-1].endswith("_quarantine")
+    ]
     return {k: v.value for k, v in event.metadata.items()}

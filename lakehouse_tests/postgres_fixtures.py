@@ -37,17 +37,22 @@ def postgres_bin() -> Path:
         return Path(found[-1]).parent
     initdb = shutil.which("initdb")
     if initdb is None:
-        raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql (.ci/run does), "
-                           "or set LAKEHOUSE_TEST_PG_HOST to a server of your own")
+        raise RuntimeError(
+            "PostgreSQL is not installed: apt-get install postgresql (.ci/run does), "
+            "or set LAKEHOUSE_TEST_PG_HOST to a server of your own"
+        )
     return Path(initdb).parent
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> PostgresServer:
     if os.environ.get("LAKEHOUSE_TEST_PG_HOST"):
-        yield PostgresServer(os.environ["LAKEHOUSE_TEST_PG_HOST"], int(os.environ.get("LAKEHOUSE_TEST_PG_PORT", "5432")),
-                             os.environ.get("LAKEHOUSE_TEST_PG_USER", "postgres"),
-                             os.environ.get("LAKEHOUSE_TEST_PG_PASSWORD", ""))
+        yield PostgresServer(
+            os.environ["LAKEHOUSE_TEST_PG_HOST"],
+            int(os.environ.get("LAKEHOUSE_TEST_PG_PORT", "5432")),
+            os.environ.get("LAKEHOUSE_TEST_PG_USER", "postgres"),
+            os.environ.get("LAKEHOUSE_TEST_PG_PASSWORD", ""),
+        )
         return
     # Not under pytest's temporary folders: as root those are closed to the `postgres` user.
     bin_dir, data, port = postgres_bin(), Path(tempfile.mkdtemp(prefix="lakehouse-test-pg-")), free_port()
@@ -55,14 +60,43 @@ def postgres_server() -> PostgresServer:
     if os.geteuid() == 0:
         as_owner = ["runuser", "-u", "postgres", "--"]
         shutil.chown(data, "postgres")
-    subprocess.run([*as_owner, str(bin_dir / "initdb"), "-D", str(data), "-U", "lakehouse", "--auth=trust",
-                    "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *as_owner,
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "lakehouse",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        ],
+        check=True,
+        capture_output=True,
+    )
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {data} -c fsync=off -c max_connections=200"
-    subprocess.run([*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(data / "server.log"),
-                    "-w", "start"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *as_owner,
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(data / "server.log"),
+            "-w",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield PostgresServer("127.0.0.1", port, "lakehouse")
     finally:
-        subprocess.run([*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            [*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
+        )
         shutil.rmtree(data, ignore_errors=True)

@@ -21,13 +21,20 @@ from lakehouse.lib.lake import DeltaLake
 from lakehouse_tests.helpers import DAY_KEYS
 from lakehouse_tests.postgres_fixtures import postgres_server  # noqa: F401 - fixture
 
-APP_KEY, ANALYST_KEY, FINANCE_KEY = "app-key-" + uuid.uuid4().hex, "analyst-key-" + uuid.uuid4().hex, "fin-" + uuid.uuid4().hex
+APP_KEY, ANALYST_KEY, FINANCE_KEY = (
+    "app-key-" + uuid.uuid4().hex,
+    "analyst-key-" + uuid.uuid4().hex,
+    "fin-" + uuid.uuid4().hex,
+)
 KEYS_CONFIG = [
     {"name": "app", "key": APP_KEY, "scopes": ["customers:read", "revenue:read", "kpis:read", "pii"]},
     {"name": "analyst", "key": ANALYST_KEY, "scopes": ["customers:read", "revenue:read", "kpis:read"]},
     # stored as a hash only, as a keys file may hold them
-    {"name": "finance", "sha256": hashlib.sha256(FINANCE_KEY.encode()).hexdigest(),
-     "scopes": ["revenue:read", "kpis:read"]},
+    {
+        "name": "finance",
+        "sha256": hashlib.sha256(FINANCE_KEY.encode()).hexdigest(),
+        "scopes": ["revenue:read", "kpis:read"],
+    },
 ]
 
 

@@ -52,15 +52,20 @@ def landing(tmp_path_factory) -> dict:
     home = tmp_path_factory.mktemp("arrival")
     manifest = generate(home / "landing", START, len(DAYS), 0.1, 11)
     header, day1 = read_csv(landing_file(home / "landing", "orders", DAYS[0]))
-    first, second = [r for r in day1 if r["status"] == "placed" and r["order_id"].startswith("O")
-                     and "X" not in r["order_id"]][:2]
+    first, second = [
+        r for r in day1 if r["status"] == "placed" and r["order_id"].startswith("O") and "X" not in r["order_id"]
+    ][:2]
     delivered = {**first, "status": "delivered", "updated_at": f"{KEYS[2]}T09:00:00Z"}
     paid = {**second, "status": "paid", "updated_at": f"{KEYS[1]}T08:00:00Z"}
     stale = {**second, "status": "placed", "updated_at": second["updated_at"]}
     append_rows(landing_file(home / "landing", "orders", DAYS[1]), header, [paid])
     append_rows(landing_file(home / "landing", "orders", DAYS[2]), header, [delivered, stale])
-    return {"home": home, "manifest": manifest, "expected_per_day": silver_orders_by_day(manifest),
-            "updated": {first["order_id"]: ("delivered", KEYS[0]), second["order_id"]: ("paid", KEYS[0])}}
+    return {
+        "home": home,
+        "manifest": manifest,
+        "expected_per_day": silver_orders_by_day(manifest),
+        "updated": {first["order_id"]: ("delivered", KEYS[0]), second["order_id"]: ("paid", KEYS[0])},
+    }
 
 
 @contextmanager
@@ -120,13 +125,19 @@ def test_a_later_days_update_marks_its_orders_own_day_changed(landing, sail_url,
 
 
 def silver_orders_partitions(result) -> set[str]:
-    return {e.partition for e in result.get_asset_materialization_events()
-            if e.asset_key == dg.AssetKey(["silver", "orders"])}
+    return {
+        e.partition
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey(["silver", "orders"])
+    }
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(runs=st.lists(st.sampled_from([(0, 0), (1, 1), (2, 2), (0, 1), (1, 2)]), min_size=3, max_size=5).filter(
-    lambda runs: {d for first, last in runs for d in range(first, last + 1)} == {0, 1, 2}))
+@given(
+    runs=st.lists(st.sampled_from([(0, 0), (1, 1), (2, 2), (0, 1), (1, 2)]), min_size=3, max_size=5).filter(
+        lambda runs: {d for first, last in runs for d in range(first, last + 1)} == {0, 1, 2}
+    )
+)
 def test_any_run_order_with_reruns_gives_the_range_runs_tables(landing, range_run, sail_url, tmp_path_factory, runs):
     lake = DeltaLake(root=str(tmp_path_factory.mktemp("order") / "lake"))
     run_days(landing, sail_url, lake, runs)

@@ -28,8 +28,15 @@ class Returns(BronzeRow):
         metadata = {"key": [], "id": ["_source_file", "return_id"], "window": "_partition_date"}
 
 
-RETURNS = catalog.Table("bronze", "returns", Returns, "Product returns as landed each day (CSV).", landing="csv",
-                        checks=("schema_drift", "volume"), zorder=("order_id",))
+RETURNS = catalog.Table(
+    "bronze",
+    "returns",
+    Returns,
+    "Product returns as landed each day (CSV).",
+    landing="csv",
+    checks=("schema_drift", "volume"),
+    zorder=("order_id",),
+)
 
 
 @pytest.fixture
@@ -50,8 +57,11 @@ def test_the_landing_sensor_sees_the_new_source(sixth_source):
 
 def test_the_new_source_gets_its_contract_drift_and_volume_checks(sixth_source):
     checks = {(key.asset_key.to_user_string(), key.name) for c in quality_checks() for key in c.check_keys}
-    assert {("bronze/returns", "contract"), ("bronze/returns", "schema_drift"),
-            ("bronze/returns", "volume_anomaly")} <= checks
+    assert {
+        ("bronze/returns", "contract"),
+        ("bronze/returns", "schema_drift"),
+        ("bronze/returns", "volume_anomaly"),
+    } <= checks
 
 
 def test_the_new_source_shows_its_contract_as_column_schema(sixth_source):
@@ -66,8 +76,11 @@ def test_the_new_source_lands_every_row_and_passes_its_checks(sixth_source, sail
 
     lake = DeltaLake(root=lake_root)
     checks = [c for c in quality_checks() if any(k.asset_key == RETURNS.key for k in c.check_keys)]
-    result = dg.materialize([batch_bronze_asset(RETURNS), *checks], partition_key=DAY,
-                            resources={"spark": SparkEngine(remote=sail_url), "lake": lake})
+    result = dg.materialize(
+        [batch_bronze_asset(RETURNS), *checks],
+        partition_key=DAY,
+        resources={"spark": SparkEngine(remote=sail_url), "lake": lake},
+    )
     assert result.success
     rows = lake.delta_table("bronze", "returns").to_pyarrow_table().to_pylist()
     assert sorted(r["return_id"] for r in rows) == ["R1", "R2", "R3"]
@@ -91,4 +104,6 @@ def test_gold_marts_declare_their_grain_and_window_in_their_dbt_models():
 
     spec = next(s for s in DEFS.resolve_all_asset_specs() if s.key == dg.AssetKey(["gold", "revenue_daily"]))
     assert (spec.metadata["lakehouse/keys"], spec.metadata["lakehouse/window"]) == (
-        "order_date, country, category, currency", "order_date")
+        "order_date, country, category, currency",
+        "order_date",
+    )

@@ -36,8 +36,9 @@ def demo_twice(home) -> tuple[str, list[dict], list[dict]]:
 
 
 def test_generate_prints_the_manifest_as_json(home):
-    manifest = json.loads(run(home, "lakehouse", "generate", "--start", "2026-11-01", "--days", "1",
-                              "--scale", "0.05", "--seed", "5"))
+    manifest = json.loads(
+        run(home, "lakehouse", "generate", "--start", "2026-11-01", "--days", "1", "--scale", "0.05", "--seed", "5")
+    )
     assert manifest["totals"]["orders"]["records"] == manifest["sources"]["orders"]["2026-11-01"]["records"] > 0
     assert Path(manifest["landing_dir"]) == Path(home["LAKEHOUSE_HOME"]) / "landing"
 
@@ -69,8 +70,18 @@ def test_demo_runs_are_recorded_in_the_instance_for_the_ui(demo_twice, home):
 
 
 def test_dagster_cli_materialises_a_partition_range_in_one_run(demo_twice, home):
-    run(home, "dagster", "asset", "materialize", "-m", "lakehouse.definitions", "--select", BATCH_SELECTION,
-        "--partition-range", "2026-11-01...2026-11-02")
+    run(
+        home,
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "lakehouse.definitions",
+        "--select",
+        BATCH_SELECTION,
+        "--partition-range",
+        "2026-11-01...2026-11-02",
+    )
     with dg.DagsterInstance.from_config(home["DAGSTER_HOME"]) as instance:
         [latest, *_] = instance.get_runs()
         events = instance.get_records_for_run(latest.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
@@ -85,8 +96,9 @@ def test_kafka_broker_command_keeps_its_storage_across_restarts_and_sigterm_stop
 
     port, env = free_port(), {**home, "LAKEHOUSE_HOME": str(tmp_path)}
     for start in range(2):
-        broker = subprocess.Popen(["lakehouse", "broker", "--kafka", "--port", str(port)], env=env, text=True,
-                                  stdout=subprocess.PIPE)
+        broker = subprocess.Popen(
+            ["lakehouse", "broker", "--kafka", "--port", str(port)], env=env, text=True, stdout=subprocess.PIPE
+        )
         try:
             assert broker.stdout.readline().startswith(f"Apache Kafka (KRaft, one node) listening on 127.0.0.1:{port}")
             assert broker.stdout.readline().strip() == f"export LAKEHOUSE_KAFKA_BOOTSTRAP=127.0.0.1:{port}"

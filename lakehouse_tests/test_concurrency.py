@@ -125,7 +125,9 @@ def run_bronze_orders(resources: dict, day: str) -> dg.ExecuteInProcessResult:
 
 def test_two_dagster_runs_of_different_days_run_at_once_and_both_succeed(manifest, sail_url, conc_lake):
     resources = {"spark": SparkEngine(remote=sail_url), "lake": conc_lake}
-    runs = together(lambda: run_bronze_orders(resources, DAY_KEYS[0]), lambda: run_bronze_orders(resources, DAY_KEYS[1]))
+    runs = together(
+        lambda: run_bronze_orders(resources, DAY_KEYS[0]), lambda: run_bronze_orders(resources, DAY_KEYS[1])
+    )
     assert all(isinstance(r, dg.ExecuteInProcessResult) and r.success for r in runs), runs
     assert_log_intact(conc_lake, "bronze", "orders")
     expected = day_counts(manifest, "orders", "records")
@@ -135,29 +137,39 @@ def test_two_dagster_runs_of_different_days_run_at_once_and_both_succeed(manifes
 def test_two_dagster_runs_of_the_same_day_never_double_it(manifest, sail_url, conc_lake):
     resources = {"spark": SparkEngine(remote=sail_url), "lake": conc_lake}
     assert run_bronze_orders(resources, DAY_KEYS[0]).success
-    runs = together(lambda: run_bronze_orders(resources, DAY_KEYS[0]), lambda: run_bronze_orders(resources, DAY_KEYS[0]))
+    runs = together(
+        lambda: run_bronze_orders(resources, DAY_KEYS[0]), lambda: run_bronze_orders(resources, DAY_KEYS[0])
+    )
     assert all(isinstance(r, dg.ExecuteInProcessResult) and r.success for r in runs), runs
     assert_log_intact(conc_lake, "bronze", "orders")
     assert rows_by(conc_lake, "bronze", "orders", "_partition_date") == {
-        DAY_KEYS[0]: day_counts(manifest, "orders", "records")[DAY_KEYS[0]]}
+        DAY_KEYS[0]: day_counts(manifest, "orders", "records")[DAY_KEYS[0]]
+    }
     # the whole day comes from one of the two runs: the last to commit
     assert set(rows_by(conc_lake, "bronze", "orders", "_run_id")) in ({runs[0].run_id}, {runs[1].run_id})
 
 
-def test_concurrent_scd2_runs_of_silver_customers_leave_one_current_version_per_customer(manifest, sail_url,
-                                                                                          conc_lake):
+def test_concurrent_scd2_runs_of_silver_customers_leave_one_current_version_per_customer(manifest, sail_url, conc_lake):
     """Three days of silver/customers at once: each MERGE recomputes validity from the history it read, so a
     MERGE that lost the commit race is re-run on the winner's table, never committed over it."""
     from lakehouse.defs.silver import customers
 
     resources = {"spark": SparkEngine(remote=sail_url), "lake": conc_lake}
-    assert dg.materialize([BRONZE["crm_customers"]], resources=resources,
-                          tags=range_tags(DAY_KEYS[0], DAY_KEYS[-1])).success
-    runs = together(*[lambda day=day: dg.materialize([customers.customers], resources=resources, partition_key=day,
-                                                     raise_on_error=False) for day in DAY_KEYS])
+    assert dg.materialize(
+        [BRONZE["crm_customers"]], resources=resources, tags=range_tags(DAY_KEYS[0], DAY_KEYS[-1])
+    ).success
+    runs = together(
+        *[
+            lambda day=day: dg.materialize(
+                [customers.customers], resources=resources, partition_key=day, raise_on_error=False
+            )
+            for day in DAY_KEYS
+        ]
+    )
     assert all(isinstance(r, dg.ExecuteInProcessResult) and r.success for r in runs), runs
     rows = read_rows(conc_lake, "silver", "customers")
     current = Counter(r["customer_id"] for r in rows if r["is_current"])
     assert set(current.values()) == {1} and len(current) == len({r["customer_id"] for r in rows})
     assert len(rows) == total(manifest, "crm_customers", "records") - total(
-        manifest, "crm_customers", "duplicates", "null_keys", "bad_timestamps")
+        manifest, "crm_customers", "duplicates", "null_keys", "bad_timestamps"
+    )

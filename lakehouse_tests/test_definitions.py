@@ -27,8 +27,14 @@ def test_assets_are_grouped_by_their_layer():
 
 def test_batch_layers_hold_the_expected_assets():
     keys = {spec.key.to_user_string() for spec in SPECS}
-    assert keys >= {"bronze/crm_customers", "bronze/orders", "bronze/fx_rates",
-                    "silver/customers", "silver/orders", "silver/fx_rates"}
+    assert keys >= {
+        "bronze/crm_customers",
+        "bronze/orders",
+        "bronze/fx_rates",
+        "silver/customers",
+        "silver/orders",
+        "silver/fx_rates",
+    }
 
 
 def test_every_asset_is_partitioned_by_day():
@@ -76,8 +82,14 @@ def test_loading_the_code_location_is_quiet_and_leaves_heavy_integrations_unimpo
     """No warnings on stderr (the Beta/Preview notices are silenced in lakehouse/__init__.py), and the
     integrations that only runs use are imported by those runs, not by every load."""
     root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, "-c", QUIET_LOAD], cwd=root, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(root)})
+    done = subprocess.run(
+        [sys.executable, "-c", QUIET_LOAD],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr, done.stderr
     assert done.stdout.split() == []

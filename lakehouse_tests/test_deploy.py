@@ -14,8 +14,16 @@ REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 DAGSTER_SERVICES = ("code-location", "webserver", "daemon")
 # What the code location reads from its environment (settings.py, the Kafka resource, delta-rs / boto3).
-CODE_ENV = {"LAKEHOUSE_HOME", "LAKEHOUSE_LAKE_ROOT", "LAKEHOUSE_SPARK_REMOTE", "LAKEHOUSE_KAFKA_BOOTSTRAP",
-            "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"}
+CODE_ENV = {
+    "LAKEHOUSE_HOME",
+    "LAKEHOUSE_LAKE_ROOT",
+    "LAKEHOUSE_SPARK_REMOTE",
+    "LAKEHOUSE_KAFKA_BOOTSTRAP",
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_REGION",
+}
 
 
 def load(name: str):
@@ -29,7 +37,11 @@ def instance_env_vars() -> set[str]:
 def test_every_deploy_yaml_file_parses():
     files = sorted(p for p in DEPLOY.rglob("*") if p.suffix in (".yml", ".yaml"))
     assert {p.relative_to(DEPLOY).as_posix() for p in files} >= {
-        "dagster.yaml", "docker-compose.yml", "workspace.yaml", "helm/values.yaml"}
+        "dagster.yaml",
+        "docker-compose.yml",
+        "workspace.yaml",
+        "helm/values.yaml",
+    }
     for path in files:
         assert yaml.safe_load(path.read_text()), path
 
@@ -43,8 +55,13 @@ def test_the_instance_config_validates_against_dagsters_schema(monkeypatch):
         monkeypatch.setenv(name, value)
     result = process_config(dagster_instance_config_schema(), load("dagster.yaml"))
     assert result.success, result.errors
-    assert instance_env_vars() == {"DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD",
-                                   "DAGSTER_PG_DB"}
+    assert instance_env_vars() == {
+        "DAGSTER_PG_HOST",
+        "DAGSTER_PG_PORT",
+        "DAGSTER_PG_USERNAME",
+        "DAGSTER_PG_PASSWORD",
+        "DAGSTER_PG_DB",
+    }
 
 
 def test_compose_has_every_service_and_dagster_services_get_every_variable_they_read(monkeypatch):
@@ -89,9 +106,22 @@ def test_dockerfile_installs_like_the_readme_and_serves_the_code_location():
 def test_helm_values_mirror_the_instance_config():
     values = load("helm/values.yaml")
     instance = load("dagster.yaml")
-    assert set(values) <= {"global", "dagster-user-deployments", "dagsterWebserver", "runLauncher", "postgresql",
-                           "generatePostgresqlPasswordSecret", "dagsterDaemon", "telemetry", "computeLogManager",
-                           "pipelineRun", "scheduler", "serviceAccount", "ingress", "concurrency"}
+    assert set(values) <= {
+        "global",
+        "dagster-user-deployments",
+        "dagsterWebserver",
+        "runLauncher",
+        "postgresql",
+        "generatePostgresqlPasswordSecret",
+        "dagsterDaemon",
+        "telemetry",
+        "computeLogManager",
+        "pipelineRun",
+        "scheduler",
+        "serviceAccount",
+        "ingress",
+        "concurrency",
+    }
     [deployment] = values["dagster-user-deployments"]["deployments"]
     assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "lakehouse.definitions"]
     env = {e["name"] for e in deployment["env"]} | {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}  # in envSecrets

@@ -28,8 +28,10 @@ def run_pipeline(remote: str, lake: DeltaLake, checks: bool = True) -> list[dg.E
     resources = {"spark": SparkEngine(remote=remote), "lake": lake}
     # Without the quality checks; each asset's own (rows_accounted_for) runs with it.
     selection = None if checks else dg.AssetSelection.assets(*BATCH_ASSETS) - dg.AssetSelection.checks(*QUALITY_CHECKS)
-    runs = [materialize(resources, DAY_KEYS[0], DAY_KEYS[-1], selection),
-            build_gold(resources, DAY_KEYS[0], DAY_KEYS[-1])]
+    runs = [
+        materialize(resources, DAY_KEYS[0], DAY_KEYS[-1], selection),
+        build_gold(resources, DAY_KEYS[0], DAY_KEYS[-1]),
+    ]
     assert all(run.success for run in runs)
     return runs
 
@@ -50,8 +52,9 @@ def cluster_lake(lakes, tmp_path_factory) -> DeltaLake:
     tables are what is compared; the Bronze and Silver checks, which ran on local Spark, are left out to keep
     the suite's time (each Spark job costs a scheduling round trip to the executors)."""
     lake = DeltaLake(root=str(tmp_path_factory.mktemp("lake-cluster")))
-    cluster = SparkCluster(workers=2, port=free_port(), worker_memory="1g",
-                           log_dir=tmp_path_factory.mktemp("spark-cluster"))
+    cluster = SparkCluster(
+        workers=2, port=free_port(), worker_memory="1g", log_dir=tmp_path_factory.mktemp("spark-cluster")
+    )
     with cluster.running():
         run_pipeline(cluster.url, lake, checks=False)
     return lake
@@ -117,18 +120,31 @@ def test_spark_cluster_command_starts_everything_and_sigterm_stops_it(tmp_path):
     import psutil
 
     port = free_port()
-    command = subprocess.Popen(["lakehouse", "spark-cluster", "--workers", "1", "--port", str(port),
-                                "--worker-memory", "512m"], stdout=subprocess.PIPE, text=True,
-                               env={**os.environ, "LAKEHOUSE_HOME": str(tmp_path)})
+    command = subprocess.Popen(
+        ["lakehouse", "spark-cluster", "--workers", "1", "--port", str(port), "--worker-memory", "512m"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "LAKEHOUSE_HOME": str(tmp_path)},
+    )
     try:
         lines = [command.stdout.readline() for _ in range(2)]
         assert lines[1].strip() == f"export LAKEHOUSE_SPARK_REMOTE=sc://127.0.0.1:{port}"
         jvms = [p for p in psutil.Process(command.pid).children(recursive=True) if p.name() == "java"]
-        roles = {role for p in jvms for role in ("Master", "Worker", "SparkConnectServer") if role in " ".join(p.cmdline())}
+        roles = {
+            role for p in jvms for role in ("Master", "Worker", "SparkConnectServer") if role in " ".join(p.cmdline())
+        }
         assert roles == {"Master", "Worker", "SparkConnectServer"}
-        probe = subprocess.run([sys.executable, "-c", f"from lakehouse.lib.spark import spark_session; "
-                                f"print(spark_session('sc://127.0.0.1:{port}').range(5).count())"],
-                               capture_output=True, text=True, timeout=120)
+        probe = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"from lakehouse.lib.spark import spark_session; "
+                f"print(spark_session('sc://127.0.0.1:{port}').range(5).count())",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert probe.stdout.strip().splitlines()[-1] == "5", probe.stderr[-2000:]
         jvms = [p for p in psutil.Process(command.pid).children(recursive=True) if p.name() == "java"]  # + executor
     finally:

@@ -7,7 +7,7 @@ import json
 import re
 import shutil
 from collections import defaultdict
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 
@@ -25,19 +25,27 @@ from lakehouse_tests.helpers import DAY_KEYS, DEFS, SCALE, range_tags, read_rows
 
 DAYS = [date.fromisoformat(d) for d in DAY_KEYS]
 CENT = Decimal("0.01")
-INCREMENTAL = {"revenue_daily": "order_date", "product_performance_daily": "order_date",
-               "daily_kpis": "date_day", "churn_features": "snapshot_date"}
+INCREMENTAL = {
+    "revenue_daily": "order_date",
+    "product_performance_daily": "order_date",
+    "daily_kpis": "date_day",
+    "churn_features": "snapshot_date",
+}
 MARTS = [*INCREMENTAL, "customer_360", "rfm_segments"]
-SINGULAR_TESTS = {"assert_revenue_daily_matches_silver_orders", "assert_customer_360_one_row_per_current_customer",
-                  "assert_daily_kpis_agree_with_revenue_daily"}
+SINGULAR_TESTS = {
+    "assert_revenue_daily_matches_silver_orders",
+    "assert_customer_360_one_row_per_current_customer",
+    "assert_daily_kpis_agree_with_revenue_daily",
+}
 
 
 SILVER_TABLES = ["customers", "customers_quarantine", "fx_rates", "fx_rates_quarantine", "orders", "orders_quarantine"]
 
 
 def build_gold(resources: dict, first: str, last: str) -> dg.ExecuteInProcessResult:
-    return dg.materialize([gold.gold_dbt], resources={**resources, "dbt": gold.dbt_resource()},
-                          tags=range_tags(first, last))
+    return dg.materialize(
+        [gold.gold_dbt], resources={**resources, "dbt": gold.dbt_resource()}, tags=range_tags(first, last)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +61,7 @@ def gold_run(batch_run, resources) -> dg.ExecuteInProcessResult:
 
 def parse_ts(value) -> datetime | None:
     try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except (TypeError, ValueError):
         return None
 
@@ -106,7 +114,10 @@ def expected(manifest) -> dict:
             versions_then = history[row["customer_id"]]
             valid = [record for ts, record in versions_then if ts <= ordered_at]
             orders[row["order_id"]] = {
-                **row, "order_date": order_date, "ordered_at": ordered_at, "amount": amount,
+                **row,
+                "order_date": order_date,
+                "ordered_at": ordered_at,
+                "amount": amount,
                 "quantity": int(row["quantity"]),
                 "amount_usd": (amount * rates[(order_date, row["currency"])]).quantize(CENT, ROUND_HALF_UP),
                 "country": (valid[-1] if valid else versions_then[0][1])["country"],
@@ -150,14 +161,19 @@ def test_dbt_tests_are_asset_checks_and_gold_is_in_the_batch_job():
 
 def test_dbt_gets_the_partition_window_the_lakes_tables_and_the_assets_engine(sail_url, lake, batch_run, tmp_path):
     assert json.loads(gold.dbt_build_args(date(2026, 11, 1), date(2026, 11, 8), lake)[2]) == {
-        "start_date": "2026-11-01", "end_date": "2026-11-08", "lake_root": lake.root,
-        "lake_tables": [f"silver/{t}" for t in SILVER_TABLES] + [f"gold/{m}" for m in lake.table_names("gold")]}
+        "start_date": "2026-11-01",
+        "end_date": "2026-11-08",
+        "lake_root": lake.root,
+        "lake_tables": [f"silver/{t}" for t in SILVER_TABLES] + [f"gold/{m}" for m in lake.table_names("gold")],
+    }
     # The engine's endpoint goes into a profiles.yml of the run's own, not into this process's environment
     dbt = gold.dbt_resource()
     profiles = yaml.safe_load(gold.write_run_profiles(dbt, sail_url, tmp_path).read_text())
     target = profiles["lakehouse"]["outputs"]["spark"]
     assert (target["host"], target["server_side_parameters"]) == (
-        sail_url, {"spark.sql.session.timeZone": "UTC", "spark.remote": sail_url})
+        sail_url,
+        {"spark.sql.session.timeZone": "UTC", "spark.remote": sail_url},
+    )
     run_dbt = gold.with_profiles_dir(dbt, tmp_path)
     assert (run_dbt.profiles_dir, run_dbt.project_dir) == (str(tmp_path), dbt.project_dir)
 
@@ -191,9 +207,15 @@ def test_revenue_daily_equals_the_generators_orders(gold_run, expected, lake):
         row = want[(o["order_date"], o["country"], o["category"], o["currency"])]
         row[0], row[1] = row[0] + 1, row[1] + o["quantity"]
         row[2], row[3] = row[2] + o["amount"], row[3] + o["amount_usd"]
-    got = {(r["order_date"], r["country"], r["category"], r["currency"]): [r["orders"], r["units"], r["revenue"],
-                                                                             r["revenue_usd"]]
-           for r in gold_rows(lake, "revenue_daily")}
+    got = {
+        (r["order_date"], r["country"], r["category"], r["currency"]): [
+            r["orders"],
+            r["units"],
+            r["revenue"],
+            r["revenue_usd"],
+        ]
+        for r in gold_rows(lake, "revenue_daily")
+    }
     assert got == {k: v for k, v in want.items()}
     per_day = defaultdict(int)
     for (day, *_), (orders, *_) in got.items():
@@ -215,7 +237,11 @@ def test_product_performance_daily_equals_the_generators_orders(gold_run, expect
     for key, w in want.items():
         g = got[key]
         assert (g["orders"], g["units"], g["revenue_usd"], g["customers"]) == (
-            w["orders"], w["units"], w["revenue_usd"], len(w["customers"])), key
+            w["orders"],
+            w["units"],
+            w["revenue_usd"],
+            len(w["customers"]),
+        ), key
         better = {v["revenue_usd"] for k, v in want.items() if k[0] == key[0] and v["revenue_usd"] > w["revenue_usd"]}
         assert g["revenue_rank"] == len(better) + 1
 
@@ -268,7 +294,7 @@ def ntile(keys: list, buckets: int = 5) -> dict:
     result, i = {}, 0
     for bucket in range(1, buckets + 1):
         count = size + (1 if bucket <= extra else 0)
-        result.update({k: bucket for k in keys[i:i + count]})
+        result.update({k: bucket for k in keys[i : i + count]})
         i += count
     return result
 
@@ -289,7 +315,10 @@ def test_rfm_segments_are_quintiles_of_recency_frequency_and_monetary_value(gold
     assert set(got) == set(stats)
     for c, row in got.items():
         assert (row["recency_days"], row["frequency"], row["monetary_usd"]) == (
-            recency[c], stats[c]["frequency"], stats[c]["monetary"])
+            recency[c],
+            stats[c]["frequency"],
+            stats[c]["monetary"],
+        )
         assert (row["r_score"], row["f_score"], row["m_score"]) == (r[c], f[c], m[c])
         assert row["rfm_score"] == f"{r[c]}{f[c]}{m[c]}"
         if r[c] >= 4 and f[c] >= 4 and m[c] >= 4:
@@ -300,8 +329,9 @@ def test_rfm_segments_are_quintiles_of_recency_frequency_and_monetary_value(gold
 
 def test_churn_features_have_one_row_per_customer_and_day_known_at_that_day(gold_run, expected, lake):
     got = {(r["snapshot_date"], r["customer_id"]): r for r in gold_rows(lake, "churn_features")}
-    want_keys = {(day, c) for day in DAYS for c, p in expected["current"].items()
-                 if date.fromisoformat(p["signup_date"]) <= day}
+    want_keys = {
+        (day, c) for day in DAYS for c, p in expected["current"].items() if date.fromisoformat(p["signup_date"]) <= day
+    }
     assert set(got) == want_keys
     for (day, customer_id), row in got.items():
         before = [o for o in expected["orders"] if o["customer_id"] == customer_id and o["order_date"] <= day]
@@ -327,11 +357,16 @@ def test_rerunning_a_day_replaces_exactly_that_day(gold_run, resources, lake):
     day = DAY_KEYS[1]
     path = lake.path("gold", "revenue_daily")
     # A row that does not belong to the day: a re-run must remove it (replace, not append or merge).
-    stray = DeltaTable(path).to_pyarrow_table().filter(pa.compute.equal(
-        pa.compute.cast(DeltaTable(path).to_pyarrow_table()["order_date"], pa.string()), day)).slice(0, 1)
+    stray = (
+        DeltaTable(path)
+        .to_pyarrow_table()
+        .filter(pa.compute.equal(pa.compute.cast(DeltaTable(path).to_pyarrow_table()["order_date"], pa.string()), day))
+        .slice(0, 1)
+    )
     index = stray.schema.get_field_index("country")
-    write_deltalake(path, stray.set_column(index, stray.schema.field(index), pa.array(["ZZ"], pa.string())),
-                    mode="append")
+    write_deltalake(
+        path, stray.set_column(index, stray.schema.field(index), pa.array(["ZZ"], pa.string())), mode="append"
+    )
     before = {t: sorted(gold_rows(lake, t), key=repr) for t in MARTS}
     files_before = {t: files_by_partition(lake, t, c) for t, c in INCREMENTAL.items()}
     versions = {t: lake.delta_table("gold", t).version() for t in INCREMENTAL}
@@ -359,8 +394,11 @@ def test_no_gold_table_holds_a_raw_email_phone_or_name(gold_run, manifest, lake)
     emails = {r["email"].lower() for r in records if r.get("email")}
     phones = {r["phone"] for r in records if r.get("phone")}
     digits = {re.sub(r"\D", "", p) for p in phones}
-    names = {f"{r['first_name']} {r['last_name']}".lower() for r in records} | {
-        r["first_name"].lower() for r in records} | {r["last_name"].lower() for r in records}
+    names = (
+        {f"{r['first_name']} {r['last_name']}".lower() for r in records}
+        | {r["first_name"].lower() for r in records}
+        | {r["last_name"].lower() for r in records}
+    )
     gold_tables = [t for t in lake.tables() if t["layer"] == "gold"]
     assert {t["name"] for t in gold_tables} >= set(MARTS)
     scanned = 0
@@ -389,23 +427,50 @@ def test_marts_use_silver_sessions_and_tickets_when_they_exist(gold_run, resourc
     shutil.copytree(Path(lake.root) / "silver", tmp_path / "lake" / "silver")
     day = DAYS[-1]
     customer = sorted(r["customer_id"] for r in gold_rows(lake, "customer_360"))[0]
-    at = datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc)
-    write_deltalake(other.path("silver", "sessions"), pa.table({
-        "session_id": ["s1", "s2", "s3"], "user_id": [customer, customer, "anon-00001"],
-        "session_start": [at + timedelta(hours=1), at + timedelta(hours=5), at + timedelta(hours=2)],
-        "session_end": [at + timedelta(hours=1, seconds=600), at + timedelta(hours=5), at + timedelta(hours=2, seconds=60)],
-        "session_date": [day] * 3, "duration_seconds": [600, 0, 60],
-        "page_count": pa.array([4, 1, 2], pa.int32()), "page_views": pa.array([4, 1, 2], pa.int32()),
-        "is_bounce": [False, True, False], "last_event_received_at": [at] * 3,
-    }))
-    write_deltalake(other.path("silver", "support_tickets"), pa.table({
-        "ticket_id": ["T1", "T2", "T3", "T4"], "seq": pa.array([1, 2, 3, 1], pa.int32()), "op": ["c", "u", "u", "d"],
-        "customer_id": [customer] * 4, "status": ["open", "pending", "closed", "open"],
-        "priority": ["low"] * 4, "subject": ["s"] * 4, "_rescued_data": pa.array([None] * 4, pa.string()),
-        "changed_at": [at] * 4, "is_deleted": [False, False, False, True],
-    }))
-    result = dg.materialize([gold.gold_dbt], resources={**resources, "lake": other, "dbt": gold.dbt_resource()},
-                            partition_key=day.isoformat())
+    at = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+    write_deltalake(
+        other.path("silver", "sessions"),
+        pa.table(
+            {
+                "session_id": ["s1", "s2", "s3"],
+                "user_id": [customer, customer, "anon-00001"],
+                "session_start": [at + timedelta(hours=1), at + timedelta(hours=5), at + timedelta(hours=2)],
+                "session_end": [
+                    at + timedelta(hours=1, seconds=600),
+                    at + timedelta(hours=5),
+                    at + timedelta(hours=2, seconds=60),
+                ],
+                "session_date": [day] * 3,
+                "duration_seconds": [600, 0, 60],
+                "page_count": pa.array([4, 1, 2], pa.int32()),
+                "page_views": pa.array([4, 1, 2], pa.int32()),
+                "is_bounce": [False, True, False],
+                "last_event_received_at": [at] * 3,
+            }
+        ),
+    )
+    write_deltalake(
+        other.path("silver", "support_tickets"),
+        pa.table(
+            {
+                "ticket_id": ["T1", "T2", "T3", "T4"],
+                "seq": pa.array([1, 2, 3, 1], pa.int32()),
+                "op": ["c", "u", "u", "d"],
+                "customer_id": [customer] * 4,
+                "status": ["open", "pending", "closed", "open"],
+                "priority": ["low"] * 4,
+                "subject": ["s"] * 4,
+                "_rescued_data": pa.array([None] * 4, pa.string()),
+                "changed_at": [at] * 4,
+                "is_deleted": [False, False, False, True],
+            }
+        ),
+    )
+    result = dg.materialize(
+        [gold.gold_dbt],
+        resources={**resources, "lake": other, "dbt": gold.dbt_resource()},
+        partition_key=day.isoformat(),
+    )
     assert result.success
     kpis = read_rows(other, "gold", "daily_kpis")[0]
     assert (kpis["sessions"], kpis["bounce_rate"], kpis["avg_session_length_seconds"]) == (3, 1 / 3, 220.0)

@@ -60,6 +60,8 @@ def test_rows_outside_the_partition_window_are_rejected_and_nothing_is_committed
     lake, _ = own_lake
     version = lake.delta_table("silver", "orders").version()
     rows = lake.read(spark, "silver", "orders").where(F.col("order_date") == DAY_KEYS[0])
-    with pytest.raises(TableWriteError, match=r"silver\.orders: rows with order_date outside \[2026-11-02, 2026-11-03\)"):
+    with pytest.raises(
+        TableWriteError, match=r"silver\.orders: rows with order_date outside \[2026-11-02, 2026-11-03\)"
+    ):
         lake.overwrite_window(rows, "silver", "orders", "order_date", date(2026, 11, 2), date(2026, 11, 3))
     assert lake.delta_table("silver", "orders").version() == version

@@ -46,7 +46,7 @@ def run(sail_url: str, lake: DeltaLake, source: str, first: str = DAY, last: str
 def bronze(lake: DeltaLake, source: str, columns: tuple[str, ...]) -> list[tuple]:
     """The table's rows as tuples of `columns`, in a fixed order (a file's rows carry no line number)."""
     table = lake.delta_table("bronze", source).to_pyarrow_table(columns=list(columns))
-    return sorted(zip(*(table.column(c).to_pylist() for c in columns)), key=str)
+    return sorted(zip(*(table.column(c).to_pylist() for c in columns), strict=True), key=str)
 
 
 def rows(*expected: tuple) -> list[tuple]:
@@ -55,22 +55,28 @@ def rows(*expected: tuple) -> list[tuple]:
 
 # -- a healthy file is read by the engine, one with a fault by the landing reader: the rows are the same ----------
 
-FX_DRIFT = b"date,currency,rate_to_usd,source\n2026-11-01,EUR,1.08,ecb\n2026-11-01,GBP,\"1,27\",\n2026-11-01,,1.5,\n"
+FX_DRIFT = b'date,currency,rate_to_usd,source\n2026-11-01,EUR,1.08,ecb\n2026-11-01,GBP,"1,27",\n2026-11-01,,1.5,\n'
 CRM_DRIFT = b'{"customer_id":"C1","email":"","loyalty_tier":"gold"}\n{"customer_id":null,"email":"b@x.test"}\n'
 
 
-@pytest.mark.parametrize("fault", [lambda b: b, lambda b: b.replace(b"\n", b"\r\n"), lambda b: b"\xef\xbb\xbf" + b + b"\n"],
-                         ids=["none", "crlf", "bom and a blank line"])
+@pytest.mark.parametrize(
+    "fault",
+    [lambda b: b, lambda b: b.replace(b"\n", b"\r\n"), lambda b: b"\xef\xbb\xbf" + b + b"\n"],
+    ids=["none", "crlf", "bom and a blank line"],
+)
 def test_a_fault_that_is_kept_changes_no_value_of_the_file(home, lake, sail_url, fault):
     land(home, "fx_rates", fault(FX_DRIFT))
     land(home, "crm_customers", fault(CRM_DRIFT))
     run(sail_url, lake, "fx_rates")
     run(sail_url, lake, "crm_customers")
-    assert bronze(lake, "fx_rates", FX_COLUMNS) == rows(("2026-11-01", "EUR", "1.08", '{"source":"ecb"}'),
-                                                        ("2026-11-01", "GBP", "1,27", None),
-                                                        ("2026-11-01", None, "1.5", None))
-    assert bronze(lake, "crm_customers", CRM_COLUMNS) == rows(("C1", "", '{"loyalty_tier":"gold"}'),
-                                                              (None, "b@x.test", None))
+    assert bronze(lake, "fx_rates", FX_COLUMNS) == rows(
+        ("2026-11-01", "EUR", "1.08", '{"source":"ecb"}'),
+        ("2026-11-01", "GBP", "1,27", None),
+        ("2026-11-01", None, "1.5", None),
+    )
+    assert bronze(lake, "crm_customers", CRM_COLUMNS) == rows(
+        ("C1", "", '{"loyalty_tier":"gold"}'), (None, "b@x.test", None)
+    )
 
 
 # -- 1, 2: BOM and CRLF are kept as if they were not there --------------------------------------------------
@@ -92,8 +98,9 @@ def test_a_utf8_bom_is_stripped_from_the_first_json_line(home, lake, sail_url):
 def test_crlf_line_endings_leave_no_cr_in_the_last_column(home, lake, sail_url):
     land(home, "fx_rates", b"date,currency,rate_to_usd\r\n2026-11-01,EUR,1.08\r\n2026-11-01,GBP,1.27\r\n")
     run(sail_url, lake, "fx_rates")
-    assert bronze(lake, "fx_rates", FX_COLUMNS) == rows(("2026-11-01", "EUR", "1.08", None),
-                                                        ("2026-11-01", "GBP", "1.27", None))
+    assert bronze(lake, "fx_rates", FX_COLUMNS) == rows(
+        ("2026-11-01", "EUR", "1.08", None), ("2026-11-01", "GBP", "1.27", None)
+    )
 
 
 def test_crlf_line_endings_leave_no_cr_in_a_rescued_json_line(home, lake, sail_url):
@@ -105,10 +112,14 @@ def test_crlf_line_endings_leave_no_cr_in_a_rescued_json_line(home, lake, sail_u
 # -- 3: bytes that are not UTF-8 refuse the file, and nothing of the window is written ------------------------
 
 
-@pytest.mark.parametrize("source, header, record, bad, byte", [
-    ("fx_rates", FX_HEADER, b"2026-11-01,EUR,1.08\n", b"2026-11-02,\xffUR,1.09\n", 12),
-    ("crm_customers", b"", b'{"customer_id":"C1"}\n', b'{"customer_id":"C\xff2"}\n', 18),
-], ids=["csv", "json lines"])
+@pytest.mark.parametrize(
+    "source, header, record, bad, byte",
+    [
+        ("fx_rates", FX_HEADER, b"2026-11-01,EUR,1.08\n", b"2026-11-02,\xffUR,1.09\n", 12),
+        ("crm_customers", b"", b'{"customer_id":"C1"}\n', b'{"customer_id":"C\xff2"}\n', 18),
+    ],
+    ids=["csv", "json lines"],
+)
 def test_invalid_utf8_refuses_the_window_naming_file_and_line(home, lake, sail_url, source, header, record, bad, byte):
     land(home, source, header + record)
     run(sail_url, lake, source)  # the table exists: day one landed
@@ -119,7 +130,10 @@ def test_invalid_utf8_refuses_the_window_naming_file_and_line(home, lake, sail_u
     with pytest.raises(LandingFileError) as refused:
         run(sail_url, lake, source, DAY, NEXT_DAY)
     line = 3 if header else 2
-    assert str(refused.value) == f"bronze.{source}: {bad_file} line {line}: not UTF-8 (byte 0xff at byte {byte}); nothing written"
+    assert (
+        str(refused.value)
+        == f"bronze.{source}: {bad_file} line {line}: not UTF-8 (byte 0xff at byte {byte}); nothing written"
+    )
     assert DeltaTable(lake.path("bronze", source)).version() == version
     assert lake.delta_table("bronze", source).to_pyarrow_table().to_pylist() == before
 
@@ -127,41 +141,50 @@ def test_invalid_utf8_refuses_the_window_naming_file_and_line(home, lake, sail_u
 # -- 4, 5: a CSV line that does not fit is a row, its raw text rescued ----------------------------------------
 
 
-@pytest.mark.parametrize("broken", [b'2026-11-01,"EUR,1.08', b'2026-11-01,"EUR"O,1.08'], ids=["never closed", "text after"])
+@pytest.mark.parametrize(
+    "broken", [b'2026-11-01,"EUR,1.08', b'2026-11-01,"EUR"O,1.08'], ids=["never closed", "text after"]
+)
 def test_a_csv_line_with_broken_quotes_is_its_own_row_and_swallows_nothing(home, lake, sail_url, broken):
     """A quote that never closes (or text after a closing one): the line's fields are not trusted."""
     land(home, "fx_rates", FX_HEADER + broken + b"\n2026-11-01,GBP,1.27\n2026-11-01,JPY,0.0067\n")
     run(sail_url, lake, "fx_rates")
-    assert bronze(lake, "fx_rates", FX_COLUMNS) == rows((None, None, None, broken.decode()),
-                                                        ("2026-11-01", "GBP", "1.27", None),
-                                                        ("2026-11-01", "JPY", "0.0067", None))
+    assert bronze(lake, "fx_rates", FX_COLUMNS) == rows(
+        (None, None, None, broken.decode()), ("2026-11-01", "GBP", "1.27", None), ("2026-11-01", "JPY", "0.0067", None)
+    )
 
 
 def test_a_quote_inside_a_field_is_text(home, lake, sail_url):
     land(home, "fx_rates", FX_HEADER + b'2026-11-01,EU"R,1.08\n2026-11-01,"G,BP",1.27\n')
     run(sail_url, lake, "fx_rates")
-    assert bronze(lake, "fx_rates", FX_COLUMNS) == rows(("2026-11-01", 'EU"R', "1.08", None),
-                                                        ("2026-11-01", "G,BP", "1.27", None))
+    assert bronze(lake, "fx_rates", FX_COLUMNS) == rows(
+        ("2026-11-01", 'EU"R', "1.08", None), ("2026-11-01", "G,BP", "1.27", None)
+    )
 
 
 def test_an_extra_csv_field_is_rescued_not_dropped(home, lake, sail_url):
     land(home, "fx_rates", FX_HEADER + b"2026-11-01,EUR,1.08,surplus\n2026-11-01,GBP,1.27\n")
     run(sail_url, lake, "fx_rates")
-    assert bronze(lake, "fx_rates", FX_COLUMNS) == rows(("2026-11-01", "EUR", "1.08", "2026-11-01,EUR,1.08,surplus"),
-                                                        ("2026-11-01", "GBP", "1.27", None))
+    assert bronze(lake, "fx_rates", FX_COLUMNS) == rows(
+        ("2026-11-01", "EUR", "1.08", "2026-11-01,EUR,1.08,surplus"), ("2026-11-01", "GBP", "1.27", None)
+    )
 
 
 def test_a_missing_csv_field_is_null_and_the_row_flagged(home, lake, sail_url):
     land(home, "fx_rates", FX_HEADER + b"2026-11-01,EUR\n2026-11-01,GBP,1.27\n")
     run(sail_url, lake, "fx_rates")
-    assert bronze(lake, "fx_rates", FX_COLUMNS) == rows(("2026-11-01", "EUR", None, "2026-11-01,EUR"),
-                                                        ("2026-11-01", "GBP", "1.27", None))
+    assert bronze(lake, "fx_rates", FX_COLUMNS) == rows(
+        ("2026-11-01", "EUR", None, "2026-11-01,EUR"), ("2026-11-01", "GBP", "1.27", None)
+    )
 
 
-@pytest.mark.parametrize("header, what", [
-    (b'date,"currency,rate_to_usd\n', "the header's quoting is broken"),
-    (b"date,currency,currency\n", "column 'currency' appears twice in the header"),
-], ids=["broken quoting", "a column twice"])
+@pytest.mark.parametrize(
+    "header, what",
+    [
+        (b'date,"currency,rate_to_usd\n', "the header's quoting is broken"),
+        (b"date,currency,currency\n", "column 'currency' appears twice in the header"),
+    ],
+    ids=["broken quoting", "a column twice"],
+)
 def test_a_csv_header_that_cannot_name_the_fields_refuses_the_file(home, lake, sail_url, header, what):
     path = land(home, "fx_rates", b"\n" + header + b"2026-11-01,EUR,1.08\n")
     with pytest.raises(LandingFileError) as refused:
@@ -178,18 +201,23 @@ def test_blank_lines_are_not_rows(home, lake, sail_url):
     land(home, "crm_customers", b'\n{"customer_id":"C1"}\n  \n\n')
     run(sail_url, lake, "fx_rates")
     run(sail_url, lake, "crm_customers")
-    assert bronze(lake, "fx_rates", FX_COLUMNS) == rows(("2026-11-01", "EUR", "1.08", None),
-                                                        ("2026-11-01", "GBP", "1.27", None))
+    assert bronze(lake, "fx_rates", FX_COLUMNS) == rows(
+        ("2026-11-01", "EUR", "1.08", None), ("2026-11-01", "GBP", "1.27", None)
+    )
     assert bronze(lake, "crm_customers", CRM_COLUMNS) == [("C1", None, None)]
 
 
 # -- 7, 8: a JSON line that is not one plain object is a row, its raw text rescued ------------------------------
 
 
-@pytest.mark.parametrize("line", [
-    '{"customer_id":"C1","customer_id":"C2","email":"a@x.test"}',
-    '{"customer_id":"C1","address":{"city":"Oslo","city":"Bergen"}}',
-], ids=["top level", "nested"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"customer_id":"C1","customer_id":"C2","email":"a@x.test"}',
+        '{"customer_id":"C1","address":{"city":"Oslo","city":"Bergen"}}',
+    ],
+    ids=["top level", "nested"],
+)
 def test_a_json_key_given_twice_wins_nowhere_and_the_line_is_rescued(home, lake, sail_url, line):
     land(home, "crm_customers", f'{line}\n{{"customer_id":"C3"}}\n'.encode())
     run(sail_url, lake, "crm_customers")
@@ -223,10 +251,21 @@ def test_json_values_that_are_not_strings_keep_their_json_text(home, lake, sail_
 # LF files are read by the engine, CRLF ones by the landing reader: both keep the line whole.
 @pytest.mark.parametrize("eol", [b"\n", b"\r\n"], ids=["lf", "crlf"])
 def test_a_5_mb_csv_field_is_kept_whole(home, lake, sail_url, eol):
-    land(home, "fx_rates", FX_HEADER.replace(b"\n", eol) + b'2026-11-01,EUR,"' + b"9" * (5 << 20) + b'"' + eol
-         + b"2026-11-01,GBP,1.27" + eol)
+    land(
+        home,
+        "fx_rates",
+        FX_HEADER.replace(b"\n", eol)
+        + b'2026-11-01,EUR,"'
+        + b"9" * (5 << 20)
+        + b'"'
+        + eol
+        + b"2026-11-01,GBP,1.27"
+        + eol,
+    )
     run(sail_url, lake, "fx_rates")
-    kept = {r["currency"]: r["rate_to_usd"] for r in lake.delta_table("bronze", "fx_rates").to_pyarrow_table().to_pylist()}
+    kept = {
+        r["currency"]: r["rate_to_usd"] for r in lake.delta_table("bronze", "fx_rates").to_pyarrow_table().to_pylist()
+    }
     assert kept == {"EUR": "9" * (5 << 20), "GBP": "1.27"}
 
 
@@ -240,8 +279,11 @@ def test_a_5_mb_json_line_is_kept_whole(home, lake, sail_url, eol):
 # -- 10: a file with no records is a day with 0 rows ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("source, content", [("fx_rates", b""), ("fx_rates", FX_HEADER), ("crm_customers", b"")],
-                         ids=["csv, zero bytes", "csv, header only", "json lines, zero bytes"])
+@pytest.mark.parametrize(
+    "source, content",
+    [("fx_rates", b""), ("fx_rates", FX_HEADER), ("crm_customers", b"")],
+    ids=["csv, zero bytes", "csv, header only", "json lines, zero bytes"],
+)
 def test_a_file_with_no_records_is_a_day_of_0_rows(home, lake, sail_url, source, content):
     """Kept, not refused: it replaces the day, so a day landed before and re-landed empty is then empty."""
     land(home, source, b'{"customer_id":"C1"}\n' if source == "crm_customers" else FX_HEADER + b"2026-11-01,EUR,1.08\n")

@@ -24,12 +24,14 @@ def small_appends(path: str) -> None:
     n = 0
     for _ in range(APPENDS_PER_DAY):
         for day in DAYS:
-            batch = pa.table({
-                "order_id": [f"O{n + i:05d}" for i in range(ROWS_PER_APPEND)],
-                "customer_id": [f"C{(n + i) % 7:03d}" for i in range(ROWS_PER_APPEND)],
-                "order_ts": [f"{day}T{i:02d}:00:00Z" for i in range(ROWS_PER_APPEND)],
-                "order_date": [day] * ROWS_PER_APPEND,
-            })
+            batch = pa.table(
+                {
+                    "order_id": [f"O{n + i:05d}" for i in range(ROWS_PER_APPEND)],
+                    "customer_id": [f"C{(n + i) % 7:03d}" for i in range(ROWS_PER_APPEND)],
+                    "order_ts": [f"{day}T{i:02d}:00:00Z" for i in range(ROWS_PER_APPEND)],
+                    "order_date": [day] * ROWS_PER_APPEND,
+                }
+            )
             write_deltalake(path, batch, mode="append", partition_by=["order_date"])
             n += ROWS_PER_APPEND
 
@@ -88,8 +90,9 @@ def test_compaction_exact_file_counts_rows_unchanged(lake):
 def test_zorder_on_main_filter_columns(lake):
     path = lake.path("silver", "orders")
     small_appends(path)
-    report = maintenance.maintain(lambda: DeltaTable(path), "silver/orders", do_compact=False, do_zorder=True,
-                                  retention_hours=None)
+    report = maintenance.maintain(
+        lambda: DeltaTable(path), "silver/orders", do_compact=False, do_zorder=True, retention_hours=None
+    )
     # order_date is the partition column, so z-order clusters on the other configured columns.
     assert report.z_ordered == ["customer_id", "order_ts"]
     assert report.rows_after == 100
@@ -111,8 +114,10 @@ def test_vacuum_removes_only_files_older_than_retention(lake):
     # More data and a second compaction now: the 2 compacted files and 2 new ones leave the table just now.
     small_appends(path)
     maintenance.compact(DeltaTable(path))
-    live = {Path(u).relative_to(Path(path).resolve()).as_posix() for u in
-            (Path(x.removeprefix("file://")) for x in DeltaTable(path).file_uris())}
+    live = {
+        Path(u).relative_to(Path(path).resolve()).as_posix()
+        for u in (Path(x.removeprefix("file://")) for x in DeltaTable(path).file_uris())
+    }
     assert len(live) == 2
     young = files_on_disk(path) - originals - live  # removed by the second compaction, seconds ago
     assert len(young) == 2 + 10
@@ -138,9 +143,11 @@ def test_maintenance_job_observes_every_table(lake):
     )
     assert result.success
     observations = {
-        e.event_specific_data.asset_observation.asset_key.to_user_string():
-            {k: v.value for k, v in e.event_specific_data.asset_observation.metadata.items()}
-        for e in result.all_events if e.event_type == dg.DagsterEventType.ASSET_OBSERVATION
+        e.event_specific_data.asset_observation.asset_key.to_user_string(): {
+            k: v.value for k, v in e.event_specific_data.asset_observation.metadata.items()
+        }
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.ASSET_OBSERVATION
     }
     assert set(observations) == {"bronze/orders", "silver/orders"}
     for table in observations.values():

@@ -20,8 +20,14 @@ DEPLOY_INSTANCE = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml
 
 
 def connect(server: PostgresServer, database: str):
-    return psycopg2.connect(dbname=database, connect_timeout=3, host=server.host, port=server.port, user=server.user,
-                            password=server.password)
+    return psycopg2.connect(
+        dbname=database,
+        connect_timeout=3,
+        host=server.host,
+        port=server.port,
+        user=server.user,
+        password=server.password,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +48,13 @@ def pg_database(postgres_server):
 @pytest.fixture(scope="module")
 def pg_env(pg_database, postgres_server) -> dict[str, str]:
     """The variables deploy/dagster.yaml reads, as docker-compose and the Helm values set them."""
-    return {"DAGSTER_PG_HOST": postgres_server.host, "DAGSTER_PG_PORT": str(postgres_server.port),
-            "DAGSTER_PG_USERNAME": postgres_server.user, "DAGSTER_PG_PASSWORD": postgres_server.password,
-            "DAGSTER_PG_DB": pg_database}
+    return {
+        "DAGSTER_PG_HOST": postgres_server.host,
+        "DAGSTER_PG_PORT": str(postgres_server.port),
+        "DAGSTER_PG_USERNAME": postgres_server.user,
+        "DAGSTER_PG_PASSWORD": postgres_server.password,
+        "DAGSTER_PG_DB": pg_database,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -88,21 +98,32 @@ def test_the_deploy_instance_is_postgres_backed_with_queued_runs_and_tag_limits(
     assert instance.get_concurrency_config().pool_config.default_pool_limit == 1  # one streaming batch per table
 
 
-def test_materialisations_are_recorded_in_postgres(instance, postgres_server, pg_database, manifest, sail_url, tmp_path):
+def test_materialisations_are_recorded_in_postgres(
+    instance, postgres_server, pg_database, manifest, sail_url, tmp_path
+):
     lake = DeltaLake(root=str(tmp_path / "lake"))
     resources = {"spark": SparkEngine(remote=sail_url), "lake": lake}
     day = DAY_KEYS[0]
-    result = dg.materialize([BRONZE["fx_rates"], BRONZE["orders"]], resources=resources, partition_key=day,
-                            instance=instance)
+    result = dg.materialize(
+        [BRONZE["fx_rates"], BRONZE["orders"]], resources=resources, partition_key=day, instance=instance
+    )
     assert result.success
     for source in ("fx_rates", "orders"):
         event = instance.get_latest_materialization_event(dg.AssetKey(["bronze", source]))
         assert event.asset_materialization.partition == day
-        assert event.asset_materialization.metadata["dagster/row_count"].value == day_counts(
-            manifest, source, "records")[day]
+        assert (
+            event.asset_materialization.metadata["dagster/row_count"].value
+            == day_counts(manifest, source, "records")[day]
+        )
     # read back from the database itself, not through Dagster's caches
-    assert query(postgres_server, pg_database, f"SELECT status FROM runs WHERE run_id = '{result.run_id}'") == [("SUCCESS",)]
-    [(count,)] = query(postgres_server, pg_database, "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'")
+    assert query(postgres_server, pg_database, f"SELECT status FROM runs WHERE run_id = '{result.run_id}'") == [
+        ("SUCCESS",)
+    ]
+    [(count,)] = query(
+        postgres_server,
+        pg_database,
+        "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'",
+    )
     assert count == 2
 
 
@@ -113,8 +134,12 @@ def test_a_sensor_tick_is_stored_in_postgres_and_its_runs_are_queued(instance, p
     from dagster._core.workspace.load_target import ModuleTarget
     from dagster._daemon.sensor import execute_sensor_iteration
 
-    target = ModuleTarget(module_name="lakehouse.definitions", attribute="defs", working_directory=str(
-        Path(__file__).resolve().parents[1]), location_name="lakehouse")
+    target = ModuleTarget(
+        module_name="lakehouse.definitions",
+        attribute="defs",
+        working_directory=str(Path(__file__).resolve().parents[1]),
+        location_name="lakehouse",
+    )
     with create_test_daemon_workspace_context(target, instance) as workspace_context:
         location = next(iter(workspace_context.create_request_context().get_code_location_entries().values()))
         repo = next(iter(location.code_location.get_repositories().values()))
@@ -128,8 +153,11 @@ def test_a_sensor_tick_is_stored_in_postgres_and_its_runs_are_queued(instance, p
         queued = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))
         assert len(queued) == len(expected)  # waiting for the daemon's run coordinator, in Postgres
         assert instance.get_instigator_state(sensor.get_remote_origin_id(), sensor.selector_id).status == (
-            InstigatorStatus.RUNNING)
+            InstigatorStatus.RUNNING
+        )
     # (the sensors that are on by default - alerts, automation - ticked too: count this sensor's)
-    [(ticks,)] = query(postgres_server, pg_database, f"SELECT count(*) FROM job_ticks WHERE selector_id = '{sensor.selector_id}'")
+    [(ticks,)] = query(
+        postgres_server, pg_database, f"SELECT count(*) FROM job_ticks WHERE selector_id = '{sensor.selector_id}'"
+    )
     [(runs,)] = query(postgres_server, pg_database, "SELECT count(*) FROM runs WHERE status = 'QUEUED'")
     assert (ticks, runs) == (1, len(expected))

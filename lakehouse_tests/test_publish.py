@@ -6,7 +6,7 @@ No local Snowflake exists (and this machine cannot reach one), so fakesnow stand
 temporary tables) on DuckDB. What is tested here is our SQL and bookkeeping - MERGE on each mart's
 key, partition windows, idempotence, metadata - not Snowflake itself."""
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import dagster as dg
@@ -30,21 +30,29 @@ pytestmark = pytest.mark.filterwarnings("ignore:Arrow output on a DB-API result:
 def snowflake():
     """The Snowflake resource, its connections going to one in-memory fakesnow (DuckDB) database."""
     with fakesnow.patch():
-        yield LazySnowflakeResource(account="fake", user="fake", password="fake", database="LAKEHOUSE",
-                                    schema="GOLD", warehouse="COMPUTE_WH")
+        yield LazySnowflakeResource(
+            account="fake", user="fake", password="fake", database="LAKEHOUSE", schema="GOLD", warehouse="COMPUTE_WH"
+        )
 
 
 def publish(lake, snowflake, first: str = DAY_KEYS[0], last: str = DAY_KEYS[-1], marts=None):
     selection = [dg.AssetKey(["publish", "snowflake", m]) for m in marts] if marts else None
-    result = dg.materialize(PUBLISH_ASSETS, resources={"lake": lake, "snowflake": snowflake},
-                            selection=selection, tags=range_tags(first, last))
+    result = dg.materialize(
+        PUBLISH_ASSETS,
+        resources={"lake": lake, "snowflake": snowflake},
+        selection=selection,
+        tags=range_tags(first, last),
+    )
     assert result.success
     return result
 
 
 def metadata(result, mart: str) -> dict:
-    events = [e for e in result.get_asset_materialization_events()
-              if e.asset_key == dg.AssetKey(["publish", "snowflake", mart])]
+    events = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey(["publish", "snowflake", mart])
+    ]
     assert events
     return {k: v.value for k, v in events[0].materialization.metadata.items()}
 
@@ -54,12 +62,12 @@ def query(snowflake, sql: str) -> list[dict]:
         cur = conn.cursor()
         cur.execute(sql)
         names = [d.name.lower() for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def normal(value):
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, float):
         return round(value, 9)
     if isinstance(value, Decimal) and value == value.to_integral_value() and value.as_tuple().exponent == 0:
@@ -104,8 +112,10 @@ def test_a_day_publishes_its_window_only(published, gold_lake, snowflake):
         cur.execute(f"UPDATE DAILY_KPIS SET ORDERS = ORDERS + 100 WHERE DATE_DAY = '{day}'")
         cur.execute(f"UPDATE DAILY_KPIS SET ORDERS = ORDERS + 100 WHERE DATE_DAY = '{DAYS[2]}'")
         for when in (day, outside):
-            cur.execute("INSERT INTO REVENUE_DAILY (ORDER_DATE, COUNTRY, CATEGORY, CURRENCY, ORDERS, UNITS, REVENUE, "
-                        f"REVENUE_USD) VALUES ('{when}', 'ZZ', NULL, 'USD', 1, 1, 1.00, 1.00)")
+            cur.execute(
+                "INSERT INTO REVENUE_DAILY (ORDER_DATE, COUNTRY, CATEGORY, CURRENCY, ORDERS, UNITS, REVENUE, "
+                f"REVENUE_USD) VALUES ('{when}', 'ZZ', NULL, 'USD', 1, 1, 1.00, 1.00)"
+            )
     result = publish(gold_lake, snowflake, day.isoformat(), day.isoformat(), marts=["daily_kpis", "revenue_daily"])
     assert metadata(result, "daily_kpis")["rows_updated"] == 1 and metadata(result, "daily_kpis")["rows_in_window"] == 1
     meta = metadata(result, "revenue_daily")
@@ -134,23 +144,47 @@ def test_publish_assets_sit_downstream_of_each_gold_mart():
 
 
 def test_snowflake_is_configured_by_the_standard_settings(monkeypatch):
-    settings = {"SNOWFLAKE_ACCOUNT": "acme-eu1", "SNOWFLAKE_USER": "loader", "SNOWFLAKE_PASSWORD": "pw",
-                "SNOWFLAKE_DATABASE": "ANALYTICS", "SNOWFLAKE_SCHEMA": "GOLD", "SNOWFLAKE_WAREHOUSE": "WH"}
+    settings = {
+        "SNOWFLAKE_ACCOUNT": "acme-eu1",
+        "SNOWFLAKE_USER": "loader",
+        "SNOWFLAKE_PASSWORD": "pw",
+        "SNOWFLAKE_DATABASE": "ANALYTICS",
+        "SNOWFLAKE_SCHEMA": "GOLD",
+        "SNOWFLAKE_WAREHOUSE": "WH",
+    }
     for k, v in settings.items():
         monkeypatch.setenv(k, v)
     resource = snowflake_resource()
     config = resource.process_config_and_initialize()
     assert (config.account, config.user, config.database, config.schema_, config.warehouse) == (
-        "acme-eu1", "loader", "ANALYTICS", "GOLD", "WH")
+        "acme-eu1",
+        "loader",
+        "ANALYTICS",
+        "GOLD",
+        "WH",
+    )
     # ... and hands them to dagster-snowflake's SnowflakeResource inside the run
     built = config.snowflake_resource()
     assert (built.account, built.user, built.password, built.database, built.schema_, built.warehouse, built.role) == (
-        "acme-eu1", "loader", "pw", "ANALYTICS", "GOLD", "WH", None)
+        "acme-eu1",
+        "loader",
+        "pw",
+        "ANALYTICS",
+        "GOLD",
+        "WH",
+        None,
+    )
 
 
 def test_snowflake_role_is_used_when_set(monkeypatch):
-    for k in ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER", "SNOWFLAKE_PASSWORD", "SNOWFLAKE_DATABASE", "SNOWFLAKE_SCHEMA",
-              "SNOWFLAKE_WAREHOUSE"):
+    for k in (
+        "SNOWFLAKE_ACCOUNT",
+        "SNOWFLAKE_USER",
+        "SNOWFLAKE_PASSWORD",
+        "SNOWFLAKE_DATABASE",
+        "SNOWFLAKE_SCHEMA",
+        "SNOWFLAKE_WAREHOUSE",
+    ):
         monkeypatch.setenv(k, "x")
     monkeypatch.setenv("SNOWFLAKE_ROLE", "PUBLISHER")
     assert snowflake_resource().process_config_and_initialize().snowflake_resource().role == "PUBLISHER"

@@ -4,7 +4,7 @@ to trust the tables without reading them."""
 import json
 import shutil
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
@@ -35,7 +35,7 @@ from lakehouse_tests.helpers import (
 from lakehouse_tests.helpers import START as DAY_ONE
 from lakehouse_tests.kafka_fixtures import broker, kafka, stream_lake, stream_resources  # noqa: F401 - fixtures
 
-TODAY = datetime.now(timezone.utc).date().isoformat()
+TODAY = datetime.now(UTC).date().isoformat()
 BATCH_KEYS = [key.to_user_string() for asset in BATCH_ASSETS for key in asset.keys]
 
 
@@ -55,20 +55,24 @@ def test_every_bronze_and_silver_asset_shows_its_contract_as_column_schema():
     for table in catalog.all_tables():
         schema = specs[table.path].metadata["dagster/column_schema"]
         assert [c.name for c in schema.columns] == list(table.contract.to_schema().columns), table.path
-    amount = next(c for c in specs["silver/orders"].metadata["dagster/column_schema"].columns
-                  if c.name == "amount")
+    amount = next(c for c in specs["silver/orders"].metadata["dagster/column_schema"].columns if c.name == "amount")
     assert (amount.type, amount.constraints.nullable, amount.constraints.other) == (
-        "decimal(18,2)", False, ["greater_than_or_equal_to(0)"])
+        "decimal(18,2)",
+        False,
+        ["greater_than_or_equal_to(0)"],
+    )
 
 
 def test_violations_name_rule_column_count_and_sample_keys(spark):
     rows = spark.sql("""
-        SELECT order_id, 'C1' AS customer_id, TIMESTAMP'2026-11-01 10:00:00' AS order_ts, DATE'2026-11-01' AS order_date,
+        SELECT order_id, 'C1' AS customer_id, TIMESTAMP'2026-11-01 10:00:00' AS order_ts,
+               DATE'2026-11-01' AS order_date,
                'P1' AS product_id, 'books' AS category, quantity, CAST(amount AS DECIMAL(18,2)) AS amount,
                currency, CAST(1 AS DECIMAL(18,6)) AS fx_rate_to_usd, CAST(1 AS DECIMAL(18,2)) AS amount_usd,
                'placed' AS status, TIMESTAMP'2026-11-01 10:00:00' AS updated_at,
                CAST(NULL AS STRING) AS _rescued_data, 'f.csv' AS _source_file
-        FROM VALUES ('O1', 1, 5, 'USD'), ('O2', 0, -2, 'USD'), ('O2', 3, 4, 'XXX') AS t(order_id, quantity, amount, currency)
+        FROM VALUES ('O1', 1, 5, 'USD'), ('O2', 0, -2, 'USD'), ('O2', 3, 4, 'XXX')
+            AS t(order_id, quantity, amount, currency)
     """)
     assert sorted(violations(Orders, rows), key=lambda v: v.column) == [
         Violation("greater_than_or_equal_to(0)", "amount", 1, ("O2",)),
@@ -77,11 +81,14 @@ def test_violations_name_rule_column_count_and_sample_keys(spark):
         Violation("in_range(1, 1000)", "quantity", 1, ("O2",)),
     ]
     assert Violation("greater_than_or_equal_to(0)", "amount", 1, ("O2",)).describe("silver.orders") == (
-        "silver.orders.amount breaks greater_than_or_equal_to(0): 1 row(s), e.g. O2")
+        "silver.orders.amount breaks greater_than_or_equal_to(0): 1 row(s), e.g. O2"
+    )
 
 
 def test_a_frame_without_the_contracts_shape_is_refused_before_writing(spark):
-    with pytest.raises(ContractError, match=r"silver\.orders does not match its contract; nothing written: .*amount_usd"):
+    with pytest.raises(
+        ContractError, match=r"silver\.orders does not match its contract; nothing written: .*amount_usd"
+    ):
         enforce_schema(Orders, spark.sql("SELECT 'O1' AS order_id"))
 
 
@@ -115,8 +122,9 @@ def test_schema_drift_is_reported_with_the_unknown_column(checks, manifest):
 
 def test_quarantine_share_is_the_injected_share(checks, manifest):
     share = values(checks["silver/orders:quarantine_share"])
-    bad = total(manifest, "orders", "null_keys", "bad_timestamps", "bad_amounts", "negative_amounts",
-                "unknown_customers")
+    bad = total(
+        manifest, "orders", "null_keys", "bad_timestamps", "bad_amounts", "negative_amounts", "unknown_customers"
+    )
     assert (share["rows_quarantined"], share["rows_landed"]) == (bad, total(manifest, "orders", "records"))
     assert checks["silver/orders:quarantine_share"].passed  # under 10%
 
@@ -127,8 +135,9 @@ def test_volume_check_has_no_history_to_compare_on_the_first_days(checks, manife
     assert values(checks["bronze/orders:volume_anomaly"])["rows_per_day_max"] == max(per_day)
 
 
-def test_a_failing_blocking_check_stops_the_run_and_names_rule_column_and_rows(manifest, sail_url, tmp_path,
-                                                                             monkeypatch):
+def test_a_failing_blocking_check_stops_the_run_and_names_rule_column_and_rows(
+    manifest, sail_url, tmp_path, monkeypatch
+):
     """Quantity 0 passes the row rules but breaks the Silver contract: the blocking check must fail."""
     landing = tmp_path / "landing"
     shutil.copytree(manifest["landing_dir"], landing)
@@ -164,12 +173,20 @@ def test_silver_follows_new_bronze_partitions_but_waits_for_its_dependencies(man
     with dg.DagsterInstance.ephemeral() as instance:
         before = dg.evaluate_automation_conditions(assets, instance, evaluation_time=datetime(2026, 11, 2, 6))
         for source in ["crm_customers", "fx_rates"]:  # bronze/orders has not landed yet
-            dg.materialize([*BATCH_ASSETS, *QUALITY_CHECKS], selection=f"bronze/{source}", resources=resources,
-                           instance=instance, partition_key=DAY_KEYS[0])  # as the landing sensor requests it
+            dg.materialize(
+                [*BATCH_ASSETS, *QUALITY_CHECKS],
+                selection=f"bronze/{source}",
+                resources=resources,
+                instance=instance,
+                partition_key=DAY_KEYS[0],
+            )  # as the landing sensor requests it
         evaluated = dg.evaluate_automation_conditions(
-            assets, instance, cursor=before.cursor, evaluation_time=datetime(2026, 11, 2, 6, 1))
-        requested = {k.to_user_string(): evaluated.get_requested_partitions(k) for k in
-                     [dg.AssetKey(["silver", t]) for t in ("customers", "fx_rates", "orders")]}
+            assets, instance, cursor=before.cursor, evaluation_time=datetime(2026, 11, 2, 6, 1)
+        )
+        requested = {
+            k.to_user_string(): evaluated.get_requested_partitions(k)
+            for k in [dg.AssetKey(["silver", t]) for t in ("customers", "fx_rates", "orders")]
+        }
     assert requested == {"silver/customers": {DAY_KEYS[0]}, "silver/fx_rates": {DAY_KEYS[0]}, "silver/orders": set()}
 
 
@@ -203,8 +220,10 @@ def test_landing_sensor_ignores_files_it_cannot_name_and_says_so(tmp_path, monke
         result = landing_files_sensor(context)
     keys = sorted((r.asset_selection[0].to_user_string(), r.partition_key) for r in result.run_requests)
     assert keys == [(f"bronze/{s}", DAY_KEYS[0]) for s in ["crm_customers", "fx_rates", "orders"]]
-    assert tick_log == ["ignored 3 landing file(s) not named <day>.<ext> for a partition day: "
-                        "orders/1999-01-01.csv, orders/2026-13-01.csv, orders/notes.csv"]
+    assert tick_log == [
+        "ignored 3 landing file(s) not named <day>.<ext> for a partition day: "
+        "orders/1999-01-01.csv, orders/2026-13-01.csv, orders/notes.csv"
+    ]
 
 
 class Webhook(BaseHTTPRequestHandler):
@@ -219,8 +238,9 @@ class Webhook(BaseHTTPRequestHandler):
         pass
 
 
-def test_failed_checks_are_written_to_the_alert_log_and_posted_to_the_webhook(manifest, sail_url, tmp_path,
-                                                                             monkeypatch):
+def test_failed_checks_are_written_to_the_alert_log_and_posted_to_the_webhook(
+    manifest, sail_url, tmp_path, monkeypatch
+):
     server = HTTPServer(("127.0.0.1", 0), Webhook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("LAKEHOUSE_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_port}/alerts")

@@ -2,7 +2,6 @@
 a cluster (`LAKEHOUSE_SPARK_REMOTE=sc://host:port`). The same transforms and assets run there unchanged.
 (Apache Spark's own Connect server from the pyspark wheel is covered by test_engines.py.)"""
 
-
 from lakehouse import settings
 from lakehouse.lib.lake import DeltaLake
 from lakehouse.lib.spark import SparkEngine, spark_session

@@ -57,8 +57,11 @@ def s3_runs(manifest, s3_resources) -> dict[str, dg.ExecuteInProcessResult]:
     """Bronze -> Silver (with the quality checks) in one run, then Gold (one dbt invocation) for the window."""
     batch = materialize(s3_resources, DAY_KEYS[0], DAY_KEYS[-1])
     assert batch.success
-    gold_run = dg.materialize([gold.gold_dbt], resources={**s3_resources, "dbt": gold.dbt_resource()},
-                              tags=range_tags(DAY_KEYS[0], DAY_KEYS[-1]))
+    gold_run = dg.materialize(
+        [gold.gold_dbt],
+        resources={**s3_resources, "dbt": gold.dbt_resource()},
+        tags=range_tags(DAY_KEYS[0], DAY_KEYS[-1]),
+    )
     assert gold_run.success
     return {"batch": batch, "gold": gold_run}
 
@@ -78,14 +81,17 @@ def test_bronze_and_silver_on_s3_match_the_manifest(s3_runs, manifest, s3_lake):
         assert rows_by(s3_lake, "bronze", source, "_partition_date") == day_counts(manifest, source, "records")
     assert rows_by(s3_lake, "silver", "orders", "order_date") == silver_orders_by_day(manifest)
     assert s3_lake.delta_table("silver", "orders_quarantine").to_pyarrow_table().num_rows == total(
-        manifest, "orders", *ORDER_RULE_ANOMALIES)
+        manifest, "orders", *ORDER_RULE_ANOMALIES
+    )
     checks = s3_runs["batch"].get_asset_check_evaluations()
     assert checks and all(c.passed for c in checks if c.severity == dg.AssetCheckSeverity.ERROR)
 
 
 def test_gold_dbt_models_are_written_to_the_bucket(s3_runs, s3_lake):
     per_day = {}
-    for row in s3_lake.delta_table("gold", "revenue_daily").to_pyarrow_table(columns=["order_date", "orders"]).to_pylist():
+    for row in (
+        s3_lake.delta_table("gold", "revenue_daily").to_pyarrow_table(columns=["order_date", "orders"]).to_pylist()
+    ):
         per_day[row["order_date"].isoformat()] = per_day.get(row["order_date"].isoformat(), 0) + row["orders"]
     assert per_day == {day: round(generator.ORDERS * SCALE) for day in DAY_KEYS}
     assert all(e.passed for e in s3_runs["gold"].get_asset_check_evaluations())
@@ -94,11 +100,17 @@ def test_gold_dbt_models_are_written_to_the_bucket(s3_runs, s3_lake):
 
 
 def test_every_object_is_under_the_prefix_and_the_bucket_is_listed_through_dagster_aws(s3_runs, s3_env):
-    client = S3Resource(endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name=s3_env["AWS_REGION"],
-                        aws_access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"]).get_client()
-    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET) for o in
-            page.get("Contents", [])]
+    client = S3Resource(
+        endpoint_url=s3_env["AWS_ENDPOINT_URL"],
+        region_name=s3_env["AWS_REGION"],
+        aws_access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"],
+    ).get_client()
+    keys = [
+        o["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+        for o in page.get("Contents", [])
+    ]
     assert keys and all(k.startswith(f"{PREFIX}/") for k in keys)
     assert f"{PREFIX}/silver/orders/_delta_log/00000000000000000000.json" in keys
 
@@ -106,8 +118,13 @@ def test_every_object_is_under_the_prefix_and_the_bucket_is_listed_through_dagst
 def test_lakehouse_tables_cli_lists_the_s3_lake_from_the_environment(s3_runs, s3_env, s3_lake):
     """The user's path: only LAKEHOUSE_LAKE_ROOT and the AWS variables set, nothing passed in code."""
     env = {**os.environ, **s3_env, "LAKEHOUSE_LAKE_ROOT": ROOT}
-    done = subprocess.run([sys.executable, "-c", "from lakehouse.cli import main; main()", "tables", "--json"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", "from lakehouse.cli import main; main()", "tables", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     listed = {(t["layer"], t["name"]): t["rows"] for t in json.loads(done.stdout)}
     assert listed == {(t["layer"], t["name"]): t["rows"] for t in s3_lake.tables()}
@@ -123,8 +140,11 @@ def test_a_streaming_bronze_batch_lands_on_s3_exactly_once(s3_runs, s3_resources
     def landed() -> list[dict]:
         if not lake.exists("bronze", "clickstream_events"):
             return []
-        return lake.delta_table("bronze", "clickstream_events").to_pyarrow_table(
-            columns=["kafka_topic", "kafka_partition", "kafka_offset"]).to_pylist()
+        return (
+            lake.delta_table("bronze", "clickstream_events")
+            .to_pyarrow_table(columns=["kafka_topic", "kafka_partition", "kafka_offset"])
+            .to_pylist()
+        )
 
     before = len(landed())  # the module's lake is shared: the test's run with the other broker is there too
     sent = produce_days(kafka, "clickstream", START, DAYS, SCALE, SEED)

@@ -34,8 +34,11 @@ CONTACT = {"name_initials", "email_masked", "phone_masked"}
 
 def sync(lake: DeltaLake, dsn: str, first: str = DAY_KEYS[0], last: str = DAY_KEYS[-1]) -> dg.ExecuteInProcessResult:
     """One run of the serve assets and their checks over [first, last]."""
-    return dg.materialize([*SERVE_ASSETS, *SERVE_CHECKS], resources={"lake": lake, "serving": ServingDatabase(dsn=dsn)},
-                          tags=range_tags(first, last))
+    return dg.materialize(
+        [*SERVE_ASSETS, *SERVE_CHECKS],
+        resources={"lake": lake, "serving": ServingDatabase(dsn=dsn)},
+        tags=range_tags(first, last),
+    )
 
 
 def metadata(result: dg.ExecuteInProcessResult, mart: str) -> dict:
@@ -86,7 +89,9 @@ def test_sync_copies_the_selected_gold_columns_exactly(synced, gold_lake, servin
 
 def test_serving_tables_are_indexed_for_the_api_filters(synced, serving_dsn):
     with psycopg.connect(serving_dsn) as conn:
-        indexes = {r[0]: r[1] for r in conn.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'")}
+        indexes = {
+            r[0]: r[1] for r in conn.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'")
+        }
     assert any("(segment, customer_id)" in d for d in indexes.values())
     assert any("(country, customer_id)" in d for d in indexes.values())
     assert any("revenue_daily" in d and "(country, order_date)" in d for d in indexes.values())
@@ -109,13 +114,22 @@ def test_a_day_resync_repairs_its_window_and_leaves_other_days_alone(synced, gol
     day, other = DAYS[1], DAYS[0] - timedelta(days=1)
     serving = ServingDatabase(dsn=serving_dsn)
     with psycopg.connect(serving_dsn) as conn:
-        conn.execute("UPDATE revenue_daily SET revenue_usd = revenue_usd + 1 WHERE ctid = "
-                     "(SELECT ctid FROM revenue_daily WHERE order_date = %s LIMIT 1)", (day,))
-        conn.execute("DELETE FROM revenue_daily WHERE ctid = "
-                     "(SELECT ctid FROM revenue_daily WHERE order_date = %s OFFSET 1 LIMIT 1)", (day,))
+        conn.execute(
+            "UPDATE revenue_daily SET revenue_usd = revenue_usd + 1 WHERE ctid = "
+            "(SELECT ctid FROM revenue_daily WHERE order_date = %s LIMIT 1)",
+            (day,),
+        )
+        conn.execute(
+            "DELETE FROM revenue_daily WHERE ctid = "
+            "(SELECT ctid FROM revenue_daily WHERE order_date = %s OFFSET 1 LIMIT 1)",
+            (day,),
+        )
         for when in (day, other):  # a row Gold never had, inside and outside the window
-            conn.execute("INSERT INTO revenue_daily (order_date, country, category, currency, orders, units, "
-                         "revenue_usd) VALUES (%s, 'ZZ', NULL, 'USD', 1, 1, 1.00)", (when,))
+            conn.execute(
+                "INSERT INTO revenue_daily (order_date, country, category, currency, orders, units, "
+                "revenue_usd) VALUES (%s, 'ZZ', NULL, 'USD', 1, 1, 1.00)",
+                (when,),
+            )
     broken = serving.compare_window(gold_lake, "revenue_daily", day, day + timedelta(days=1))
     assert not broken["matches"] and broken["serving_rows"] == broken["gold_rows"]  # same count, different keys
 
@@ -142,8 +156,12 @@ def test_check_fails_when_the_serving_copy_drifts_from_gold(synced, gold_lake, s
     write_deltalake(lake.path("gold", "customer_360"), extra, mode="append")
     serving = ServingDatabase(dsn=serving_dsn)
     assert not serving.compare_window(lake, "customer_360", DAYS[0], DAYS[-1])["matches"]
-    result = dg.materialize([*SERVE_ASSETS, *SERVE_CHECKS], resources={"lake": lake, "serving": serving},
-                            selection=[dg.AssetKey(["serve", "customer_360"])], partition_key=DAY_KEYS[0])
+    result = dg.materialize(
+        [*SERVE_ASSETS, *SERVE_CHECKS],
+        resources={"lake": lake, "serving": serving},
+        selection=[dg.AssetKey(["serve", "customer_360"])],
+        partition_key=DAY_KEYS[0],
+    )
     assert result.success and metadata(result, "customer_360")["rows_inserted"] == 1
     assert serving.compare_window(lake, "customer_360", DAYS[0], DAYS[-1])["matches"]
     with psycopg.connect(serving_dsn) as conn:
@@ -179,7 +197,11 @@ def test_get_customer_returns_the_gold_row(client, gold_lake):
         assert (body[column] is None) == (want[column] is None)
         if want[column] is not None:
             assert datetime.fromisoformat(body[column]) == want[column]
-    assert (body["segment"], body["orders_count"], body["country"]) == (want["segment"], want["orders_count"], want["country"])
+    assert (body["segment"], body["orders_count"], body["country"]) == (
+        want["segment"],
+        want["orders_count"],
+        want["country"],
+    )
 
 
 def test_an_analyst_key_gets_no_contact_fields_and_cannot_ask_for_them(client, gold_lake):
@@ -200,7 +222,9 @@ def test_missing_unknown_and_unauthorised_keys(client):
     r = client.get("/customers/C1", headers={"X-API-Key": "not-a-key"})
     assert r.status_code == 401 and r.json()["detail"] == "unknown API key"
     r = client.get("/customers/C1", headers={"X-API-Key": FINANCE_KEY})
-    assert r.status_code == 403 and r.json()["detail"] == "API key 'finance' lacks the scope 'customers:read' needed here"
+    assert (
+        r.status_code == 403 and r.json()["detail"] == "API key 'finance' lacks the scope 'customers:read' needed here"
+    )
     r = client.get("/kpis/daily", params={"from": DAY_KEYS[0], "to": DAY_KEYS[-1]}, headers={"X-API-Key": FINANCE_KEY})
     assert r.status_code == 200
 
@@ -224,8 +248,10 @@ def pages(client, limit: int, **filters) -> list[list[str]]:
         assert len(body["items"]) == limit
 
 
-@pytest.mark.parametrize("filters", [{}, {"segment": "no_orders"}, {"country": "most_common"},
-                                     {"segment": "most_common", "country": "most_common"}])
+@pytest.mark.parametrize(
+    "filters",
+    [{}, {"segment": "no_orders"}, {"country": "most_common"}, {"segment": "most_common", "country": "most_common"}],
+)
 def test_pagination_covers_every_customer_once_in_order(client, gold_lake, filters):
     rows = gold(gold_lake, "customer_360")
     common = {c: max({r[c] for r in rows}, key=lambda v: sum(r[c] == v for r in rows)) for c in ("segment", "country")}
@@ -243,34 +269,40 @@ def test_a_page_is_stable_while_rows_are_added_before_the_cursor(client, serving
     """Keyset pagination: a row inserted behind the cursor neither shifts nor repeats later pages."""
     first = client.get("/customers", params={"limit": 10}, headers={"X-API-Key": APP_KEY}).json()
     with psycopg.connect(serving_dsn) as conn:
-        conn.execute("INSERT INTO customer_360 (customer_id, country, segment) VALUES ('0000-early', 'ZZ', 'no_orders')")
+        conn.execute(
+            "INSERT INTO customer_360 (customer_id, country, segment) VALUES ('0000-early', 'ZZ', 'no_orders')"
+        )
     try:
-        second = client.get("/customers", params={"limit": 10, "cursor": first["next_cursor"]},
-                            headers={"X-API-Key": APP_KEY}).json()
+        second = client.get(
+            "/customers", params={"limit": 10, "cursor": first["next_cursor"]}, headers={"X-API-Key": APP_KEY}
+        ).json()
     finally:
         with psycopg.connect(serving_dsn) as conn:
             conn.execute("DELETE FROM customer_360 WHERE customer_id = '0000-early'")
     assert second["items"][0]["customer_id"] > first["items"][-1]["customer_id"]
 
 
-@pytest.mark.parametrize("path,params,status,needle", [
-    ("/customers", {"cursor": "%%%"}, 422, "cursor"),
-    ("/customers", {"cursor": "x" * 65}, 422, "cursor"),
-    ("/customers", {"limit": 0}, 422, "limit"),
-    ("/customers", {"limit": 501}, 422, "limit"),
-    ("/customers", {"limit": "ten"}, 422, "limit"),
-    ("/customers", {"segment": "whales"}, 422, "segment"),
-    ("/customers", {"country": "fr"}, 422, "country"),
-    ("/customers/bad id!", {}, 422, "customer_id"),
-    ("/customers/" + "x" * 65, {}, 422, "customer_id"),
-    ("/revenue/daily", {"from": "2026-11-03", "to": "2026-11-01"}, 400, "before"),
-    ("/revenue/daily", {"from": "2025-01-01", "to": "2026-11-01"}, 400, "too long"),
-    ("/revenue/daily", {"to": "2026-11-01"}, 422, "from"),
-    ("/revenue/daily", {"from": "2026-11-31", "to": "2026-12-01"}, 422, "from"),
-    ("/kpis/daily", {"from": "yesterday", "to": "2026-11-01"}, 422, "from"),
-    ("/customers", {"segmnt": "loyal"}, 400, "unknown query parameter(s) 'segmnt'; accepted: country, cursor"),
-    ("/health", {"verbose": "1"}, 400, "unknown query parameter(s) 'verbose'"),
-])
+@pytest.mark.parametrize(
+    "path,params,status,needle",
+    [
+        ("/customers", {"cursor": "%%%"}, 422, "cursor"),
+        ("/customers", {"cursor": "x" * 65}, 422, "cursor"),
+        ("/customers", {"limit": 0}, 422, "limit"),
+        ("/customers", {"limit": 501}, 422, "limit"),
+        ("/customers", {"limit": "ten"}, 422, "limit"),
+        ("/customers", {"segment": "whales"}, 422, "segment"),
+        ("/customers", {"country": "fr"}, 422, "country"),
+        ("/customers/bad id!", {}, 422, "customer_id"),
+        ("/customers/" + "x" * 65, {}, 422, "customer_id"),
+        ("/revenue/daily", {"from": "2026-11-03", "to": "2026-11-01"}, 400, "before"),
+        ("/revenue/daily", {"from": "2025-01-01", "to": "2026-11-01"}, 400, "too long"),
+        ("/revenue/daily", {"to": "2026-11-01"}, 422, "from"),
+        ("/revenue/daily", {"from": "2026-11-31", "to": "2026-12-01"}, 422, "from"),
+        ("/kpis/daily", {"from": "yesterday", "to": "2026-11-01"}, 422, "from"),
+        ("/customers", {"segmnt": "loyal"}, 400, "unknown query parameter(s) 'segmnt'; accepted: country, cursor"),
+        ("/health", {"verbose": "1"}, 400, "unknown query parameter(s) 'verbose'"),
+    ],
+)
 def test_bad_parameters_get_a_clear_4xx(client, path, params, status, needle):
     r = client.get(path, params=params, headers={"X-API-Key": APP_KEY})
     assert r.status_code == status, r.text
@@ -286,12 +318,17 @@ def test_revenue_daily_sums_gold_per_day_and_country(client, gold_lake):
         w[2] += r["revenue_usd"]
     r = client.get("/revenue/daily", params={"from": DAY_KEYS[0], "to": DAY_KEYS[-1]}, headers={"X-API-Key": APP_KEY})
     assert r.status_code == 200
-    got = {(i["order_date"], i["country"]): [i["orders"], i["units"], Decimal(str(i["revenue_usd"]))]
-           for i in r.json()["items"]}
+    got = {
+        (i["order_date"], i["country"]): [i["orders"], i["units"], Decimal(str(i["revenue_usd"]))]
+        for i in r.json()["items"]
+    }
     assert got == dict(want)
     country = sorted({k[1] for k in want})[0]
-    one = client.get("/revenue/daily", params={"from": DAY_KEYS[1], "to": DAY_KEYS[1], "country": country},
-                     headers={"X-API-Key": ANALYST_KEY}).json()["items"]
+    one = client.get(
+        "/revenue/daily",
+        params={"from": DAY_KEYS[1], "to": DAY_KEYS[1], "country": country},
+        headers={"X-API-Key": ANALYST_KEY},
+    ).json()["items"]
     assert [(i["order_date"], i["country"]) for i in one] == [k for k in sorted(want) if k == (DAY_KEYS[1], country)]
 
 
@@ -330,8 +367,11 @@ def out_of_range(query: dict | None) -> bool:
     """A from/to pair the API must reject with 400 although each value is schema-valid: OpenAPI cannot
     express `to >= from` or the 366-day cap, so these cases are checked for that 400 instead."""
     try:
-        start, end = (date.fromisoformat(query[k]) for k in ("from", "to")
-                      if re.fullmatch(r"\d{4}-\d{2}-\d{2}", str((query or {}).get(k))))
+        start, end = (
+            date.fromisoformat(query[k])
+            for k in ("from", "to")
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", str((query or {}).get(k)))
+        )
     except (ValueError, TypeError):
         return False
     return end < start or (end - start).days >= 366

@@ -23,12 +23,19 @@ def environment_uses(path: Path) -> list[str]:
     """`os.environ`, `os.getenv`, ... and `from os import environ` in a module's code (not its docstrings)."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Attribute) and node.attr in ENVIRONMENT and \
-                isinstance(node.value, ast.Name) and node.value.id == "os":
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr in ENVIRONMENT
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+        ):
             found.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}: os.{node.attr}")
         elif isinstance(node, ast.ImportFrom) and node.module == "os":
-            found += [f"{path.relative_to(REPO_ROOT)}:{node.lineno}: from os import {a.name}"
-                      for a in node.names if a.name in ENVIRONMENT]
+            found += [
+                f"{path.relative_to(REPO_ROOT)}:{node.lineno}: from os import {a.name}"
+                for a in node.names
+                if a.name in ENVIRONMENT
+            ]
     return found
 
 
@@ -61,7 +68,9 @@ def test_configured_targets_come_from_the_environment(monkeypatch):
 def test_child_processes_get_this_environment_with_changes(monkeypatch):
     monkeypatch.setenv("RUST_LOG", "debug")
     monkeypatch.setenv("SPARK_REMOTE", "sc://elsewhere:1")
-    env = settings.child_env({"SPARK_HOME": "/spark"}, defaults={"RUST_LOG": "warn", "NEW": "1"}, drop=("SPARK_REMOTE",))
+    env = settings.child_env(
+        {"SPARK_HOME": "/spark"}, defaults={"RUST_LOG": "warn", "NEW": "1"}, drop=("SPARK_REMOTE",)
+    )
     assert (env["RUST_LOG"], env["NEW"], env["SPARK_HOME"], "SPARK_REMOTE" in env) == ("debug", "1", "/spark", False)
     assert os.environ["SPARK_REMOTE"] == "sc://elsewhere:1"  # this process's own is untouched
 
@@ -84,16 +93,26 @@ print(json.dumps({"conditions": conditions, "resources": resources, "sensors": s
 
 def load_in_subprocess(script: str, env: dict[str, str]) -> dict:
     base = {k: v for k, v in os.environ.items() if k not in TARGET_VARIABLES}
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-                          env={**base, "PYTHONPATH": str(REPO_ROOT), **env})
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**base, "PYTHONPATH": str(REPO_ROOT), **env},
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("configured", [False, True], ids=["laptop", "deployment"])
 def test_configured_targets_decide_automation_sensors_and_secret_resources(configured):
-    env = {"SNOWFLAKE_ACCOUNT": "acme-eu1", "LAKEHOUSE_SERVING_DSN": "postgresql://api:secret@db/serving",
-           "LAKEHOUSE_KAFKA_BOOTSTRAP": "broker:9092", "LAKEHOUSE_SPARK_REMOTE": "sc://spark:443/;token=secret"}
+    env = {
+        "SNOWFLAKE_ACCOUNT": "acme-eu1",
+        "LAKEHOUSE_SERVING_DSN": "postgresql://api:secret@db/serving",
+        "LAKEHOUSE_KAFKA_BOOTSTRAP": "broker:9092",
+        "LAKEHOUSE_SPARK_REMOTE": "sc://spark:443/;token=secret",
+    }
     loaded = load_in_subprocess(LOAD_WITH_TARGETS, env if configured else {})
     conditions, resources, sensors = loaded["conditions"], loaded["resources"], loaded["sensors"]
     publish = [c for key, c in conditions.items() if key.startswith("publish/")]

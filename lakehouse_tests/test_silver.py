@@ -1,6 +1,7 @@
 """Silver: typed, deduplicated and conformed rows; every rejected row quarantined with its rule.
 Expected figures come from the generator's manifest, never from the pipeline itself."""
 
+import itertools
 from collections import Counter
 from decimal import Decimal
 
@@ -14,9 +15,13 @@ from lakehouse_tests.helpers import (
 )
 
 # Which injected anomaly each quarantine rule must catch.
-ORDER_RULES = {"order_id_not_null": "null_keys", "order_ts_is_timestamp": "bad_timestamps",
-               "amount_is_number": "bad_amounts", "amount_non_negative": "negative_amounts",
-               "customer_exists": "unknown_customers"}
+ORDER_RULES = {
+    "order_id_not_null": "null_keys",
+    "order_ts_is_timestamp": "bad_timestamps",
+    "amount_is_number": "bad_amounts",
+    "amount_non_negative": "negative_amounts",
+    "customer_exists": "unknown_customers",
+}
 CUSTOMER_RULES = {"customer_id_not_null": "null_keys", "updated_at_is_timestamp": "bad_timestamps"}
 FX_RULES = {"currency_is_iso_code": "bad_currencies", "rate_is_positive_number": "bad_rates"}
 
@@ -99,13 +104,16 @@ def test_scd2_versions_chain_without_gaps_or_overlaps(batch_run, lake):
         by_customer.setdefault(row["customer_id"], []).append(row)
     for versions in by_customer.values():
         versions.sort(key=lambda v: v["valid_from"])
-        for earlier, later in zip(versions, versions[1:]):
+        for earlier, later in itertools.pairwise(versions):
             assert earlier["valid_to"] == later["valid_from"] and not earlier["is_current"]
 
 
 def test_late_updates_join_history_by_their_own_timestamp(batch_run, manifest, lake):
-    late = [r for r in read_rows(lake, "silver", "customers")
-            if r["valid_from"].date().isoformat() < r["_source_file"].rsplit("/", 1)[1][:10]]
+    late = [
+        r
+        for r in read_rows(lake, "silver", "customers")
+        if r["valid_from"].date().isoformat() < r["_source_file"].rsplit("/", 1)[1][:10]
+    ]
     assert len(late) == total(manifest, "crm_customers", "late_updates") > 0
 
 
@@ -117,11 +125,17 @@ def test_materialisation_metadata_reports_counts_for_the_ui(batch_run, manifest)
     assert metadata["quarantined/customer_exists"] == total(manifest, "orders", "unknown_customers")
     landed = sum(day_counts(manifest, "orders", "records").values())
     assert metadata["rows_read"] == landed
-    assert metadata["dagster/row_count"] == metadata["rows_written"] == landed - metadata["rows_quarantined"] - metadata[
-        "rows_superseded"]
+    assert (
+        metadata["dagster/row_count"]
+        == metadata["rows_written"]
+        == landed - metadata["rows_quarantined"] - metadata["rows_superseded"]
+    )
 
 
 def test_every_silver_orders_run_accounts_for_each_landed_row(batch_run):
-    [check] = [c for c in batch_run.get_asset_check_evaluations()
-               if c.asset_key.path == ["silver", "orders"] and c.check_name == "rows_accounted_for"]
+    [check] = [
+        c
+        for c in batch_run.get_asset_check_evaluations()
+        if c.asset_key.path == ["silver", "orders"] and c.check_name == "rows_accounted_for"
+    ]
     assert check.passed

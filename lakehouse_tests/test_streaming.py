@@ -6,7 +6,7 @@ generator's manifest (the producer publishes exactly the landing files' lines)."
 
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -29,7 +29,7 @@ from lakehouse_tests.kafka_fixtures import (  # noqa: F401 - fixtures
     stream_resources,
 )
 
-TODAY = datetime.now(timezone.utc).date().isoformat()
+TODAY = datetime.now(UTC).date().isoformat()
 CLICKS, TICKETS = bronze.clickstream_events, bronze.support_ticket_changes
 
 
@@ -63,16 +63,24 @@ def day1_events_sent_late(manifest: dict) -> int:
 def test_every_message_becomes_one_bronze_row_and_malformed_ones_say_why():
     from lakehouse.lib.kafka import Message
 
-    values = [b'{"event_id":"E1","user_id":"u1","page":"/caf\xc3\xa9","product_id":null}',
-              b'{"event_id":"E2","user_id":7,"page":{"a":1},"coupon":"X"}',  # non-strings kept as JSON text
-              b'{"event_id":NaN}',  # refused by orjson, read by json
-              b'[1,2]', None, b'{"event_id":"E3", oops', b'\xff{"event_id":"E4"}']
+    values = [
+        b'{"event_id":"E1","user_id":"u1","page":"/caf\xc3\xa9","product_id":null}',
+        b'{"event_id":"E2","user_id":7,"page":{"a":1},"coupon":"X"}',  # non-strings kept as JSON text
+        b'{"event_id":NaN}',  # refused by orjson, read by json
+        b"[1,2]",
+        None,
+        b'{"event_id":"E3", oops',
+        b'\xff{"event_id":"E4"}',
+    ]
     messages = [Message("t", 0, i, "k", v, 1_700_000_000_000 + i) for i, v in enumerate(values)]
     rows = bronze.to_rows(bronze.CLICKSTREAM, messages, datetime(2026, 11, 1).date(), "run-1").to_pylist()
 
     assert [r["kafka_offset"] for r in rows] == list(range(7))
     assert [(r["event_id"], r["user_id"], r["page"]) for r in rows[:3]] == [
-        ("E1", "u1", "/café"), ("E2", "7", '{"a": 1}'), ("NaN", None, None)]
+        ("E1", "u1", "/café"),
+        ("E2", "7", '{"a": 1}'),
+        ("NaN", None, None),
+    ]
     assert [r["_rescued_data"] for r in rows] == [None, '{"coupon":"X"}', None, None, None, None, None]
     errors = [r["_parse_error"] for r in rows]
     assert errors[:5] == [None, None, None, "not a JSON object: list", "empty message (null payload)"]
@@ -127,8 +135,7 @@ def test_a_poison_message_neither_fails_the_run_nor_holds_back_the_messages_afte
     assert (rows[0]["event_id"], rows[-1]["event_id"]) == ("before", "after")
 
 
-def test_end_offsets_are_the_high_watermarks_on_kafka_and_probed_past_them_on_tansu_only(broker, kafka,
-                                                                                         monkeypatch):
+def test_end_offsets_are_the_high_watermarks_on_kafka_and_probed_past_them_on_tansu_only(broker, kafka, monkeypatch):
     """Apache Kafka's high watermark is the next offset: taken as is, no probe. tansu's is the last record
     batch's base offset + 1 (one flush = one batch per partition, so 1 here): there the tail is read."""
     producer = kafka.producer()
@@ -137,8 +144,9 @@ def test_end_offsets_are_the_high_watermarks_on_kafka_and_probed_past_them_on_ta
             producer.produce(kafka.topic("clickstream"), value=b"{}", partition=partition)
     assert producer.flush(30) == 0
     probed, probe = [], KafkaResource._probe_tail
-    monkeypatch.setattr(KafkaResource, "_probe_tail",
-                        lambda self, topic, marks: probed.append(dict(marks)) or probe(self, topic, marks))
+    monkeypatch.setattr(
+        KafkaResource, "_probe_tail", lambda self, topic, marks: probed.append(dict(marks)) or probe(self, topic, marks)
+    )
 
     assert kafka.end_offsets("clickstream") == {0: 5, 1: 3, 2: 0}
     assert probed == ([] if isinstance(broker, KafkaBroker) else [{0: 1, 1: 1, 2: 0}])
@@ -152,8 +160,10 @@ def test_produced_events_flow_through_sensor_bronze_and_silver_with_exact_counts
     assert tickets_sent == total(manifest, "support_tickets_cdc", "records")
 
     # One tick per topic requests one run covering every partition, named by topic, partition and range.
-    for sensor, asset, topic, sent in [(sensors.clickstream_sensor, CLICKS, "clickstream", clicks_sent),
-                                       (sensors.support_tickets_sensor, TICKETS, "support_tickets_cdc", tickets_sent)]:
+    for sensor, asset, topic, sent in [
+        (sensors.clickstream_sensor, CLICKS, "clickstream", clicks_sent),
+        (sensors.support_tickets_sensor, TICKETS, "support_tickets_cdc", tickets_sent),
+    ]:
         result = tick(sensor, stream_resources)
         [request] = result.run_requests
         assert request.partition_key == TODAY
@@ -170,8 +180,10 @@ def test_produced_events_flow_through_sensor_bronze_and_silver_with_exact_counts
     malformed = [r for r in clicks if r["_parse_error"]]
     assert len(malformed) == total(manifest, "clickstream", "malformed")
     assert all(r["_raw"] and r["event_id"] is None for r in malformed)
-    assert sorted(r["_parse_error"].split(":")[0] for r in malformed) == ["invalid JSON"] * (len(malformed) - DAYS) + [
-        "unreadable JSON"] * DAYS  # cut-off lines, and one poison message a day
+    assert (
+        sorted(r["_parse_error"].split(":")[0] for r in malformed)
+        == ["invalid JSON"] * (len(malformed) - DAYS) + ["unreadable JSON"] * DAYS
+    )  # cut-off lines, and one poison message a day
     assert sum(r["_rescued_data"] is not None for r in clicks) == total(manifest, "clickstream", "unknown_columns")
 
     meta = materialization(run(stream_resources, silver_sessions.sessions, TODAY), silver_sessions.sessions)
@@ -230,8 +242,9 @@ def test_concurrently_launched_batches_land_each_message_once(stream_resources):
     assert len(rows) == len(set(offsets(rows))) == sent
 
 
-def test_a_batch_that_dies_before_its_commit_leaves_nothing_and_the_next_run_takes_it_all(stream_resources,
-                                                                                        monkeypatch):
+def test_a_batch_that_dies_before_its_commit_leaves_nothing_and_the_next_run_takes_it_all(
+    stream_resources, monkeypatch
+):
     kafka, lake = stream_resources["kafka"], stream_resources["lake"]
     sent = produce_days(kafka, "clickstream", START, 1, SCALE, SEED)
     sensor = sensors.kafka_sensor(bronze.CLICKSTREAM, CLICKS, retry_after_seconds=0)
@@ -243,8 +256,13 @@ def test_a_batch_that_dies_before_its_commit_leaves_nothing_and_the_next_run_tak
 
     with monkeypatch.context() as patch:
         patch.setattr("pyspark.sql.connect.readwriter.DataFrameWriter.save", killed)
-        failed = dg.materialize([CLICKS], resources=stream_resources, partition_key=request.partition_key,
-                                run_config=request.run_config, raise_on_error=False)
+        failed = dg.materialize(
+            [CLICKS],
+            resources=stream_resources,
+            partition_key=request.partition_key,
+            run_config=request.run_config,
+            raise_on_error=False,
+        )
     assert not failed.success
     assert not lake.exists("bronze", "clickstream_events")
     # The sensor asks again for the same range (progress is Bronze's, not the failed request's), under a
@@ -274,7 +292,8 @@ def test_sensor_splits_a_backlog_into_batches_that_cover_every_offset_once(strea
     partitions = {r["kafka_partition"] for r in rows}
     for p in partitions:  # contiguous from 0: no gap, no overlap
         assert sorted(r["kafka_offset"] for r in rows if r["kafka_partition"] == p) == list(
-            range(sum(r["kafka_partition"] == p for r in rows)))
+            range(sum(r["kafka_partition"] == p for r in rows))
+        )
 
 
 def test_silver_sessions_built_batch_by_batch_equal_a_full_recompute(manifest, stream_resources, spark):
@@ -299,10 +318,12 @@ def test_sensor_holds_new_messages_while_a_batch_of_the_topic_is_in_flight(strea
     produce_days(kafka, "clickstream", START, 1, SCALE, SEED)
     instance = dg.DagsterInstance.ephemeral()
     context = lambda: dg.build_sensor_context(  # noqa: E731
-        instance=instance, resources={"kafka": kafka, "lake": stream_resources["lake"]})
+        instance=instance, resources={"kafka": kafka, "lake": stream_resources["lake"]}
+    )
     [request] = sensors.clickstream_sensor(context()).run_requests
-    running = instance.add_run(DagsterRun(job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED,
-                                          tags=request.tags))
+    running = instance.add_run(
+        DagsterRun(job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED, tags=request.tags)
+    )
     held = sensors.clickstream_sensor(context())
     assert not held.run_requests and "1 batch run(s) in flight" in held.skip_reason.skip_message
     instance.report_run_failed(running)  # it ended: the next tick requests again
@@ -311,8 +332,20 @@ def test_sensor_holds_new_messages_while_a_batch_of_the_topic_is_in_flight(strea
 
 def test_sensor_waits_for_a_full_batch_up_to_max_wait(stream_resources):
     kafka = stream_resources["kafka"]
-    produce_json(kafka, "clickstream", [{"event_id": "E1", "user_id": "u1", "event_type": "page_view",
-                                         "page": "/", "event_ts": "2026-11-01T10:00:00Z"}], key=lambda r: r["user_id"])
+    produce_json(
+        kafka,
+        "clickstream",
+        [
+            {
+                "event_id": "E1",
+                "user_id": "u1",
+                "event_type": "page_view",
+                "page": "/",
+                "event_ts": "2026-11-01T10:00:00Z",
+            }
+        ],
+        key=lambda r: r["user_id"],
+    )
     patient = sensors.kafka_sensor(bronze.CLICKSTREAM, CLICKS, min_batch=100, max_wait_seconds=3600)
     result = tick(patient, stream_resources)
     assert not result.run_requests and "< batch size 100" in result.skip_reason.skip_message
@@ -345,14 +378,29 @@ def test_late_events_reopen_their_sessions(manifest, stream_resources):
 
 
 def click(event_id: str, at: str, user: str = "u1") -> dict:
-    return {"event_id": event_id, "user_id": user, "event_type": "page_view", "page": "/",
-            "event_ts": f"2026-11-01T{at}:00Z"}
+    return {
+        "event_id": event_id,
+        "user_id": user,
+        "event_type": "page_view",
+        "page": "/",
+        "event_ts": f"2026-11-01T{at}:00Z",
+    }
 
 
 def test_an_event_bridging_two_sessions_merges_them_and_leaves_older_sessions_alone(stream_resources):
     kafka, lake = stream_resources["kafka"], stream_resources["lake"]
-    produce_json(kafka, "clickstream", [click("E0", "08:00"), click("E1", "10:00"), click("E2", "10:10"),
-                                        click("E3", "11:00"), click("E4", "11:05"), click("F1", "10:20", "u2")])
+    produce_json(
+        kafka,
+        "clickstream",
+        [
+            click("E0", "08:00"),
+            click("E1", "10:00"),
+            click("E2", "10:10"),
+            click("E3", "11:00"),
+            click("E4", "11:05"),
+            click("F1", "10:20", "u2"),
+        ],
+    )
     run(stream_resources, CLICKS, TODAY)
     run(stream_resources, silver_sessions.sessions, TODAY)
     assert len(read_rows(lake, "silver", "sessions")) == 4
@@ -361,15 +409,19 @@ def test_an_event_bridging_two_sessions_merges_them_and_leaves_older_sessions_al
     produce_json(kafka, "clickstream", [click("E5", "10:40")])
     run(stream_resources, CLICKS, TODAY)
     meta = materialization(run(stream_resources, silver_sessions.sessions, TODAY), silver_sessions.sessions)
-    after = {s["session_id"]: (s["page_count"], s["session_end"].strftime("%H:%M"))
-             for s in read_rows(lake, "silver", "sessions")}
-    assert after == {"u1-20261101T080000": (1, "08:00"), "u1-20261101T100000": (5, "11:05"),
-                     "u2-20261101T102000": (1, "10:20")}
+    after = {
+        s["session_id"]: (s["page_count"], s["session_end"].strftime("%H:%M"))
+        for s in read_rows(lake, "silver", "sessions")
+    }
+    assert after == {
+        "u1-20261101T080000": (1, "08:00"),
+        "u1-20261101T100000": (5, "11:05"),
+        "u2-20261101T102000": (1, "10:20"),
+    }
     assert (meta["rows_updated"], meta["rows_deleted"], meta["rows_inserted"]) == (1, 1, 0)
 
 
-def test_silver_sessions_read_one_bronze_snapshot_so_a_batch_landing_meanwhile_waits(manifest, stream_resources,
-                                                                                       spark):
+def test_silver_sessions_read_one_bronze_snapshot_so_a_batch_landing_meanwhile_waits(manifest, stream_resources, spark):
     kafka, lake = stream_resources["kafka"], stream_resources["lake"]
     day1 = manifest["sources"]["clickstream"][START.isoformat()]
     late = day1_events_sent_late(manifest)
@@ -391,30 +443,58 @@ def test_silver_sessions_read_one_bronze_snapshot_so_a_batch_landing_meanwhile_w
 
 
 def ticket(ticket_id, seq, op, status="open", priority="normal"):
-    return {"op": op, "ticket_id": ticket_id, "seq": seq, "customer_id": "C0000001", "status": status,
-            "priority": priority, "subject": f"about {ticket_id}", "changed_at": f"2026-11-01T10:00:{seq:02d}Z"}
+    return {
+        "op": op,
+        "ticket_id": ticket_id,
+        "seq": seq,
+        "customer_id": "C0000001",
+        "status": status,
+        "priority": priority,
+        "subject": f"about {ticket_id}",
+        "changed_at": f"2026-11-01T10:00:{seq:02d}Z",
+    }
 
 
 def test_cdc_changes_apply_by_sequence_number_not_arrival_order(stream_resources):
     kafka, lake = stream_resources["kafka"], stream_resources["lake"]
     key = lambda r: r["ticket_id"]  # noqa: E731
-    produce_json(kafka, "support_tickets_cdc", [
-        ticket("T1", 2, "u", "pending"), ticket("T1", 1, "c"),            # update before its create, same batch
-        ticket("T2", 1, "c"), ticket("T2", 3, "u", "closed"),             # seq 2 arrives in the next batch
-        ticket("T3", 1, "c"), ticket("T3", 3, "d", "pending"),            # deleted; seq 2 arrives late
-        ticket("T4", 1, "c", priority="low"), ticket("T4", 1, "c", priority="low"),  # re-sent duplicate
-        '{"op":"u","ticket_id":"T5","se',                                 # cut off by a crashed producer
-    ], key=key)
+    produce_json(
+        kafka,
+        "support_tickets_cdc",
+        [
+            ticket("T1", 2, "u", "pending"),
+            ticket("T1", 1, "c"),  # update before its create, same batch
+            ticket("T2", 1, "c"),
+            ticket("T2", 3, "u", "closed"),  # seq 2 arrives in the next batch
+            ticket("T3", 1, "c"),
+            ticket("T3", 3, "d", "pending"),  # deleted; seq 2 arrives late
+            ticket("T4", 1, "c", priority="low"),
+            ticket("T4", 1, "c", priority="low"),  # re-sent duplicate
+            '{"op":"u","ticket_id":"T5","se',  # cut off by a crashed producer
+        ],
+        key=key,
+    )
     run(stream_resources, TICKETS, TODAY)
-    first = materialization(run(stream_resources, silver_tickets.support_tickets, TODAY), silver_tickets.support_tickets)
+    first = materialization(
+        run(stream_resources, silver_tickets.support_tickets, TODAY), silver_tickets.support_tickets
+    )
     assert (first["rows_read"], first["rows_quarantined"], first["quarantined/message_is_json_object"]) == (9, 1, 1)
 
-    produce_json(kafka, "support_tickets_cdc", [
-        ticket("T2", 2, "u", "pending"), ticket("T3", 2, "u", "pending"), ticket("T4", 2, "u", priority="urgent"),
-        ticket("T4", 1, "c", priority="low"),
-    ], key=key)
+    produce_json(
+        kafka,
+        "support_tickets_cdc",
+        [
+            ticket("T2", 2, "u", "pending"),
+            ticket("T3", 2, "u", "pending"),
+            ticket("T4", 2, "u", priority="urgent"),
+            ticket("T4", 1, "c", priority="low"),
+        ],
+        key=key,
+    )
     run(stream_resources, TICKETS, (datetime.fromisoformat(TODAY) - timedelta(days=1)).date().isoformat())
-    second = materialization(run(stream_resources, silver_tickets.support_tickets, TODAY), silver_tickets.support_tickets)
+    second = materialization(
+        run(stream_resources, silver_tickets.support_tickets, TODAY), silver_tickets.support_tickets
+    )
     # Landed in yesterday's partition after today's was applied: taken all the same; 3 of the 4 were stale.
     assert (second["rows_read"], second["rows_written"], second["rows_superseded"]) == (4, 1, 3)
 
@@ -433,13 +513,19 @@ def test_cdc_changes_apply_by_sequence_number_not_arrival_order(stream_resources
 def test_streaming_assets_are_in_the_code_location_with_sensors_and_automation():
     from lakehouse_tests.helpers import DEFS
 
-    for key in ["bronze/clickstream_events", "bronze/support_ticket_changes", "silver/sessions",
-                "silver/support_tickets"]:
+    for key in [
+        "bronze/clickstream_events",
+        "bronze/support_ticket_changes",
+        "silver/sessions",
+        "silver/support_tickets",
+    ]:
         assert DEFS.resolve_assets_def(dg.AssetKey.from_user_string(key))
     assert {s.name for s in DEFS.sensors} >= {"kafka_clickstream", "kafka_support_tickets_cdc", "streaming_automation"}
     automation = next(s for s in DEFS.sensors if s.name == "streaming_automation")
-    silver = {dg.AssetKey(["silver", name]) for name in ("sessions", "sessions_quarantine", "support_tickets",
-                                                         "support_tickets_quarantine")}
+    silver = {
+        dg.AssetKey(["silver", name])
+        for name in ("sessions", "sessions_quarantine", "support_tickets", "support_tickets_quarantine")
+    }
     assert automation.asset_selection.resolve(DEFS.resolve_asset_graph()) == silver
     for asset in (silver_sessions.sessions, silver_tickets.support_tickets):
         assert all(condition is not None for condition in asset.automation_conditions_by_key.values())
@@ -453,11 +539,28 @@ def test_silver_follows_bronze_through_automation_without_a_click(stream_resourc
     first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert first.total_requested == 0  # nothing in Bronze yet
 
-    produce_json(kafka, "clickstream", [{"event_id": "E1", "user_id": "u1", "event_type": "page_view", "page": "/",
-                                         "event_ts": "2026-11-01T10:00:00Z"}], key=lambda r: r["user_id"])
+    produce_json(
+        kafka,
+        "clickstream",
+        [
+            {
+                "event_id": "E1",
+                "user_id": "u1",
+                "event_type": "page_view",
+                "page": "/",
+                "event_ts": "2026-11-01T10:00:00Z",
+            }
+        ],
+        key=lambda r: r["user_id"],
+    )
     [request] = tick(sensors.clickstream_sensor, stream_resources).run_requests
-    result = dg.materialize([CLICKS], resources=stream_resources, instance=instance,
-                            partition_key=request.partition_key, run_config=request.run_config)
+    result = dg.materialize(
+        [CLICKS],
+        resources=stream_resources,
+        instance=instance,
+        partition_key=request.partition_key,
+        run_config=request.run_config,
+    )
     assert result.success
     after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
     assert after.get_requested_partitions(dg.AssetKey(["silver", "sessions"])) == {TODAY}

@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -36,15 +36,16 @@ from lakehouse_tests.kafka_fixtures import (  # noqa: F401 - fixtures
     stream_resources,
 )
 
-TODAY = datetime.now(timezone.utc).date()
+TODAY = datetime.now(UTC).date()
 YESTERDAY = TODAY - timedelta(days=1)
 CLICKS, TABLE = bronze.clickstream_events, "clickstream_events"
 
 
 def event(n: int, user: str = "u1", minute: int | None = None) -> bytes:
-    ts = datetime(2026, 11, 1, 10, tzinfo=timezone.utc) + timedelta(minutes=n if minute is None else minute)
-    return json.dumps({"event_id": f"E{n}", "user_id": user, "event_type": "page_view", "page": "/",
-                       "event_ts": ts.isoformat()}).encode()
+    ts = datetime(2026, 11, 1, 10, tzinfo=UTC) + timedelta(minutes=n if minute is None else minute)
+    return json.dumps(
+        {"event_id": f"E{n}", "user_id": user, "event_type": "page_view", "page": "/", "event_ts": ts.isoformat()}
+    ).encode()
 
 
 def produce(kafka: KafkaResource, values: list[bytes | None], partition: int = 0) -> None:
@@ -55,8 +56,14 @@ def produce(kafka: KafkaResource, values: list[bytes | None], partition: int = 0
 
 
 def land(resources: dict, partition: date = TODAY, instance=None, **config) -> dg.ExecuteInProcessResult:
-    return dg.materialize([CLICKS], resources=resources, partition_key=partition.isoformat(), raise_on_error=False,
-                          instance=instance, run_config=dg.RunConfig(ops={CLICKS.op.name: bronze.KafkaBatch(**config)}))
+    return dg.materialize(
+        [CLICKS],
+        resources=resources,
+        partition_key=partition.isoformat(),
+        raise_on_error=False,
+        instance=instance,
+        run_config=dg.RunConfig(ops={CLICKS.op.name: bronze.KafkaBatch(**config)}),
+    )
 
 
 def checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
@@ -80,7 +87,8 @@ def recreate_topic(kafka: KafkaResource) -> None:
 
 
 def test_a_recreated_topic_fails_the_run_naming_topic_partition_and_offsets_until_a_new_epoch_is_started(
-        stream_resources):
+    stream_resources,
+):
     kafka, lake = stream_resources["kafka"], stream_resources["lake"]
     produce(kafka, [event(n) for n in range(6)])
     assert materialization(land(stream_resources), CLICKS)["rows_written"] == 6
@@ -97,8 +105,9 @@ def test_a_recreated_topic_fails_the_run_naming_topic_partition_and_offsets_unti
     assert f"run `lakehouse kafka-epoch {TABLE}`: epoch 1 then lands it from its first offset" in error
     assert lake.delta_table("bronze", TABLE).version() == version  # nothing landed
     # The sensor says so on every tick instead of reporting lag 0.
-    tick = sensors.kafka_sensor(bronze.CLICKSTREAM, CLICKS)(dg.build_sensor_context(
-        resources={"kafka": kafka, "lake": lake}))
+    tick = sensors.kafka_sensor(bronze.CLICKSTREAM, CLICKS)(
+        dg.build_sensor_context(resources={"kafka": kafka, "lake": lake})
+    )
     assert "reset or recreated" in tick.skip_reason.skip_message and "lag 2 unlanded" in tick.skip_reason.skip_message
 
     assert bronze.start_new_epoch(lake, TABLE) == 1
@@ -117,7 +126,10 @@ def test_lag_counts_every_unlanded_message_even_inside_one_record_batch(stream_r
     meta = materialization(result, CLICKS)
     assert (meta["rows_written"], meta["kafka/lag"], meta["kafka/lag_by_partition"]) == (4, 6, {"0": 6, "1": 0, "2": 0})
     assert {name: e.passed for name, e in checks(result).items()} == {
-        "rows_accounted_for": True, "offsets_unique": True, "no_offsets_skipped": True}
+        "rows_accounted_for": True,
+        "offsets_unique": True,
+        "no_offsets_skipped": True,
+    }
 
 
 @pytest.fixture
@@ -151,7 +163,8 @@ def test_a_partition_added_to_the_topic_is_landed_from_its_first_offset(apache_k
     land(apache_kafka, instance=instance)
     admin = kafka.admin()
     admin.create_partitions([NewPartitions(kafka.topic("clickstream"), PARTITIONS + 1)])[
-        kafka.topic("clickstream")].result(30)
+        kafka.topic("clickstream")
+    ].result(30)
     produce(kafka, [event(n) for n in range(10, 14)], partition=PARTITIONS)
 
     meta = materialization(land(apache_kafka, instance=instance), CLICKS)
@@ -174,8 +187,9 @@ def test_events_landed_in_an_earlier_partition_still_reach_silver(manifest, stre
 
     landed = read_rows(lake, "bronze", TABLE)
     assert {r["_ingest_date"] for r in landed} == {TODAY, YESTERDAY}
-    valid = {r["event_id"] for r in landed if not r["_parse_error"] and r["event_id"] and r["user_id"]
-             and r["event_ts"]}  # the generator's malformed events are the unparseable messages
+    valid = {
+        r["event_id"] for r in landed if not r["_parse_error"] and r["event_id"] and r["user_id"] and r["event_ts"]
+    }  # the generator's malformed events are the unparseable messages
     sessions = read_rows(lake, "silver", "sessions")
     assert sum(s["page_count"] for s in sessions) == len(valid) > total(manifest, "clickstream", "events") * 0.9
     full = silver_sessions.sessionise(silver_sessions.valid_events(lake.read(spark, "bronze", TABLE)))
@@ -193,19 +207,29 @@ def test_silver_quarantines_the_events_it_rejects_with_the_rule_and_accounts_for
     result = run(stream_resources, silver_sessions.sessions, TODAY.isoformat())
     meta = materialization(result, silver_sessions.sessions)
     assert (meta["rows_read"], meta["rows_written"], meta["rows_superseded"], meta["rows_quarantined"]) == (8, 2, 1, 5)
-    assert (meta["quarantined/message_is_json_object"], meta["quarantined/user_id_not_null"],
-            meta["quarantined/event_ts_is_timestamp"]) == (3, 1, 1)
+    assert (
+        meta["quarantined/message_is_json_object"],
+        meta["quarantined/user_id_not_null"],
+        meta["quarantined/event_ts_is_timestamp"],
+    ) == (3, 1, 1)
     [accounted] = result.get_asset_check_evaluations()
     assert accounted.check_name == "rows_accounted_for" and accounted.passed
     quarantine = read_rows(lake, "silver", "sessions_quarantine")
-    assert sorted(q["_rule"] for q in quarantine) == ["event_ts_is_timestamp", "message_is_json_object",
-                                                     "message_is_json_object", "message_is_json_object",
-                                                     "user_id_not_null"]
+    assert sorted(q["_rule"] for q in quarantine) == [
+        "event_ts_is_timestamp",
+        "message_is_json_object",
+        "message_is_json_object",
+        "message_is_json_object",
+        "user_id_not_null",
+    ]
     assert all(q["_source_file"].startswith(f"kafka:/{kafka.topic('clickstream')}/epoch0/0/") for q in quarantine)
     assert "silver.sessions.event_ts breaks event_ts_is_timestamp: must be an ISO-8601 timestamp" in {
-        q["_reason"] for q in quarantine}
+        q["_reason"] for q in quarantine
+    }
     # Re-running finds nothing new and quarantines nothing twice.
-    again = materialization(run(stream_resources, silver_sessions.sessions, TODAY.isoformat()), silver_sessions.sessions)
+    again = materialization(
+        run(stream_resources, silver_sessions.sessions, TODAY.isoformat()), silver_sessions.sessions
+    )
     assert again["rows_read"] == 0 and len(read_rows(lake, "silver", "sessions_quarantine")) == 5
 
 
@@ -221,15 +245,35 @@ def test_two_processes_with_their_own_temp_folders_land_each_message_once(broker
     with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:  # its SQLite databases, made once
         instance.get_runs_count()
         instance.event_log_storage.get_concurrency_keys()
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster"), "LAKEHOUSE_HOME": str(tmp_path / "home"),
-           "LAKEHOUSE_KAFKA_BOOTSTRAP": broker.bootstrap, "LAKEHOUSE_SPARK_REMOTE": sail_url}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
+        "LAKEHOUSE_HOME": str(tmp_path / "home"),
+        "LAKEHOUSE_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "LAKEHOUSE_SPARK_REMOTE": sail_url,
+    }
     runs = []
     for name in ("host-a", "host-b"):
         (tmp_path / name).mkdir()
-        runs.append(subprocess.Popen(
-            ["dagster", "asset", "materialize", "-m", "lakehouse.definitions", "--select", f"bronze/{TABLE}",
-             "--partition", TODAY.isoformat()], env={**env, "TMPDIR": str(tmp_path / name)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        runs.append(
+            subprocess.Popen(
+                [
+                    "dagster",
+                    "asset",
+                    "materialize",
+                    "-m",
+                    "lakehouse.definitions",
+                    "--select",
+                    f"bronze/{TABLE}",
+                    "--partition",
+                    TODAY.isoformat(),
+                ],
+                env={**env, "TMPDIR": str(tmp_path / name)},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     for process in runs:
         assert process.wait(300) == 0, process.stderr.read()[-3000:]
     rows = read_rows(DeltaLake(root=str(tmp_path / "home" / "lake")), "bronze", TABLE)

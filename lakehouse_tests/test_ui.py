@@ -30,8 +30,14 @@ from playwright.sync_api import expect
 
 expect.set_options(timeout=60_000)  # a shared two-core machine: the UI may take a while to answer
 
-BATCH_ASSETS = ["bronze/crm_customers", "bronze/orders", "bronze/fx_rates",
-                "silver/customers", "silver/orders", "silver/fx_rates"]
+BATCH_ASSETS = [
+    "bronze/crm_customers",
+    "bronze/orders",
+    "bronze/fx_rates",
+    "silver/customers",
+    "silver/orders",
+    "silver/fx_rates",
+]
 FIRST_DAY, LAST_DAY = UI_START.isoformat(), "2026-11-02"
 BACKFILL_TIMEOUT = 300  # seconds: one run spawns a process, starts Sail, lands two days, runs the checks
 TERMINAL_BACKFILL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
@@ -124,8 +130,7 @@ def test_asset_graph_shows_every_layer(sharp_page, dagster_dev, screenshots):  #
     for group in LAYERS:
         expect(graph.get_by_text(group, exact=True).first).to_be_visible()
     # every asset is a node; small zoom levels shorten long names, so count the nodes too
-    expect(graph.filter(has=ui.locator("div[style*='--minimal-bg'], [class*=AssetNode]"))).to_have_count(
-        len(layers))
+    expect(graph.filter(has=ui.locator("div[style*='--minimal-bg'], [class*=AssetNode]"))).to_have_count(len(layers))
     ui.wait_for_timeout(2000)  # the graph zooms to fit once its layout is done
     ui.screenshot(path=screenshots / "lineage.png", clip=bounding_box(graph))
 
@@ -143,7 +148,9 @@ def test_backfill_of_a_range_from_the_ui_is_one_successful_run(backfill):
     tags = {t["key"]: t["value"] for t in run["tags"]}
     assert run["status"] == "SUCCESS"
     assert (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]) == (
-        FIRST_DAY, LAST_DAY)
+        FIRST_DAY,
+        LAST_DAY,
+    )
     materialized = {("/".join(m["assetKey"]["path"]), m["partition"]) for m in run["assetMaterializations"]}
     assert materialized == {(a, d) for a in BATCH_ASSETS for d in (FIRST_DAY, LAST_DAY)}
 
@@ -168,8 +175,10 @@ def test_failing_check_is_shown_on_the_asset(page, dagster_dev, backfill, screen
     data = dagster_dev.graphql("""{ assetNodeOrError(assetKey: {path: ["bronze", "orders"]}) { ... on AssetNode {
         assetChecksOrError { ... on AssetChecks { checks { name executionForLatestMaterialization {
             status evaluation { severity description } } } } } } } }""")
-    checks = {c["name"]: c["executionForLatestMaterialization"]
-              for c in data["assetNodeOrError"]["assetChecksOrError"]["checks"]}
+    checks = {
+        c["name"]: c["executionForLatestMaterialization"]
+        for c in data["assetNodeOrError"]["assetChecksOrError"]["checks"]
+    }
     assert checks["schema_drift"]["status"] == "FAILED"
     assert checks["schema_drift"]["evaluation"]["severity"] == "WARN"
     assert checks["contract"]["status"] == "SUCCEEDED"
@@ -258,4 +267,6 @@ def test_a_sensor_switched_on_in_the_ui_runs(page, dagster_dev, backfill):  # no
     running = page.get_by_role("checkbox")
     page.locator("label").filter(has=running).click()  # and off again
     expect(running).not_to_be_checked()
-    wait_for("landing_files to be STOPPED", lambda: sensor_state(dagster_dev, "landing_files")["status"] == "STOPPED", 60)
+    wait_for(
+        "landing_files to be STOPPED", lambda: sensor_state(dagster_dev, "landing_files")["status"] == "STOPPED", 60
+    )

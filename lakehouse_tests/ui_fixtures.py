@@ -36,13 +36,14 @@ STARTUP_TIMEOUT = 240  # seconds; `dagster dev` loads the code location (and par
 VIEWPORT = {"width": 1600, "height": 1000}
 
 
-
 def ui_local_storage(groups: list[str]) -> dict[str, str]:
     """Browser state the UI keeps in localStorage: every asset group expanded and a top-down graph
     (which the UI zooms to fit), so the lineage screenshot shows every layer at once."""
     expanded = ",".join(f"global@global:{g}" for g in sorted(groups))
-    return {"asset-graph-open-graph-nodes-global-__GLOBAL__": json.dumps({"expanded": expanded}),
-            "asset-graph-direction": json.dumps("vertical")}
+    return {
+        "asset-graph-open-graph-nodes-global-__GLOBAL__": json.dumps({"expanded": expanded}),
+        "asset-graph-direction": json.dumps("vertical"),
+    }
 
 
 def free_port() -> int:
@@ -135,8 +136,12 @@ def wait_until_ready(server: DagsterDev, timeout: float = STARTUP_TIMEOUT) -> No
 
 
 def server_env(lakehouse_home: Path, dagster_home: Path) -> dict[str, str]:
-    env = {**os.environ, "LAKEHOUSE_HOME": str(lakehouse_home), "DAGSTER_HOME": str(dagster_home),
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "LAKEHOUSE_HOME": str(lakehouse_home),
+        "DAGSTER_HOME": str(dagster_home),
+        "PYTHONUNBUFFERED": "1",
+    }
     # The server's state is its own home; with no Kafka cluster configured the Kafka sensors start
     # stopped, as on a developer's machine. No alerts leave the test.
     for name in ("LAKEHOUSE_LAKE_ROOT", "LAKEHOUSE_KAFKA_BOOTSTRAP", "LAKEHOUSE_ALERT_WEBHOOK"):
@@ -157,7 +162,10 @@ def dagster_dev(tmp_path_factory):
     with log.open("w") as out:
         process = subprocess.Popen(
             ["dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-            cwd=REPO_ROOT, env=server_env(lakehouse_home, dagster_home), stdout=out, stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env=server_env(lakehouse_home, dagster_home),
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: teardown kills webserver, daemon and runs together
         )
     server = DagsterDev(f"http://127.0.0.1:{port}", lakehouse_home, dagster_home, log, process)
@@ -172,7 +180,9 @@ def dagster_dev(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     """Headless system Chromium through Playwright (never a downloaded browser)."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is in the dev extra: pip install -e '.[dev]'")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="Playwright is in the dev extra: pip install -e '.[dev]'"
+    )
     executable = chromium_path()
     if not executable:
         pytest.skip("no Chromium: apt-get install -y chromium (or set LAKEHOUSE_CHROMIUM)")
@@ -188,7 +198,9 @@ def new_context(browser, server: DagsterDev, device_scale_factor: float = 1):
     """A browser context on the server with the UI state above and generous but bounded waits."""
     context = browser.new_context(viewport=VIEWPORT, base_url=server.url, device_scale_factor=device_scale_factor)
     storage = ui_local_storage(sorted(set(server.asset_groups().values())))
-    context.add_init_script("".join(f"localStorage.setItem({json.dumps(k)}, {json.dumps(v)});" for k, v in storage.items()))
+    context.add_init_script(
+        "".join(f"localStorage.setItem({json.dumps(k)}, {json.dumps(v)});" for k, v in storage.items())
+    )
     context.set_default_timeout(60_000)
     return context
 

@@ -10,8 +10,11 @@ from lakehouse.lib import partitions
 # Bronze, the Silver built from it, and Gold (one dbt build); publishing and serving follow by automation.
 batch_job = dg.define_asset_job(
     "batch",
-    selection=(dg.AssetSelection.assets(*(t.key for t in catalog.landed())).downstream()
-               - dg.AssetSelection.groups("publish", "serve")) | dg.AssetSelection.groups("gold"),
+    selection=(
+        dg.AssetSelection.assets(*(t.key for t in catalog.landed())).downstream()
+        - dg.AssetSelection.groups("publish", "serve")
+    )
+    | dg.AssetSelection.groups("gold"),
     partitions_def=partitions.daily,
     description="Bronze, Silver and Gold (dbt) for the batch sources (CRM, orders, FX) over a partition window.",
 )

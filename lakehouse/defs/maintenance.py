@@ -77,17 +77,26 @@ def vacuum(dt: DeltaTable, retention_hours: int = DEFAULT_RETENTION_HOURS) -> li
     return dt.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
 
 
-def maintain(dt_factory, table: str, *, do_compact: bool = True, do_zorder: bool = False,
-             retention_hours: int | None = DEFAULT_RETENTION_HOURS, target_size_mb: int | None = None) -> TableReport:
+def maintain(
+    dt_factory,
+    table: str,
+    *,
+    do_compact: bool = True,
+    do_zorder: bool = False,
+    retention_hours: int | None = DEFAULT_RETENTION_HOURS,
+    target_size_mb: int | None = None,
+) -> TableReport:
     """Compact, z-order and vacuum one table (each step its own commit). `dt_factory()` opens the table
     afresh, so a retried step (a concurrent writer committed first) works on the new snapshot."""
     dt = dt_factory()
     files_before, rows_before = file_count(dt), row_count(dt)
     compacted: dict = {}
     if do_compact:
+
         def run_compact():
             compacted.clear()
             compacted.update(compact(dt_factory(), target_size_mb))
+
         retry_on_commit_conflict(run_compact)
     z_ordered: list[str] = []
     if do_zorder:
@@ -97,8 +106,9 @@ def maintain(dt_factory, table: str, *, do_compact: bool = True, do_zorder: bool
             z_ordered = columns
     vacuumed = vacuum(dt_factory(), retention_hours) if retention_hours is not None else []
     dt = dt_factory()
-    report = TableReport(table, files_before, file_count(dt), rows_before, row_count(dt), compacted, z_ordered,
-                         len(vacuumed))
+    report = TableReport(
+        table, files_before, file_count(dt), rows_before, row_count(dt), compacted, z_ordered, len(vacuumed)
+    )
     if report.rows_after != report.rows_before:  # a concurrent writer, not maintenance: say so, don't fail
         report.compacted = {**compacted, "note": "rows changed during maintenance (a concurrent write)"}
     return report
@@ -122,11 +132,20 @@ def maintain_lake(context: dg.OpExecutionContext, config: MaintenanceConfig, lak
         if not lake.exists(layer, table):
             context.log.info(f"{name}: no Delta table yet, skipped")
             continue
-        report = maintain(lambda: lake.delta_table(layer, table), name, do_compact=config.compact,
-                          do_zorder=config.z_order, retention_hours=config.retention_hours if config.vacuum else None,
-                          target_size_mb=config.target_size_mb)
-        context.log_event(dg.AssetObservation(asset_key=dg.AssetKey([layer, table]), metadata={
-            **report.metadata(), "maintenance/run": dg.MetadataValue.text(context.run_id)}))
+        report = maintain(
+            lambda layer=layer, table=table: lake.delta_table(layer, table),
+            name,
+            do_compact=config.compact,
+            do_zorder=config.z_order,
+            retention_hours=config.retention_hours if config.vacuum else None,
+            target_size_mb=config.target_size_mb,
+        )
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=dg.AssetKey([layer, table]),
+                metadata={**report.metadata(), "maintenance/run": dg.MetadataValue.text(context.run_id)},
+            )
+        )
         context.log.info(f"{name}: {report.files_before} -> {report.files_after} files, {report.vacuumed} vacuumed")
         totals["tables"] += 1
         totals["files_before"] += report.files_before
@@ -135,19 +154,27 @@ def maintain_lake(context: dg.OpExecutionContext, config: MaintenanceConfig, lak
     return dg.Output(None, metadata=totals)
 
 
-@dg.job(description="Delta table maintenance (delta-rs): compaction, z-order on the main filter columns, vacuum.",
-        tags={"lakehouse/kind": "maintenance"})
+@dg.job(
+    description="Delta table maintenance (delta-rs): compaction, z-order on the main filter columns, vacuum.",
+    tags={"lakehouse/kind": "maintenance"},
+)
 def maintenance():
     maintain_lake()
 
 
 # Nightly after Gold (02:00): compact + vacuum. Weekly (Sunday): also z-order, which rewrites whole tables.
 maintenance_nightly = dg.ScheduleDefinition(
-    name="maintenance_nightly", job=maintenance, cron_schedule="0 3 * * 1-6", execution_timezone="UTC",
+    name="maintenance_nightly",
+    job=maintenance,
+    cron_schedule="0 3 * * 1-6",
+    execution_timezone="UTC",
     run_config={"ops": {"maintain_lake": {"config": {"compact": True, "z_order": False, "vacuum": True}}}},
 )
 maintenance_weekly = dg.ScheduleDefinition(
-    name="maintenance_weekly", job=maintenance, cron_schedule="0 3 * * 0", execution_timezone="UTC",
+    name="maintenance_weekly",
+    job=maintenance,
+    cron_schedule="0 3 * * 0",
+    execution_timezone="UTC",
     run_config={"ops": {"maintain_lake": {"config": {"compact": True, "z_order": True, "vacuum": True}}}},
 )
 MAINTENANCE_SCHEDULES = [maintenance_nightly, maintenance_weekly]

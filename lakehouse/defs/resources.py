@@ -16,15 +16,21 @@ from lakehouse.lib.spark import SparkEngine
 
 @dg.definitions
 def resources() -> dg.Definitions:
-    return dg.Definitions(resources={
-        # LAKEHOUSE_SPARK_REMOTE, else the embedded Sail engine
-        "spark": SparkEngine(remote=dg.EnvVar(settings.SPARK_REMOTE) if settings.spark_remote_is_set()
-                             else settings.DEFAULT_SPARK_REMOTE),
-        "lake": DeltaLake(root=settings.lake_root()),
-        "kafka": KafkaResource(),  # LAKEHOUSE_KAFKA_BOOTSTRAP, else 127.0.0.1:9092
-        "dbt": dbt_resource(),
-        "snowflake": snowflake_resource(),  # SNOWFLAKE_ACCOUNT/USER/PASSWORD/DATABASE/SCHEMA/WAREHOUSE
-        # LAKEHOUSE_SERVING_DSN, else the local `lakehouse_serving` database
-        "serving": ServingDatabase(dsn=dg.EnvVar(settings.SERVING_DSN) if settings.serving_dsn_is_set()
-                                   else settings.DEFAULT_SERVING_DSN),
-    })
+    return dg.Definitions(
+        resources={
+            # LAKEHOUSE_SPARK_REMOTE, else the embedded Sail engine
+            "spark": SparkEngine(
+                remote=dg.EnvVar(settings.SPARK_REMOTE)
+                if settings.spark_remote_is_set()
+                else settings.DEFAULT_SPARK_REMOTE
+            ),
+            "lake": DeltaLake(root=settings.lake_root()),
+            "kafka": KafkaResource(),  # LAKEHOUSE_KAFKA_BOOTSTRAP, else 127.0.0.1:9092
+            "dbt": dbt_resource(),
+            "snowflake": snowflake_resource(),  # SNOWFLAKE_ACCOUNT/USER/PASSWORD/DATABASE/SCHEMA/WAREHOUSE
+            # LAKEHOUSE_SERVING_DSN, else the local `lakehouse_serving` database
+            "serving": ServingDatabase(
+                dsn=dg.EnvVar(settings.SERVING_DSN) if settings.serving_dsn_is_set() else settings.DEFAULT_SERVING_DSN
+            ),
+        }
+    )

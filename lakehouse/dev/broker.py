@@ -70,8 +70,16 @@ class Broker:
 
     def command(self) -> list[str]:
         url = f"tcp://127.0.0.1:{self.port}"
-        return [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/"]
+        return [
+            tansu_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
 
     def prepare(self) -> None:
         """Anything to do before the process starts (nothing for tansu)."""
@@ -93,8 +101,12 @@ class Broker:
         self.prepare()
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         try:
-            self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
-                                            env=settings.child_env(defaults={"RUST_LOG": "warn"}))
+            self.process = subprocess.Popen(
+                self.command(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=settings.child_env(defaults={"RUST_LOG": "warn"}),
+            )
         finally:
             if self.log_file:
                 out.close()  # the child has its own copy
@@ -134,8 +146,9 @@ class KafkaBroker(Broker):
 
     description = "Apache Kafka (KRaft, one node)"
 
-    def __init__(self, port: int | None = None, data_dir: Path | None = None, log_file: Path | None = None,
-                 heap: str = "512m"):
+    def __init__(
+        self, port: int | None = None, data_dir: Path | None = None, log_file: Path | None = None, heap: str = "512m"
+    ):
         super().__init__(port, log_file)
         self.data_dir = Path(data_dir) if data_dir else Path(".lakehouse") / "kafka"
         self.heap = heap
@@ -145,25 +158,41 @@ class KafkaBroker(Broker):
         return super().start(timeout, attempts)
 
     def properties(self) -> str:
-        return "\n".join([
-            "process.roles=broker,controller", "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-            "controller.listener.names=CONTROLLER", "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            f"log.dirs={(self.data_dir / 'logs').resolve()}",
-            # One node: every internal topic has one replica.
-            "offsets.topic.replication.factor=1", "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1", "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1", "group.initial.rebalance.delay.ms=0", ""])
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"log.dirs={(self.data_dir / 'logs').resolve()}",
+                # One node: every internal topic has one replica.
+                "offsets.topic.replication.factor=1",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "",
+            ]
+        )
 
     def java(self, main_class: str, *args: str) -> list[str]:
         from lakehouse.lib.jars import KAFKA, jars
 
         classpath = ":".join(str(j) for j in jars(KAFKA))
-        return ["java", f"-Xmx{self.heap}", f"-Dlog4j2.configurationFile={self.data_dir.resolve() / 'log4j2.properties'}",
-                "-cp", classpath, main_class, *args]
+        return [
+            "java",
+            f"-Xmx{self.heap}",
+            f"-Dlog4j2.configurationFile={self.data_dir.resolve() / 'log4j2.properties'}",
+            "-cp",
+            classpath,
+            main_class,
+            *args,
+        ]
 
     def prepare(self) -> None:
         """Write the config for this start's ports; format the storage once (its cluster id is kept)."""
@@ -171,14 +200,22 @@ class KafkaBroker(Broker):
         (self.data_dir / "server.properties").write_text(self.properties())
         (self.data_dir / "log4j2.properties").write_text(
             "appender.out.type=Console\nappender.out.name=out\nappender.out.layout.type=PatternLayout\n"
-            "appender.out.layout.pattern=[%d] %p %m (%c)%n\nrootLogger.level=WARN\nrootLogger.appenderRef.out.ref=out\n")
+            "appender.out.layout.pattern=[%d] %p %m (%c)%n\nrootLogger.level=WARN\nrootLogger.appenderRef.out.ref=out\n"
+        )
         if (self.data_dir / "logs" / "meta.properties").exists():
             return
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        done = subprocess.run(self.java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c",
-                                        str(self.data_dir / "server.properties")), capture_output=True, text=True)
+        done = subprocess.run(
+            self.java(
+                "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.data_dir / "server.properties")
+            ),
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
-            raise BrokerError(f"formatting Kafka storage in {self.data_dir} failed:\n{(done.stdout + done.stderr)[-2000:]}")
+            raise BrokerError(
+                f"formatting Kafka storage in {self.data_dir} failed:\n{(done.stdout + done.stderr)[-2000:]}"
+            )
 
     def command(self) -> list[str]:
         return self.java("kafka.Kafka", str(self.data_dir / "server.properties"))

@@ -11,7 +11,7 @@ import io
 import json
 import random
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 from lakehouse import catalog
@@ -27,11 +27,25 @@ from lakehouse.lib.contracts.accepted import (
 FILE_EXT = {**{t.name: t.landing for t in catalog.landed()}, "clickstream": "jsonl", "support_tickets_cdc": "jsonl"}
 SOURCES = tuple(FILE_EXT)
 
-ORDER_COLUMNS = ["order_id", "customer_id", "order_ts", "product_id", "category", "quantity", "amount",
-                 "currency", "status", "updated_at"]
+ORDER_COLUMNS = [
+    "order_id",
+    "customer_id",
+    "order_ts",
+    "product_id",
+    "category",
+    "quantity",
+    "amount",
+    "currency",
+    "status",
+    "updated_at",
+]
 # Columns the sources started sending without telling anyone: schema drift the lake must rescue.
-DRIFT_COLUMNS = {"crm_customers": "loyalty_tier", "orders": "coupon_code", "clickstream": "experiment",
-                 "support_tickets_cdc": "sla_tier"}
+DRIFT_COLUMNS = {
+    "crm_customers": "loyalty_tier",
+    "orders": "coupon_code",
+    "clickstream": "experiment",
+    "support_tickets_cdc": "sla_tier",
+}
 
 # Volumes per day at scale 1.
 BASE_CUSTOMERS = 2000  # the first day's export is the full customer base
@@ -43,14 +57,62 @@ TICKET_CREATES = 120
 ANOMALY_SHARE = 0.01
 
 RATES_TO_USD = dict(zip(CURRENCIES, (1.0, 1.08, 1.27, 0.0067, 0.73, 0.65, 1.12, 0.094), strict=True))
-COUNTRIES = {"US": "USD", "DE": "EUR", "FR": "EUR", "GB": "GBP", "JP": "JPY", "CA": "CAD", "AU": "AUD",
-             "CH": "CHF", "SE": "SEK"}
+COUNTRIES = {
+    "US": "USD",
+    "DE": "EUR",
+    "FR": "EUR",
+    "GB": "GBP",
+    "JP": "JPY",
+    "CA": "CAD",
+    "AU": "AUD",
+    "CH": "CHF",
+    "SE": "SEK",
+}
 PRODUCTS = {f"P{i:04d}": (CATEGORIES[i % len(CATEGORIES)], round(5 + (i * 7.31) % 195, 2)) for i in range(1, 201)}
-FIRST_NAMES = ["Ada", "Alan", "Grace", "Linus", "Barbara", "Dennis", "Margaret", "Ken", "Frances", "Edsger",
-               "Radia", "Niklaus", "Sophie", "Tim", "Katherine", "Donald", "Hedy", "John", "Mary", "Guido"]
-LAST_NAMES = ["Lovelace", "Turing", "Hopper", "Torvalds", "Liskov", "Ritchie", "Hamilton", "Thompson", "Allen",
-              "Dijkstra", "Perlman", "Wirth", "Wilson", "Berners-Lee", "Johnson", "Knuth", "Lamarr", "McCarthy",
-              "Keller", "van Rossum"]
+FIRST_NAMES = [
+    "Ada",
+    "Alan",
+    "Grace",
+    "Linus",
+    "Barbara",
+    "Dennis",
+    "Margaret",
+    "Ken",
+    "Frances",
+    "Edsger",
+    "Radia",
+    "Niklaus",
+    "Sophie",
+    "Tim",
+    "Katherine",
+    "Donald",
+    "Hedy",
+    "John",
+    "Mary",
+    "Guido",
+]
+LAST_NAMES = [
+    "Lovelace",
+    "Turing",
+    "Hopper",
+    "Torvalds",
+    "Liskov",
+    "Ritchie",
+    "Hamilton",
+    "Thompson",
+    "Allen",
+    "Dijkstra",
+    "Perlman",
+    "Wirth",
+    "Wilson",
+    "Berners-Lee",
+    "Johnson",
+    "Knuth",
+    "Lamarr",
+    "McCarthy",
+    "Keller",
+    "van Rossum",
+]
 DOMAINS = ["example.com", "mail.test", "inbox.example", "corp.test"]
 PAGES = ["/", "/search", "/cart", "/checkout", "/account", "/help"]
 
@@ -81,7 +143,7 @@ def iso_at(day: date, seconds: float) -> str:
 
 
 def at(day: date, seconds: float) -> datetime:
-    return datetime.combine(day, time(), tzinfo=timezone.utc) + timedelta(seconds=int(seconds))
+    return datetime.combine(day, time(), tzinfo=UTC) + timedelta(seconds=int(seconds))
 
 
 def anomaly_count(clean_records: int) -> int:
@@ -188,8 +250,10 @@ def crm_day(rng: random.Random, world: World, day: date, index: int, scale: floa
     out.anomalies["duplicates"] = len(dupes)
     nulls = [dict(customer_profile(rng, "", at(day, rng.uniform(0, 86399))), customer_id=None) for _ in range(n)]
     out.anomalies["null_keys"] = len(nulls)
-    bad_ts = [dict(customer_profile(rng, c, world.customers[c]), updated_at="31/02/2026 25:61")
-              for c in rng.choices(sorted(world.customers), k=n)]
+    bad_ts = [
+        dict(customer_profile(rng, c, world.customers[c]), updated_at="31/02/2026 25:61")
+        for c in rng.choices(sorted(world.customers), k=n)
+    ]
     out.anomalies["bad_timestamps"] = len(bad_ts)
     records += dupes + nulls + bad_ts
     rng.shuffle(records)
@@ -204,9 +268,18 @@ def order_row(rng: random.Random, order_id: str, customer_id: str, ts: datetime,
     product = rng.choice(PRODUCT_IDS)
     category, price = PRODUCTS[product]
     quantity = rng.randint(1, 5)
-    return {"order_id": order_id, "customer_id": customer_id, "order_ts": iso(ts), "product_id": product,
-            "category": category, "quantity": str(quantity), "amount": f"{price * quantity:.2f}",
-            "currency": COUNTRIES[country], "status": "placed", "updated_at": iso(ts)}
+    return {
+        "order_id": order_id,
+        "customer_id": customer_id,
+        "order_ts": iso(ts),
+        "product_id": product,
+        "category": category,
+        "quantity": str(quantity),
+        "amount": f"{price * quantity:.2f}",
+        "currency": COUNTRIES[country],
+        "status": "placed",
+        "updated_at": iso(ts),
+    }
 
 
 LATER_STATUSES = ["shipped", "delivered", "cancelled"]
@@ -216,8 +289,10 @@ def orders_day(rng: random.Random, world: World, day: date, scale: float) -> Day
     customers = sorted(c for c, created in world.customers.items() if created.date() <= day)
     countries = {c: rng.choice(COUNTRY_CODES) for c in customers}
     stamp = day.strftime("%Y%m%d")
-    records = [order_row(rng, f"O{stamp}-{k:06d}", c, at(day, rng.uniform(0, 86399)), countries[c])
-               for k, c in enumerate(rng.choices(customers, k=round(ORDERS * scale)))]
+    records = [
+        order_row(rng, f"O{stamp}-{k:06d}", c, at(day, rng.uniform(0, 86399)), countries[c])
+        for k, c in enumerate(rng.choices(customers, k=round(ORDERS * scale)))
+    ]
     out, n = Day(), anomaly_count(len(records))
     drifted = inject_drift(rng, records, "orders", n, lambda i: f"SAVE{rng.randint(5, 30)}")
     dupes = duplicate(rng, records, n, drifted)
@@ -236,16 +311,24 @@ def orders_day(rng: random.Random, world: World, day: date, scale: float) -> Day
         "unknown_customers": [broken(4 * n + k, customer_id=f"C9{k:06d}") for k in range(n)],
     }
     paid = {d["order_id"] for d in dupes}
-    world.placed_orders[day] = [dict(r) for i, r in enumerate(records) if i not in drifted and r["order_id"] not in paid]
+    world.placed_orders[day] = [
+        dict(r) for i, r in enumerate(records) if i not in drifted and r["order_id"] not in paid
+    ]
     # Lifecycles: orders of the three days before move on in today's file (a later updated_at wins).
     recent = [r for d, rows in sorted(world.placed_orders.items()) if day - timedelta(days=3) <= d < day for r in rows]
-    later = [{**r, "status": rng.choice(LATER_STATUSES), "updated_at": iso(at(day, rng.uniform(0, 86399)))}
-             for r in rng.sample(recent, min(n, len(recent)))]
+    later = [
+        {**r, "status": rng.choice(LATER_STATUSES), "updated_at": iso(at(day, rng.uniform(0, 86399)))}
+        for r in rng.sample(recent, min(n, len(recent)))
+    ]
     # Re-sent: yesterday's rows again, unchanged, in today's file (an export that overlaps the previous one).
     yesterday = world.placed_orders.get(day - timedelta(days=1), [])
     resent_rows = [dict(r) for r in rng.sample(yesterday, min(n, len(yesterday)))]
-    out.anomalies = {"duplicates": len(dupes), "unknown_columns": len(drifted), "late_updates": len(later),
-                     "resent": len(resent_rows)}
+    out.anomalies = {
+        "duplicates": len(dupes),
+        "unknown_columns": len(drifted),
+        "late_updates": len(later),
+        "resent": len(resent_rows),
+    }
     out.anomalies.update({kind: len(rows) for kind, rows in bad.items()})
     records += dupes + later + resent_rows + [row for rows in bad.values() for row in rows]
     rng.shuffle(records)
@@ -288,9 +371,16 @@ def session_events(rng: random.Random, user: str, start: float, day: date, first
     for k in range(count):
         product = rng.choice(PRODUCT_IDS) if rng.random() < 0.6 else None
         kind = "page_view" if k == 0 or product is None else rng.choice(EVENT_KINDS)
-        events.append({"event_id": f"E{stamp}-{first_id + k:07d}", "user_id": user, "event_type": kind,
-                       "page": f"/p/{product}" if product else rng.choice(PAGES), "product_id": product,
-                       "event_ts": iso_at(day, ts)})
+        events.append(
+            {
+                "event_id": f"E{stamp}-{first_id + k:07d}",
+                "user_id": user,
+                "event_type": kind,
+                "page": f"/p/{product}" if product else rng.choice(PAGES),
+                "product_id": product,
+                "event_ts": iso_at(day, ts),
+            }
+        )
         ts += rng.randint(10, 600)
     return events
 
@@ -321,8 +411,12 @@ def clickstream_day(rng: random.Random, world: World, day: date, scale: float, l
     for extra in json_lines(dupes + arriving_late) + malformed(rng, events, n):
         lines.insert(rng.randint(0, len(lines)), extra)
     out.lines = lines
-    out.anomalies = {"duplicates": len(dupes), "late_events": len(arriving_late), "malformed": n,
-                     "unknown_columns": len(drifted)}
+    out.anomalies = {
+        "duplicates": len(dupes),
+        "late_events": len(arriving_late),
+        "malformed": n,
+        "unknown_columns": len(drifted),
+    }
     return out
 
 
@@ -360,9 +454,15 @@ def tickets_day(rng: random.Random, world: World, day: date, scale: float, last_
     for _ in range(round(TICKET_CREATES * scale)):
         ticket_id = f"T{len(world.tickets) + 1:07d}"
         ts = at(day, rng.uniform(0, 80000))
-        ticket = {"ticket_id": ticket_id, "seq": 0, "customer_id": rng.choice(customers), "status": "open",
-                  "priority": rng.choice(PRIORITIES), "subject": f"Question about order #{rng.randint(1, 99999)}",
-                  "deleted": False}
+        ticket = {
+            "ticket_id": ticket_id,
+            "seq": 0,
+            "customer_id": rng.choice(customers),
+            "status": "open",
+            "priority": rng.choice(PRIORITIES),
+            "subject": f"Question about order #{rng.randint(1, 99999)}",
+            "deleted": False,
+        }
         world.tickets[ticket_id] = ticket
         changes.append(ticket_change(ticket, "c", ts))
         if rng.random() < 0.3:  # re-prioritised the same day
@@ -387,11 +487,19 @@ def tickets_day(rng: random.Random, world: World, day: date, scale: float, last_
         lines.insert(rng.randint(0, len(lines)), extra)
     tickets = world.tickets.values()
     out.lines = lines
-    out.anomalies = {"duplicates": len(dupes), "out_of_order": len(swapped), "late_changes": len(arriving_late),
-                     "malformed": n, "unknown_columns": len(drifted)}
-    out.expected = {"changes": len(changes), "tickets": len(tickets),
-                    "deleted": sum(t["deleted"] for t in tickets),
-                    **{s: sum(t["status"] == s and not t["deleted"] for t in tickets) for s in TICKET_STATUSES}}
+    out.anomalies = {
+        "duplicates": len(dupes),
+        "out_of_order": len(swapped),
+        "late_changes": len(arriving_late),
+        "malformed": n,
+        "unknown_columns": len(drifted),
+    }
+    out.expected = {
+        "changes": len(changes),
+        "tickets": len(tickets),
+        "deleted": sum(t["deleted"] for t in tickets),
+        **{s: sum(t["status"] == s and not t["deleted"] for t in tickets) for s in TICKET_STATUSES},
+    }
     return out
 
 
@@ -412,8 +520,9 @@ def generate(landing_dir: Path, start: date, days: int, scale: float = 1.0, seed
             "orders": orders_day(rngs["orders"], world, day, scale),
             "fx_rates": fx_day(rngs["fx_rates"], day, rates),
             "clickstream": clickstream_day(rngs["clickstream"], world, day, scale, last_day=index == days - 1),
-            "support_tickets_cdc": tickets_day(rngs["support_tickets_cdc"], world, day, scale,
-                                               last_day=index == days - 1),
+            "support_tickets_cdc": tickets_day(
+                rngs["support_tickets_cdc"], world, day, scale, last_day=index == days - 1
+            ),
         }
         for source, content in files.items():
             path = landing_file(landing_dir, source, day)
@@ -423,8 +532,15 @@ def generate(landing_dir: Path, start: date, days: int, scale: float = 1.0, seed
             partial.write_text("\n".join(([content.header] if content.header else []) + content.lines) + "\n")
             partial.replace(path)
             sources[source][day.isoformat()] = content.manifest()
-    return {"start": start.isoformat(), "days": days, "scale": scale, "seed": seed,
-            "landing_dir": str(landing_dir), "sources": sources, "totals": totals(sources)}
+    return {
+        "start": start.isoformat(),
+        "days": days,
+        "scale": scale,
+        "seed": seed,
+        "landing_dir": str(landing_dir),
+        "sources": sources,
+        "totals": totals(sources),
+    }
 
 
 def totals(sources: dict[str, dict[str, dict]]) -> dict:

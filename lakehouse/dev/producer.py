@@ -39,10 +39,13 @@ def stream_days(start: date, days: int | None, scale: float = 1.0, seed: int = 4
         day = start + timedelta(days=index)
         crm_day(rngs["crm_customers"], world, day, index, scale)
         last = days is not None and index == days - 1
-        yield day, {
-            "clickstream": clickstream_day(rngs["clickstream"], world, day, scale, last_day=last),
-            "support_tickets_cdc": tickets_day(rngs["support_tickets_cdc"], world, day, scale, last_day=last),
-        }
+        yield (
+            day,
+            {
+                "clickstream": clickstream_day(rngs["clickstream"], world, day, scale, last_day=last),
+                "support_tickets_cdc": tickets_day(rngs["support_tickets_cdc"], world, day, scale, last_day=last),
+            },
+        )
         index += 1
 
 
@@ -55,8 +58,9 @@ def message_key(source: str, line: str) -> str | None:
     return record.get(KEY_FIELD[source]) if isinstance(record, dict) else None
 
 
-def messages(source: str, start: date, days: int | None = None, scale: float = 1.0,
-             seed: int = 42) -> Iterator[tuple[str | None, str]]:
+def messages(
+    source: str, start: date, days: int | None = None, scale: float = 1.0, seed: int = 42
+) -> Iterator[tuple[str | None, str]]:
     """(key, JSON line) for every record of `source`, day after day."""
     if source not in STREAM_SOURCES:
         raise ValueError(f"topic must be one of {STREAM_SOURCES}, got {source!r}")
@@ -65,8 +69,14 @@ def messages(source: str, start: date, days: int | None = None, scale: float = 1
             yield message_key(source, line), line
 
 
-def publish(producer, topic: str, stream: Iterator[tuple[str | None, str]], events: int | None = None,
-            rate: float = 0.0, on_sent=None) -> dict:
+def publish(
+    producer,
+    topic: str,
+    stream: Iterator[tuple[str | None, str]],
+    events: int | None = None,
+    rate: float = 0.0,
+    on_sent=None,
+) -> dict:
     """Produce `events` messages (all of `stream` when None) at `rate` per second (0: as fast as possible).
 
     Waits until the broker has acknowledged every message; raises if any delivery failed."""
@@ -100,5 +110,9 @@ def publish(producer, topic: str, stream: Iterator[tuple[str | None, str]], even
     if events is not None and sent < events:
         raise RuntimeError(f"{topic}: the generator ran out after {sent} of {events} events")
     seconds = time.monotonic() - started
-    return {"topic": topic, "events": sent, "seconds": round(seconds, 3),
-            "events_per_second": round(sent / seconds, 1) if seconds else None}
+    return {
+        "topic": topic,
+        "events": sent,
+        "seconds": round(seconds, 3),
+        "events_per_second": round(sent / seconds, 1) if seconds else None,
+    }

@@ -10,22 +10,34 @@ NAME = "rows_accounted_for"
 
 
 def spec(asset: dg.AssetKey) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(NAME, asset=asset,
-                             description="Rows read = rows written + rows quarantined (per rule) + duplicates superseded.")
+    return dg.AssetCheckSpec(
+        NAME, asset=asset, description="Rows read = rows written + rows quarantined (per rule) + duplicates superseded."
+    )
 
 
-def account(table: str, read: int, written: int, quarantined: dict[str, int] | None = None,
-            superseded: int = 0) -> tuple[dict, dg.AssetCheckResult]:
+def account(
+    table: str, read: int, written: int, quarantined: dict[str, int] | None = None, superseded: int = 0
+) -> tuple[dict, dg.AssetCheckResult]:
     """(metadata, check result) for one run's rows."""
     quarantined = quarantined or {}
     total = written + sum(quarantined.values()) + superseded
-    metadata = {"rows_read": read, "rows_written": written, "rows_quarantined": sum(quarantined.values()),
-                **{f"quarantined/{rule}": n for rule, n in quarantined.items()}, "rows_superseded": superseded}
+    metadata = {
+        "rows_read": read,
+        "rows_written": written,
+        "rows_quarantined": sum(quarantined.values()),
+        **{f"quarantined/{rule}": n for rule, n in quarantined.items()},
+        "rows_superseded": superseded,
+    }
     return metadata, dg.AssetCheckResult(
-        check_name=NAME, passed=read == total, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata,
-        description=None if read == total else
-        f"{table}: {read} row(s) read but {total} accounted for ({written} written, {sum(quarantined.values())} "
-        f"quarantined, {superseded} superseded): {read - total:+d} row(s) unaccounted")
+        check_name=NAME,
+        passed=read == total,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata=metadata,
+        description=None
+        if read == total
+        else f"{table}: {read} row(s) read but {total} accounted for ({written} written, {sum(quarantined.values())} "
+        f"quarantined, {superseded} superseded): {read - total:+d} row(s) unaccounted",
+    )
 
 
 def kept_and_superseded(valid: DataFrame, table: DataFrame, key: list[str], origin: list[str]) -> tuple[int, int]:

@@ -32,10 +32,14 @@ class Bundle:
 
 
 # The Delta jars follow the delta-spark Python package, which is pinned with pyspark.
-DELTA = Bundle("delta", tuple(f"io.delta:{a}:{version('delta-spark')}" for a in ("delta-spark_2.13", "delta-storage")),
-               transitive=False)
-KAFKA = Bundle("kafka", ("org.apache.kafka:kafka_2.13:4.4.0", "org.apache.logging.log4j:log4j-slf4j-impl:2.25.5"),
-               transitive=True)
+DELTA = Bundle(
+    "delta",
+    tuple(f"io.delta:{a}:{version('delta-spark')}" for a in ("delta-spark_2.13", "delta-storage")),
+    transitive=False,
+)
+KAFKA = Bundle(
+    "kafka", ("org.apache.kafka:kafka_2.13:4.4.0", "org.apache.logging.log4j:log4j-slf4j-impl:2.25.5"), transitive=True
+)
 # s3:// (and s3a://) lakes on Apache Spark: Hadoop's S3A file system for the Hadoop that pyspark ships, and
 # the AWS SDK it was built with (a 640 MB jar: fetched only where a Spark service needs S3).
 S3 = Bundle("s3", ("org.apache.hadoop:hadoop-aws:3.4.2", "software.amazon.awssdk:bundle:2.29.52"), transitive=False)
@@ -49,10 +53,13 @@ class JarFetchError(RuntimeError):
 def pom(bundle: Bundle) -> str:
     dependencies = "".join(
         f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v}</version></dependency>"
-        for g, a, v in (coordinate.split(":") for coordinate in bundle.artifacts))
-    return ('<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
-            f'<groupId>lakehouse</groupId><artifactId>{bundle.name}-jars</artifactId><version>1</version>'
-            f'<packaging>pom</packaging><dependencies>{dependencies}</dependencies></project>')
+        for g, a, v in (coordinate.split(":") for coordinate in bundle.artifacts)
+    )
+    return (
+        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+        f"<groupId>lakehouse</groupId><artifactId>{bundle.name}-jars</artifactId><version>1</version>"
+        f"<packaging>pom</packaging><dependencies>{dependencies}</dependencies></project>"
+    )
 
 
 def jars(bundle: Bundle) -> list[Path]:
@@ -66,16 +73,29 @@ def jars(bundle: Bundle) -> list[Path]:
 def fetch(bundle: Bundle) -> None:
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise JarFetchError(f"the {bundle.name} jars are not in {bundle.folder} and Maven is not installed to fetch "
-                            "them: install it (apt-get install maven) or copy a cache made by `lakehouse jars`")
+        raise JarFetchError(
+            f"the {bundle.name} jars are not in {bundle.folder} and Maven is not installed to fetch "
+            "them: install it (apt-get install maven) or copy a cache made by `lakehouse jars`"
+        )
     bundle.folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=bundle.folder.parent, prefix=f".{bundle.name}-") as work:
         (Path(work) / "pom.xml").write_text(pom(bundle))
-        args = [mvn, "-q", "-B", "-f", str(Path(work) / "pom.xml"), "dependency:copy-dependencies",
-                f"-DoutputDirectory={work}/jars", "-DincludeScope=runtime", f"-DexcludeTransitive={not bundle.transitive}"]
+        args = [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(Path(work) / "pom.xml"),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={work}/jars",
+            "-DincludeScope=runtime",
+            f"-DexcludeTransitive={not bundle.transitive}",
+        ]
         done = subprocess.run(args, capture_output=True, text=True)
         if done.returncode != 0:
-            raise JarFetchError(f"mvn could not fetch {', '.join(bundle.artifacts)}:\n{(done.stdout + done.stderr)[-3000:]}")
+            raise JarFetchError(
+                f"mvn could not fetch {', '.join(bundle.artifacts)}:\n{(done.stdout + done.stderr)[-3000:]}"
+            )
         try:
             (Path(work) / "jars").rename(bundle.folder)
         except OSError:

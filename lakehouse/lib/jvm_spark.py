@@ -77,24 +77,36 @@ class JvmProcess:
     def start(self, timeout: float = 180) -> "JvmProcess":
         self.log.parent.mkdir(parents=True, exist_ok=True)
         # Bind to loopback: otherwise Spark picks the first interface's address for its driver and workers.
-        env = settings.child_env({"SPARK_HOME": str(spark_home()), "SPARK_NO_DAEMONIZE": "1", "SPARK_LOCAL_IP": "127.0.0.1"},
-                                 drop=("SPARK_REMOTE",))  # the server itself is not a Connect client
+        env = settings.child_env(
+            {"SPARK_HOME": str(spark_home()), "SPARK_NO_DAEMONIZE": "1", "SPARK_LOCAL_IP": "127.0.0.1"},
+            drop=("SPARK_REMOTE",),
+        )  # the server itself is not a Connect client
         with open(self.log, "ab") as out:
-            self.process = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+            self.process = subprocess.Popen(
+                self.args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
-                raise SparkStartError(f"{self.what} exited with code {self.process.returncode} before listening on "
-                                      f"{self.port}; its log ({self.log}) ends:\n{self.log_tail()}")
+                raise SparkStartError(
+                    f"{self.what} exited with code {self.process.returncode} before listening on "
+                    f"{self.port}; its log ({self.log}) ends:\n{self.log_tail()}"
+                )
             try:
                 socket.create_connection(("127.0.0.1", self.port), 0.5).close()
                 return self
             except OSError:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise SparkStartError(f"{self.what} did not listen on {self.port} within {timeout:.0f} s; "
-                                          f"its log ({self.log}) ends:\n{self.log_tail()}") from None
+                    raise SparkStartError(
+                        f"{self.what} did not listen on {self.port} within {timeout:.0f} s; "
+                        f"its log ({self.log}) ends:\n{self.log_tail()}"
+                    ) from None
                 time.sleep(0.2)
 
     def log_tail(self, chars: int = 3000) -> str:
@@ -117,25 +129,55 @@ def conf_args(conf: dict[str, str]) -> list[str]:
 def s3_conf() -> dict[str, str]:
     """s3:// paths through Hadoop's S3A, with the standard AWS variables (as delta-rs and Sail read them)."""
     options = settings.lake_storage_options("s3://")
-    conf = {"spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
-            "spark.hadoop.fs.s3a.aws.credentials.provider":
-                "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider"}
+    conf = {
+        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3a.aws.credentials.provider": (
+            "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider"
+        ),
+    }
     if options.get("AWS_ENDPOINT_URL"):  # MinIO, moto: path-style requests to that endpoint
-        conf |= {"spark.hadoop.fs.s3a.endpoint": options["AWS_ENDPOINT_URL"], "spark.hadoop.fs.s3a.path.style.access": "true"}
+        conf |= {
+            "spark.hadoop.fs.s3a.endpoint": options["AWS_ENDPOINT_URL"],
+            "spark.hadoop.fs.s3a.path.style.access": "true",
+        }
     if options.get("AWS_REGION"):
         conf["spark.hadoop.fs.s3a.endpoint.region"] = options["AWS_REGION"]
     return conf
 
 
-def connect_server(master: str, port: int, log: Path, driver_memory: str = "4g", conf: dict[str, str] | None = None,
-                   host: str = "127.0.0.1", s3: bool = False) -> JvmProcess:
+def connect_server(
+    master: str,
+    port: int,
+    log: Path,
+    driver_memory: str = "4g",
+    conf: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
+    s3: bool = False,
+) -> JvmProcess:
     """A Spark Connect server with Delta Lake (and, with `s3`, S3A) on `master` (local[*] or spark://host:port)."""
     extra_jars = ",".join(str(j) for bundle in ([DELTA, S3] if s3 else [DELTA]) for j in jars(bundle))
-    spark_conf = {**DELTA_CONF, **(s3_conf() if s3 else {}), "spark.connect.grpc.binding.address": host,
-                  "spark.connect.grpc.binding.port": str(port), **(conf or {})}
-    args = [str(spark_home() / "bin" / "spark-submit"), "--master", master, "--class", CONNECT_SERVER_CLASS,
-            "--name", "lakehouse-spark-connect", "--driver-memory", driver_memory, "--jars", extra_jars,
-            *conf_args(spark_conf), "spark-internal"]
+    spark_conf = {
+        **DELTA_CONF,
+        **(s3_conf() if s3 else {}),
+        "spark.connect.grpc.binding.address": host,
+        "spark.connect.grpc.binding.port": str(port),
+        **(conf or {}),
+    }
+    args = [
+        str(spark_home() / "bin" / "spark-submit"),
+        "--master",
+        master,
+        "--class",
+        CONNECT_SERVER_CLASS,
+        "--name",
+        "lakehouse-spark-connect",
+        "--driver-memory",
+        driver_memory,
+        "--jars",
+        extra_jars,
+        *conf_args(spark_conf),
+        "spark-internal",
+    ]
     return JvmProcess("Spark Connect server", args, port, log)
 
 
@@ -177,6 +219,7 @@ class SparkCluster:
     @contextmanager
     def running(self) -> Iterator["SparkCluster"]:
         with ExitStack() as stack:
+
             def launch(process: JvmProcess) -> None:
                 self.processes.append(process.start())
                 stack.callback(process.stop)
@@ -184,18 +227,62 @@ class SparkCluster:
             spark_class = str(spark_home() / "bin" / "spark-class")
             master_port = free_port()
             master = f"spark://127.0.0.1:{master_port}"
-            launch(JvmProcess("Spark master", [spark_class, "org.apache.spark.deploy.master.Master", "--host",
-                                               "127.0.0.1", "--port", str(master_port), "--webui-port",
-                                               str(free_port())], master_port, self.log_dir / "master.log"))
+            launch(
+                JvmProcess(
+                    "Spark master",
+                    [
+                        spark_class,
+                        "org.apache.spark.deploy.master.Master",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(master_port),
+                        "--webui-port",
+                        str(free_port()),
+                    ],
+                    master_port,
+                    self.log_dir / "master.log",
+                )
+            )
             for n in range(1, self.workers + 1):
                 port = free_port()
-                launch(JvmProcess(f"Spark worker {n}", [
-                    spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--port", str(port),
-                    "--webui-port", str(free_port()), "--cores", str(self.worker_cores), "--memory",
-                    self.worker_memory, master], port, self.log_dir / f"worker-{n}.log"))
+                launch(
+                    JvmProcess(
+                        f"Spark worker {n}",
+                        [
+                            spark_class,
+                            "org.apache.spark.deploy.worker.Worker",
+                            "--host",
+                            "127.0.0.1",
+                            "--port",
+                            str(port),
+                            "--webui-port",
+                            str(free_port()),
+                            "--cores",
+                            str(self.worker_cores),
+                            "--memory",
+                            self.worker_memory,
+                            master,
+                        ],
+                        port,
+                        self.log_dir / f"worker-{n}.log",
+                    )
+                )
             cores = self.workers * self.worker_cores
-            launch(connect_server(master, self.port, self.log_dir / "connect-server.log", driver_memory="2g", conf={
-                "spark.executor.memory": self.worker_memory, "spark.executor.cores": str(self.worker_cores),
-                "spark.cores.max": str(cores), "spark.databricks.delta.snapshotPartitions": str(2 * cores)},
-                host=self.host, s3=self.s3))
+            launch(
+                connect_server(
+                    master,
+                    self.port,
+                    self.log_dir / "connect-server.log",
+                    driver_memory="2g",
+                    conf={
+                        "spark.executor.memory": self.worker_memory,
+                        "spark.executor.cores": str(self.worker_cores),
+                        "spark.cores.max": str(cores),
+                        "spark.databricks.delta.snapshotPartitions": str(2 * cores),
+                    },
+                    host=self.host,
+                    s3=self.s3,
+                )
+            )
             yield self

@@ -51,8 +51,7 @@ class TopicOffsets(NamedTuple):
     end: dict[int, int]  # the next offset to be written, per partition
 
 
-LEADER_MOVING = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-                 KafkaError.UNKNOWN_TOPIC_OR_PART}
+LEADER_MOVING = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART}
 
 
 class KafkaResource(dg.ConfigurableResource):
@@ -62,8 +61,11 @@ class KafkaResource(dg.ConfigurableResource):
     topic_prefix: str = Field(default="", description="Prefix for every topic name (environments sharing a cluster)")
     client_config: dict[str, str] = Field(default={}, description="Extra librdkafka settings (SASL/SSL, timeouts)")
     timeout_seconds: float = Field(default=10.0, description="Metadata / watermark request timeout")
-    probe_tail: bool | None = Field(default=None, description="Read past the high watermark to find the real end "
-                                    "offsets; needed on tansu only. Empty = when the cluster is a tansu broker")
+    probe_tail: bool | None = Field(
+        default=None,
+        description="Read past the high watermark to find the real end "
+        "offsets; needed on tansu only. Empty = when the cluster is a tansu broker",
+    )
 
     @property
     def bootstrap(self) -> str:
@@ -80,12 +82,18 @@ class KafkaResource(dg.ConfigurableResource):
 
     def consumer(self, **overrides) -> Consumer:
         # A group id is required by librdkafka, but nothing is ever committed to it.
-        base = {"group.id": "lakehouse-reader", "enable.auto.commit": False, "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest", "enable.partition.eof": False,
-                # Micro-batches read up to a known end: don't let the broker park the last fetch for 500 ms,
-                # nor librdkafka pause a partition for 1 s whenever its prefetch queue is full (measured: a
-                # 100k-message range read in 1.2 s instead of 0.35 s).
-                "fetch.wait.max.ms": 10, "fetch.queue.backoff.ms": 10}
+        base = {
+            "group.id": "lakehouse-reader",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            # Micro-batches read up to a known end: don't let the broker park the last fetch for 500 ms,
+            # nor librdkafka pause a partition for 1 s whenever its prefetch queue is full (measured: a
+            # 100k-message range read in 1.2 s instead of 0.35 s).
+            "fetch.wait.max.ms": 10,
+            "fetch.queue.backoff.ms": 10,
+        }
         return Consumer(self.config(**{**base, **overrides}))
 
     def admin(self) -> AdminClient:
@@ -140,8 +148,11 @@ class KafkaResource(dg.ConfigurableResource):
         if probe is None:
             probe = self.probe_tail if self.probe_tail is not None else is_tansu(cluster_id)
         ends = {p: high for p, (_, high) in marks.items()}
-        return TopicOffsets(self.topic_id(name) if partitions else None, {p: low for p, (low, _) in marks.items()},
-                            self._probe_tail(topic, ends) if probe else ends)
+        return TopicOffsets(
+            self.topic_id(name) if partitions else None,
+            {p: low for p, (low, _) in marks.items()},
+            self._probe_tail(topic, ends) if probe else ends,
+        )
 
     def topic_id(self, name: str) -> str | None:
         """The topic's id: a topic deleted and created again under the same name gets a new one."""
@@ -191,8 +202,9 @@ class KafkaResource(dg.ConfigurableResource):
         finally:
             consumer.close()
 
-    def read_range(self, name: str, ranges: dict[int, tuple[int, int]], batch: int = 10_000,
-                   idle_timeout: float = 30.0) -> list[Message]:
+    def read_range(
+        self, name: str, ranges: dict[int, tuple[int, int]], batch: int = 10_000, idle_timeout: float = 30.0
+    ) -> list[Message]:
         """Every message with offset in [start, end) for each partition: exactly that range, or an error."""
         wanted = {p: (s, e) for p, (s, e) in ranges.items() if e > s}
         if not wanted:
@@ -227,8 +239,16 @@ class KafkaResource(dg.ConfigurableResource):
                     if offset < wanted[p][1]:
                         ts_type, ts = m.timestamp()
                         key = m.key()
-                        messages.append(Message(topic, p, offset, key.decode("utf-8", "replace") if key else None,
-                                                m.value(), ts if ts_type else None))
+                        messages.append(
+                            Message(
+                                topic,
+                                p,
+                                offset,
+                                key.decode("utf-8", "replace") if key else None,
+                                m.value(),
+                                ts if ts_type else None,
+                            )
+                        )
                         position[p] = offset + 1
                     if offset + 1 >= wanted[p][1]:
                         done.add(p)

@@ -32,9 +32,19 @@ LAYERS = ("bronze", "silver", "gold")
 # first ("already exists": the first write creates with mode "error", never a blind overwrite). The write is
 # re-run against the new snapshot: partition replaces and MERGEs are idempotent, so a retry gives the table
 # a serial order would.
-COMMIT_CONFLICTS = ("Failed to commit transaction", "ConcurrentAppend", "ConcurrentWrite", "ConcurrentDelete",
-                    "ConcurrentTransaction", "MetadataChanged", "ProtocolChanged", "version already exists",
-                    "Delta table already exists", "PATH_ALREADY_EXISTS", "DELTA_PATH_EXISTS")
+COMMIT_CONFLICTS = (
+    "Failed to commit transaction",
+    "ConcurrentAppend",
+    "ConcurrentWrite",
+    "ConcurrentDelete",
+    "ConcurrentTransaction",
+    "MetadataChanged",
+    "ProtocolChanged",
+    "version already exists",
+    "Delta table already exists",
+    "PATH_ALREADY_EXISTS",
+    "DELTA_PATH_EXISTS",
+)
 COMMIT_ATTEMPTS = 5
 
 
@@ -47,7 +57,8 @@ class DeltaLake(dg.ConfigurableResource):
 
     root: str = Field(description="Lake root folder or URI (s3://bucket/prefix)")
     storage_options: dict[str, str] = Field(
-        default={}, description="delta-rs storage options; empty = derived from the AWS_* variables for s3:// roots")
+        default={}, description="delta-rs storage options; empty = derived from the AWS_* variables for s3:// roots"
+    )
 
     def path(self, layer: str, table: str) -> str:
         return f"{self.root.rstrip('/')}/{layer}/{table}"
@@ -64,15 +75,16 @@ class DeltaLake(dg.ConfigurableResource):
     def read(self, spark: SparkSession, layer: str, table: str) -> DataFrame:
         return spark.read.format("delta").load(self.path(layer, table))
 
-    def read_window(self, spark: SparkSession, layer: str, table: str, column: str, start: date, end: date) -> DataFrame:
+    def read_window(
+        self, spark: SparkSession, layer: str, table: str, column: str, start: date, end: date
+    ) -> DataFrame:
         return self.read(spark, layer, table).where(window_predicate(column, start, end))
 
-    def overwrite_window(
-        self, df: DataFrame, layer: str, table: str, column: str, start: date, end: date
-    ) -> dict:
+    def overwrite_window(self, df: DataFrame, layer: str, table: str, column: str, start: date, end: date) -> dict:
         """Replace the rows whose `column` lies in [start, end) with `df`, in one commit."""
-        return self.overwrite_where(df, layer, table, column, window_predicate(column, start, end),
-                                    f"outside [{start}, {end})")
+        return self.overwrite_where(
+            df, layer, table, column, window_predicate(column, start, end), f"outside [{start}, {end})"
+        )
 
     def overwrite_days(self, df: DataFrame, layer: str, table: str, column: str, days: list[date]) -> dict:
         """Replace the rows whose `column` is one of `days` with `df`, in one commit."""
@@ -83,9 +95,7 @@ class DeltaLake(dg.ConfigurableResource):
         """Replace the rows matching `predicate` (over the partition column) with `df`, in one commit."""
         # Delta Spark rejects rows outside replaceWhere; Sail writes them, so we check first.
         if df.where(f"NOT ({predicate}) OR {column} IS NULL").limit(1).count():
-            raise TableWriteError(
-                f"{layer}.{table}: rows with {column} {outside} would be written; nothing committed"
-            )
+            raise TableWriteError(f"{layer}.{table}: rows with {column} {outside} would be written; nothing committed")
 
         def write() -> None:
             writer = df.write.format("delta").partitionBy(column)
@@ -98,8 +108,15 @@ class DeltaLake(dg.ConfigurableResource):
         retry_on_commit_conflict(write)
         return self.write_metadata(layer, table)
 
-    def merge(self, df: DataFrame, layer: str, table: str, keys: list[str], clauses: str | None = None,
-              partition_by: str | None = None) -> dict:
+    def merge(
+        self,
+        df: DataFrame,
+        layer: str,
+        table: str,
+        keys: list[str],
+        clauses: str | None = None,
+        partition_by: str | None = None,
+    ) -> dict:
         """Upsert `df` on `keys` with SQL MERGE INTO (created on first write).
 
         `clauses` replaces the default `WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *`
@@ -117,7 +134,9 @@ class DeltaLake(dg.ConfigurableResource):
                 view = f"merge_source_{uuid.uuid4().hex}"
                 source.createOrReplaceTempView(view)
                 try:
-                    df.sparkSession.sql(f"MERGE INTO delta.`{self.path(layer, table)}` t USING {view} s ON {on} {clauses}")
+                    df.sparkSession.sql(
+                        f"MERGE INTO delta.`{self.path(layer, table)}` t USING {view} s ON {on} {clauses}"
+                    )
                 finally:
                     df.sparkSession.catalog.dropTempView(view)
 
@@ -162,14 +181,21 @@ class DeltaLake(dg.ConfigurableResource):
     def data_files(self, layer: str, table: str, column: str) -> dict[str, str]:
         """{data file: its value of partition `column`} in the current snapshot (read from the Delta log)."""
         actions = pa.table(self.delta_table(layer, table).get_add_actions(flatten=True))
-        return dict(zip(actions.column("path").to_pylist(), map(str, actions.column(f"partition.{column}").to_pylist())))
+        return dict(
+            zip(
+                actions.column("path").to_pylist(),
+                map(str, actions.column(f"partition.{column}").to_pylist()),
+                strict=True,
+            )
+        )
 
     def partitions_written(self, layer: str, table: str, column: str, files_before: dict[str, str]) -> set[str]:
         """The values of partition `column` that have files the snapshot `files_before` did not."""
         return {value for path, value in self.data_files(layer, table, column).items() if path not in files_before}
 
-    def window_rows(self, layer: str, table: str, column: str | None, start: date, end: date,
-                    columns: list[str] | None = None) -> pa.Table:
+    def window_rows(
+        self, layer: str, table: str, column: str | None, start: date, end: date, columns: list[str] | None = None
+    ) -> pa.Table:
         """A table's rows in [start, end) of `column` (all rows without one), read with delta-rs: no engine."""
         dataset = self.delta_table(layer, table).to_pyarrow_dataset()
         if column is None:
@@ -205,8 +231,13 @@ class DeltaLake(dg.ConfigurableResource):
             for name in self.table_names(layer):
                 dt = self.delta_table(layer, name)
                 found.append(
-                    {"layer": layer, "name": name, "rows": table_row_count(dt), "version": dt.version(),
-                     "path": self.path(layer, name)}
+                    {
+                        "layer": layer,
+                        "name": name,
+                        "rows": table_row_count(dt),
+                        "version": dt.version(),
+                        "path": self.path(layer, name),
+                    }
                 )
         return found
 
@@ -217,16 +248,20 @@ class DeltaLake(dg.ConfigurableResource):
         return [n for n in names if self.exists(layer, n)]
 
     def filesystem(self) -> tuple[pafs.FileSystem, str]:
-        """A pyarrow filesystem for the lake (the same endpoint and credentials as delta-rs), and the root's path in it."""
+        """A pyarrow filesystem for the lake (delta-rs's endpoint and credentials), and the root's path in it."""
         root = self.root.rstrip("/")
         if not root.startswith(("s3://", "s3a://")):
             return pafs.FileSystem.from_uri(root)
         o = self.options()
         endpoint = o.get("AWS_ENDPOINT_URL", "")
         fs = pafs.S3FileSystem(
-            access_key=o.get("AWS_ACCESS_KEY_ID"), secret_key=o.get("AWS_SECRET_ACCESS_KEY"),
-            session_token=o.get("AWS_SESSION_TOKEN"), region=o.get("AWS_REGION"),
-            endpoint_override=endpoint.split("://", 1)[-1] or None, scheme=endpoint.split("://", 1)[0] or "https")
+            access_key=o.get("AWS_ACCESS_KEY_ID"),
+            secret_key=o.get("AWS_SECRET_ACCESS_KEY"),
+            session_token=o.get("AWS_SESSION_TOKEN"),
+            region=o.get("AWS_REGION"),
+            endpoint_override=endpoint.split("://", 1)[-1] or None,
+            scheme=endpoint.split("://", 1)[0] or "https",
+        )
         return fs, root.split("://", 1)[1]
 
 
@@ -258,6 +293,8 @@ def table_row_count(dt: DeltaTable) -> int:
 
 def column_schema(dt: DeltaTable) -> dg.TableSchema:
     return dg.TableSchema(
-        columns=[dg.TableColumn(name=f.name, type=f.type.type, constraints=dg.TableColumnConstraints(nullable=f.nullable))
-                 for f in dt.schema().fields]
+        columns=[
+            dg.TableColumn(name=f.name, type=f.type.type, constraints=dg.TableColumnConstraints(nullable=f.nullable))
+            for f in dt.schema().fields
+        ]
     )

@@ -115,7 +115,9 @@ def read_csv(spark: SparkSession, path: str, columns: list[str]) -> DataFrame:
     unknown = [c for c in raw.columns if c not in columns]
     known = [F.col(c) if c in raw.columns else F.lit(None).cast("string").alias(c) for c in columns]
     if unknown:
-        present = F.greatest(*[F.col(c).isNotNull() for c in unknown]) if len(unknown) > 1 else F.col(unknown[0]).isNotNull()
+        present = (
+            F.greatest(*[F.col(c).isNotNull() for c in unknown]) if len(unknown) > 1 else F.col(unknown[0]).isNotNull()
+        )
         rescued = F.when(present, F.to_json(F.struct(*unknown)))
     else:
         rescued = F.lit(None).cast("string")

@@ -37,8 +37,13 @@ def window_rows(spark, lake: DeltaLake, asset: str, start: date, end: date) -> D
 def contract_check(asset: str) -> dg.AssetChecksDefinition:
     model = catalog.table(asset).contract
 
-    @dg.asset_check(asset=key(asset), name="contract", blocking=True, partitions_def=partitions.daily,
-                    description=f"{table_name(model)} keeps its pandera contract: types, nulls, ranges, unique key.")
+    @dg.asset_check(
+        asset=key(asset),
+        name="contract",
+        blocking=True,
+        partitions_def=partitions.daily,
+        description=f"{table_name(model)} keeps its pandera contract: types, nulls, ranges, unique key.",
+    )
     def _contract(context: dg.AssetCheckExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.AssetCheckResult:
         start, end = partitions.check_window(context)
         rows = window_rows(spark.spark_session, lake, asset, start, end)
@@ -52,7 +57,11 @@ def contract_check(asset: str) -> dg.AssetChecksDefinition:
                 "failing_rows": sum(max(v.rows, 0) for v in found),
                 "rules_broken": len(found),
                 **{f"{v.column}.{v.rule}": v.rows for v in found},
-                **({"sample_keys": dg.MetadataValue.json({v.rule: list(v.sample_keys) for v in found})} if found else {}),
+                **(
+                    {"sample_keys": dg.MetadataValue.json({v.rule: list(v.sample_keys) for v in found})}
+                    if found
+                    else {}
+                ),
             },
         )
 
@@ -60,9 +69,12 @@ def contract_check(asset: str) -> dg.AssetChecksDefinition:
 
 
 def volume_check(asset: str, date_column: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=key(asset), name="volume_anomaly", partitions_def=partitions.daily,
-                    description=f"Rows per day within {VOLUME_TOLERANCE:.0%} of the trailing "
-                                f"{VOLUME_TRAILING_DAYS}-day mean.")
+    @dg.asset_check(
+        asset=key(asset),
+        name="volume_anomaly",
+        partitions_def=partitions.daily,
+        description=f"Rows per day within {VOLUME_TOLERANCE:.0%} of the trailing {VOLUME_TRAILING_DAYS}-day mean.",
+    )
     def _volume(context: dg.AssetCheckExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.AssetCheckResult:
         start, end = partitions.check_window(context)
         layer, table = layer_and_table(asset)
@@ -70,7 +82,9 @@ def volume_check(asset: str, date_column: str) -> dg.AssetChecksDefinition:
         per_day = dict(
             lake.read(spark.spark_session, layer, table)
             .where(window_predicate(date_column, history_start, end))
-            .groupBy(date_column).count().collect()
+            .groupBy(date_column)
+            .count()
+            .collect()
         )
         trailing = [per_day[d] for d in per_day if d < start]
         mean = sum(trailing) / len(trailing) if trailing else None
@@ -79,19 +93,32 @@ def volume_check(asset: str, date_column: str) -> dg.AssetChecksDefinition:
         return dg.AssetCheckResult(
             passed=not outliers,
             severity=dg.AssetCheckSeverity.WARN,
-            description=(f"{len(outliers)} day(s) off the trailing mean of {mean:.0f} rows: {outliers}" if outliers
-                         else None if mean else "no trailing history yet: nothing to compare"),
-            metadata={"rows_per_day_min": min(window.values(), default=0),
-                      "rows_per_day_max": max(window.values(), default=0),
-                      "trailing_mean": round(mean or 0, 1), "days_off": len(outliers)},
+            description=(
+                f"{len(outliers)} day(s) off the trailing mean of {mean:.0f} rows: {outliers}"
+                if outliers
+                else None
+                if mean
+                else "no trailing history yet: nothing to compare"
+            ),
+            metadata={
+                "rows_per_day_min": min(window.values(), default=0),
+                "rows_per_day_max": max(window.values(), default=0),
+                "trailing_mean": round(mean or 0, 1),
+                "days_off": len(outliers),
+            },
         )
 
     return _volume
 
 
 def quarantine_share_check(asset: str, bronze_asset: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=key(asset), name="quarantine_share", partitions_def=partitions.daily, additional_deps=[key(bronze_asset)],
-                    description=f"At most {QUARANTINE_WARN_SHARE:.0%} of the landed rows quarantined.")
+    @dg.asset_check(
+        asset=key(asset),
+        name="quarantine_share",
+        partitions_def=partitions.daily,
+        additional_deps=[key(bronze_asset)],
+        description=f"At most {QUARANTINE_WARN_SHARE:.0%} of the landed rows quarantined.",
+    )
     def _share(context: dg.AssetCheckExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.AssetCheckResult:
         start, end = partitions.check_window(context)
         _, table = layer_and_table(asset)
@@ -104,8 +131,12 @@ def quarantine_share_check(asset: str, bronze_asset: str) -> dg.AssetChecksDefin
             passed=share <= QUARANTINE_WARN_SHARE,
             severity=dg.AssetCheckSeverity.WARN,
             description=f"{share:.1%} of {landed} landed rows quarantined",
-            metadata={"quarantine_share": round(share, 4), "rows_landed": landed,
-                      "rows_quarantined": sum(by_rule.values()), **{f"quarantined/{r}": n for r, n in by_rule.items()}},
+            metadata={
+                "quarantine_share": round(share, 4),
+                "rows_landed": landed,
+                "rows_quarantined": sum(by_rule.values()),
+                **{f"quarantined/{r}": n for r, n in by_rule.items()},
+            },
         )
 
     return _share
@@ -114,8 +145,12 @@ def quarantine_share_check(asset: str, bronze_asset: str) -> dg.AssetChecksDefin
 def schema_drift_check(asset: str) -> dg.AssetChecksDefinition:
     model = catalog.table(asset).contract
 
-    @dg.asset_check(asset=key(asset), name="schema_drift", partitions_def=partitions.daily,
-                    description="The source sent exactly the contract's columns: none unknown (rescued), none missing.")
+    @dg.asset_check(
+        asset=key(asset),
+        name="schema_drift",
+        partitions_def=partitions.daily,
+        description="The source sent exactly the contract's columns: none unknown (rescued), none missing.",
+    )
     def _drift(context: dg.AssetCheckExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.AssetCheckResult:
         start, end = partitions.check_window(context)
         rows = window_rows(spark.spark_session, lake, asset, start, end)
@@ -126,25 +161,36 @@ def schema_drift_check(asset: str) -> dg.AssetChecksDefinition:
         missing = sorted(c for c, n in counts.items() if n == 0) if rows.limit(1).count() else []
         # A rescued JSON line with a key twice is an object too: its contract keys are not unknown columns.
         unknown = sorted(
-            r["key"] for r in rows.where("_rescued_data LIKE '{%'")
-            .select(F.explode(F.json_object_keys("_rescued_data")).alias("key")).distinct().collect()
+            r["key"]
+            for r in rows.where("_rescued_data LIKE '{%'")
+            .select(F.explode(F.json_object_keys("_rescued_data")).alias("key"))
+            .distinct()
+            .collect()
             if r["key"] not in source
         )
         return dg.AssetCheckResult(
             passed=not (unknown or missing),
             severity=dg.AssetCheckSeverity.WARN,
             description=f"unknown columns (kept in _rescued_data): {unknown}; missing columns: {missing}",
-            metadata={"rows_with_rescued_data": rescued, "unknown_columns": dg.MetadataValue.json(unknown),
-                      "missing_columns": dg.MetadataValue.json(missing)},
+            metadata={
+                "rows_with_rescued_data": rescued,
+                "unknown_columns": dg.MetadataValue.json(unknown),
+                "missing_columns": dg.MetadataValue.json(missing),
+            },
         )
 
     return _drift
 
 
 def customers_exist_check() -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=key("silver/orders"), name="customers_exist", blocking=True, partitions_def=partitions.daily,
-                    additional_deps=[key("silver/customers")],
-                    description="Referential integrity: every order's customer_id is in silver.customers.")
+    @dg.asset_check(
+        asset=key("silver/orders"),
+        name="customers_exist",
+        blocking=True,
+        partitions_def=partitions.daily,
+        additional_deps=[key("silver/customers")],
+        description="Referential integrity: every order's customer_id is in silver.customers.",
+    )
     def _customers_exist(context: dg.AssetCheckExecutionContext, spark: SparkEngine, lake: DeltaLake):
         start, end = partitions.check_window(context)
         session = spark.spark_session
@@ -153,8 +199,11 @@ def customers_exist_check() -> dg.AssetChecksDefinition:
         sample = [r["order_id"] for r in orphans.select("order_id").limit(5).collect()]
         count = orphans.count()
         return dg.AssetCheckResult(
-            passed=count == 0, severity=dg.AssetCheckSeverity.ERROR,
-            description=f"silver.orders.customer_id breaks customers_exist: {count} row(s), e.g. {sample}" if count else None,
+            passed=count == 0,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"silver.orders.customer_id breaks customers_exist: {count} row(s), e.g. {sample}"
+            if count
+            else None,
             metadata={"orphan_orders": count, "orders_checked": orders.count()},
         )
 
@@ -162,17 +211,24 @@ def customers_exist_check() -> dg.AssetChecksDefinition:
 
 
 def one_current_version_check() -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=key("silver/customers"), name="one_current_version", blocking=True, partitions_def=partitions.daily,
-                    description="SCD2: exactly one current version per customer.")
+    @dg.asset_check(
+        asset=key("silver/customers"),
+        name="one_current_version",
+        blocking=True,
+        partitions_def=partitions.daily,
+        description="SCD2: exactly one current version per customer.",
+    )
     def _one_current(context: dg.AssetCheckExecutionContext, spark: SparkEngine, lake: DeltaLake):
         customers = lake.read(spark.spark_session, "silver", "customers")
         wrong = customers.groupBy("customer_id").agg(F.sum(F.col("is_current").cast("int")).alias("n")).where("n != 1")
         sample = [r["customer_id"] for r in wrong.limit(5).collect()]
         count = wrong.count()
         return dg.AssetCheckResult(
-            passed=count == 0, severity=dg.AssetCheckSeverity.ERROR,
+            passed=count == 0,
+            severity=dg.AssetCheckSeverity.ERROR,
             description=f"silver.customers.is_current breaks one_current_version: {count} customer(s), e.g. {sample}"
-            if count else None,
+            if count
+            else None,
             metadata={"customers_not_exactly_one_current": count},
         )
 

@@ -45,9 +45,13 @@ def passed(classified: DataFrame) -> DataFrame:
 def quarantined(classified: DataFrame, record_columns: list[str]) -> DataFrame:
     """The broken rows in the quarantine table's shape, original values kept as JSON."""
     return classified.where("_rule IS NOT NULL").select(
-        "_partition_date", "_rule", "_column", "_reason",
+        "_partition_date",
+        "_rule",
+        "_column",
+        "_reason",
         F.to_json(F.struct(*record_columns)).alias("_record"),
-        "_source_file", F.current_timestamp().alias("_quarantined_at"),
+        "_source_file",
+        F.current_timestamp().alias("_quarantined_at"),
     )
 
 
@@ -63,8 +67,10 @@ def keep_latest(df: DataFrame, keys: list[str], *order_by: Column) -> DataFrame:
     return df.withColumn("_rank", F.row_number().over(w)).where("_rank = 1").drop("_rank")
 
 
-def quarantine(lake: DeltaLake, classified: DataFrame, record_columns: list[str], table: str,
-               start: date, end: date) -> None:
+def quarantine(
+    lake: DeltaLake, classified: DataFrame, record_columns: list[str], table: str, start: date, end: date
+) -> None:
     """Replace the window's rows of `<table>_quarantine` with the rows that broke a rule."""
-    lake.overwrite_window(quarantined(classified, record_columns), "silver", f"{table}_quarantine",
-                          "_partition_date", start, end)
+    lake.overwrite_window(
+        quarantined(classified, record_columns), "silver", f"{table}_quarantine", "_partition_date", start, end
+    )

@@ -119,7 +119,9 @@ def ddl(t: ServedTable) -> list[str]:
     ]
     for index in t.indexes:
         name = f"{t.table}_by_{'_'.join(index)}"
-        statements.append(f"CREATE INDEX IF NOT EXISTS {ident(name)} ON {ident(t.table)} ({', '.join(map(ident, index))})")
+        statements.append(
+            f"CREATE INDEX IF NOT EXISTS {ident(name)} ON {ident(t.table)} ({', '.join(map(ident, index))})"
+        )
     return statements
 
 
@@ -146,7 +148,7 @@ def row_hash(text: str) -> int:
 
 
 def gold_checksum(rows: pa.Table, t: ServedTable) -> tuple[int, str]:
-    keys = zip(*(rows.column(k).to_pylist() for k in t.keys)) if rows.num_rows else []
+    keys = zip(*(rows.column(k).to_pylist() for k in t.keys), strict=True) if rows.num_rows else []
     return rows.num_rows, str(sum(row_hash(key_text(k)) for k in keys))
 
 
@@ -201,7 +203,7 @@ def sync(conn, t: ServedTable, rows: pa.Table, start: date, end: date) -> dict:
     stage = f"stage_{t.table}"
     conn.execute(f"CREATE TEMP TABLE {ident(stage)} (LIKE {ident(t.table)}) ON COMMIT DROP")
     with conn.cursor().copy(f"COPY {ident(stage)} ({col_list}) FROM STDIN") as copy:
-        for row in zip(*(rows.column(c).to_pylist() for c in cols)) if rows.num_rows else []:
+        for row in zip(*(rows.column(c).to_pylist() for c in cols), strict=True) if rows.num_rows else []:
             copy.write_row(row)
     values = [c for c in cols if c not in t.keys]
     keys = ", ".join(map(ident, t.keys))
@@ -258,5 +260,10 @@ class ServingDatabase(dg.ConfigurableResource):
         with self.connect() as conn:
             create_tables(conn)
             got = serving_checksum(conn, t, start, end)
-        return {"gold_rows": want[0], "serving_rows": got[0], "gold_key_checksum": want[1],
-                "serving_key_checksum": got[1], "matches": want == got}
+        return {
+            "gold_rows": want[0],
+            "serving_rows": got[0],
+            "gold_key_checksum": want[1],
+            "serving_key_checksum": got[1],
+            "matches": want == got,
+        }

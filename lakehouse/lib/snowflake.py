@@ -29,8 +29,15 @@ class LazySnowflakeResource(dg.ConfigurableResource):
         """The dagster_snowflake.SnowflakeResource with these settings (config resolved: plain values)."""
         from dagster_snowflake import SnowflakeResource
 
-        given = {"account": self.account, "user": self.user, "password": self.password, "database": self.database,
-                 "schema": self.schema_, "warehouse": self.warehouse, "role": self.role}
+        given = {
+            "account": self.account,
+            "user": self.user,
+            "password": self.password,
+            "database": self.database,
+            "schema": self.schema_,
+            "warehouse": self.warehouse,
+            "role": self.role,
+        }
         return SnowflakeResource(**{k: v for k, v in given.items() if v is not None})
 
     @contextmanager
@@ -38,4 +45,3 @@ class LazySnowflakeResource(dg.ConfigurableResource):
         """A snowflake.connector connection, committed and closed on exit (SnowflakeResource.get_connection)."""
         with self.snowflake_resource().get_connection() as conn:
             yield conn
-

@@ -30,8 +30,9 @@ def batch_bronze_asset(table: catalog.Table) -> dg.AssetsDefinition:
         columns = contracts.source_columns(table.contract)
         raw = read_landing(spark.spark_session, settings.landing_dir(), source, columns, start, end)
         rows = raw.withColumn("_ingested_at", F.current_timestamp()).withColumn("_run_id", F.lit(context.run_id))
-        metadata = lake.overwrite_window(enforce_schema(table.contract, rows), "bronze", source, "_partition_date",
-                                         start, end)
+        metadata = lake.overwrite_window(
+            enforce_schema(table.contract, rows), "bronze", source, "_partition_date", start, end
+        )
         landed = record_count(source, settings.landing_dir(), start, end)
         counts, accounted = accounting.account(f"bronze.{source}", landed, metadata.get("rows_written", 0))
         return dg.MaterializeResult(metadata={**metadata, **counts}, check_results=[accounted])

@@ -16,7 +16,7 @@ import gc
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import orjson
@@ -40,19 +40,38 @@ class Stream:
     key_field: str
 
 
-CLICKSTREAM = Stream("clickstream", "clickstream_events",
-                     ("event_id", "user_id", "event_type", "page", "product_id", "event_ts"), "user_id")
-SUPPORT_TICKETS = Stream("support_tickets_cdc", "support_ticket_changes",
-                         ("op", "ticket_id", "seq", "customer_id", "status", "priority", "subject", "changed_at"),
-                         "ticket_id")
+CLICKSTREAM = Stream(
+    "clickstream",
+    "clickstream_events",
+    ("event_id", "user_id", "event_type", "page", "product_id", "event_ts"),
+    "user_id",
+)
+SUPPORT_TICKETS = Stream(
+    "support_tickets_cdc",
+    "support_ticket_changes",
+    ("op", "ticket_id", "seq", "customer_id", "status", "priority", "subject", "changed_at"),
+    "ticket_id",
+)
 STREAMS = {s.table: s for s in (CLICKSTREAM, SUPPORT_TICKETS)}
 
-KAFKA_COLUMNS = [("kafka_topic", pa.string()), ("kafka_topic_id", pa.string()), ("kafka_epoch", pa.int32()),
-                 ("kafka_partition", pa.int32()), ("kafka_offset", pa.int64()),
-                 ("kafka_key", pa.string()), ("kafka_timestamp", pa.timestamp("ms", tz="UTC"))]
-META_COLUMNS = [("_rescued_data", pa.string()), ("_raw", pa.string()), ("_parse_error", pa.string()),
-                *KAFKA_COLUMNS, ("_ingested_at", pa.timestamp("us", tz="UTC")), ("_ingest_date", pa.date32()),
-                ("_run_id", pa.string())]
+KAFKA_COLUMNS = [
+    ("kafka_topic", pa.string()),
+    ("kafka_topic_id", pa.string()),
+    ("kafka_epoch", pa.int32()),
+    ("kafka_partition", pa.int32()),
+    ("kafka_offset", pa.int64()),
+    ("kafka_key", pa.string()),
+    ("kafka_timestamp", pa.timestamp("ms", tz="UTC")),
+]
+META_COLUMNS = [
+    ("_rescued_data", pa.string()),
+    ("_raw", pa.string()),
+    ("_parse_error", pa.string()),
+    *KAFKA_COLUMNS,
+    ("_ingested_at", pa.timestamp("us", tz="UTC")),
+    ("_ingest_date", pa.date32()),
+    ("_run_id", pa.string()),
+]
 
 
 def schema(stream: Stream) -> pa.Schema:
@@ -90,8 +109,13 @@ def field_columns(stream: Stream, records: list[dict]) -> dict[str, list]:
     """The promised fields as text, column by column, and the unknown ones as rescued JSON."""
     known = set(stream.columns)
     return {c: [as_text(r.get(c)) for r in records] for c in stream.columns} | {
-        "_rescued_data": [None if r.keys() <= known else json.dumps({k: v for k, v in r.items() if k not in known},
-                                                                     separators=(",", ":")) for r in records]}
+        "_rescued_data": [
+            None
+            if r.keys() <= known
+            else json.dumps({k: v for k, v in r.items() if k not in known}, separators=(",", ":"))
+            for r in records
+        ]
+    }
 
 
 def writable(stream: Stream, record: dict | None, error: str | None) -> tuple[dict | None, str | None]:
@@ -105,14 +129,21 @@ def writable(stream: Stream, record: dict | None, error: str | None) -> tuple[di
         return None, f"unreadable JSON: {type(e).__name__}: {e}"
 
 
-def to_rows(stream: Stream, messages: list[Message], ingest_date: date, run_id: str, epoch: int = 0,
-            topic_id: str | None = None, ingested_at: datetime | None = None) -> pa.Table:
+def to_rows(
+    stream: Stream,
+    messages: list[Message],
+    ingest_date: date,
+    run_id: str,
+    epoch: int = 0,
+    topic_id: str | None = None,
+    ingested_at: datetime | None = None,
+) -> pa.Table:
     """Bronze rows for `messages`: nothing dropped, a malformed message keeps its raw text and the reason.
 
     Built column by column (no per-row dicts): this is the hot loop of streaming ingestion. A batch with a
     message that parses but cannot be written back (nested deeper than Python's recursion limit) is built
     again with that message as a parse error, so no message can stop the batch."""
-    topics, partitions, offsets, keys, values, stamps = zip(*messages) if messages else [()] * 6
+    topics, partitions, offsets, keys, values, stamps = zip(*messages, strict=True) if messages else [()] * 6
     decoded = [decode(value) for value in values]
     try:
         fields = field_columns(stream, [record or {} for record, _ in decoded])
@@ -122,14 +153,29 @@ def to_rows(stream: Stream, messages: list[Message], ingest_date: date, run_id: 
     columns = fields | {
         "_raw": [value.decode("utf-8", "replace") if value is not None else None for value in values],
         "_parse_error": [error for _, error in decoded],
-        "kafka_topic": topics, "kafka_partition": partitions, "kafka_offset": offsets, "kafka_key": keys,
+        "kafka_topic": topics,
+        "kafka_partition": partitions,
+        "kafka_offset": offsets,
+        "kafka_key": keys,
         "kafka_timestamp": stamps,
     }
     table = schema(stream)
-    constants = {"_ingested_at": ingested_at or datetime.now(timezone.utc), "_ingest_date": ingest_date,
-                 "_run_id": run_id, "kafka_epoch": epoch, "kafka_topic_id": topic_id}
-    return pa.table([pa.repeat(pa.scalar(constants[f.name], f.type), len(messages)) if f.name in constants
-                     else pa.array(columns[f.name], f.type) for f in table], schema=table)
+    constants = {
+        "_ingested_at": ingested_at or datetime.now(UTC),
+        "_ingest_date": ingest_date,
+        "_run_id": run_id,
+        "kafka_epoch": epoch,
+        "kafka_topic_id": topic_id,
+    }
+    return pa.table(
+        [
+            pa.repeat(pa.scalar(constants[f.name], f.type), len(messages))
+            if f.name in constants
+            else pa.array(columns[f.name], f.type)
+            for f in table
+        ],
+        schema=table,
+    )
 
 
 EPOCH_PROPERTY = "lakehouse.kafka_epoch"  # a Bronze table property: the epoch new messages land in
@@ -150,7 +196,9 @@ def start_new_epoch(lake: DeltaLake, table: str) -> int:
     if not lake.exists("bronze", table):
         raise ValueError(f"bronze.{table} does not exist yet: its first run lands the topic from its first offset")
     epoch = current_epoch(lake, table) + 1
-    lake.delta_table("bronze", table).alter.set_table_properties({EPOCH_PROPERTY: str(epoch)}, raise_if_not_exists=False)
+    lake.delta_table("bronze", table).alter.set_table_properties(
+        {EPOCH_PROPERTY: str(epoch)}, raise_if_not_exists=False
+    )
     return epoch
 
 
@@ -166,14 +214,26 @@ class Landed:
 def landed(lake: DeltaLake, table: str, topic: str, epoch: int) -> Landed:
     if not lake.exists("bronze", table):
         return Landed({}, frozenset(), None)
-    data = lake.delta_table("bronze", table).to_pyarrow_dataset().to_table(
-        columns=["kafka_partition", "kafka_offset", "kafka_topic_id", "_ingested_at"],
-        filter=(pc.field("kafka_topic") == topic) & (pc.field("kafka_epoch") == epoch))
+    data = (
+        lake.delta_table("bronze", table)
+        .to_pyarrow_dataset()
+        .to_table(
+            columns=["kafka_partition", "kafka_offset", "kafka_topic_id", "_ingested_at"],
+            filter=(pc.field("kafka_topic") == topic) & (pc.field("kafka_epoch") == epoch),
+        )
+    )
     top = data.group_by("kafka_partition").aggregate([("kafka_offset", "max")])
     ids = frozenset(i for i in pc.unique(data.column("kafka_topic_id")).to_pylist() if i)
-    return Landed({int(p): int(o) + 1 for p, o in zip(top.column("kafka_partition").to_pylist(),
-                                                    top.column("kafka_offset_max").to_pylist())},
-                  ids, pc.max(data.column("_ingested_at")).as_py())
+    return Landed(
+        {
+            int(p): int(o) + 1
+            for p, o in zip(
+                top.column("kafka_partition").to_pylist(), top.column("kafka_offset_max").to_pylist(), strict=True
+            )
+        },
+        ids,
+        pc.max(data.column("_ingested_at")).as_py(),
+    )
 
 
 def next_offsets(lake: DeltaLake, table: str, topic: str) -> dict[int, int]:
@@ -199,8 +259,10 @@ class Progress:
         """Why the topic cannot continue the epoch ([] when it can)."""
         found, ends = [], self.topic_now.end
         if self.landed.topic_ids and self.topic_now.topic_id and self.topic_now.topic_id not in self.landed.topic_ids:
-            found.append(f"it was recreated (topic id {self.topic_now.topic_id}, landed from "
-                         f"{', '.join(sorted(self.landed.topic_ids))})")
+            found.append(
+                f"it was recreated (topic id {self.topic_now.topic_id}, landed from "
+                f"{', '.join(sorted(self.landed.topic_ids))})"
+            )
         for p, next_offset in sorted(self.landed.next.items()):
             if p not in ends:
                 found.append(f"partition {p} is gone (landed up to offset {next_offset - 1})")
@@ -214,7 +276,8 @@ class Progress:
                 f"bronze.{self.table}: Kafka topic {self.topic} does not continue epoch {self.epoch} of Bronze: "
                 f"{'; '.join(problems)}. Nothing was landed. If the topic was reset on purpose, run "
                 f"`lakehouse kafka-epoch {self.table}`: epoch {self.epoch + 1} then lands it from its first offset "
-                f"(earlier epochs' rows stay).")
+                f"(earlier epochs' rows stay)."
+            )
 
     @property
     def start(self) -> dict[int, int]:
@@ -223,8 +286,11 @@ class Progress:
 
     def gaps(self) -> dict[int, tuple[int, int]]:
         """Offsets that retention deleted before Bronze landed them: {partition: (first, end)}."""
-        return {p: (self.landed.next.get(p, 0), low) for p, low in sorted(self.topic_now.start.items())
-                if low > self.landed.next.get(p, 0)}
+        return {
+            p: (self.landed.next.get(p, 0), low)
+            for p, low in sorted(self.topic_now.start.items())
+            if low > self.landed.next.get(p, 0)
+        }
 
     def lag(self) -> dict[int, int]:
         """Messages not landed yet, per partition (those retention deleted cannot be)."""
@@ -294,8 +360,15 @@ class Ingested:
         }
 
 
-def ingest(stream: Stream, kafka: KafkaResource, lake: DeltaLake, spark_session, ingest_date: date, run_id: str,
-           requested_end: dict[str, int] | None = None) -> Ingested:
+def ingest(
+    stream: Stream,
+    kafka: KafkaResource,
+    lake: DeltaLake,
+    spark_session,
+    ingest_date: date,
+    run_id: str,
+    requested_end: dict[str, int] | None = None,
+) -> Ingested:
     """One micro-batch: the ranges read, the rows written, the offsets retention took and the lag left."""
     with lake.lock("bronze", stream.table):
         before = progress(stream, kafka, lake)
@@ -306,34 +379,61 @@ def ingest(stream: Stream, kafka: KafkaResource, lake: DeltaLake, spark_session,
         ranges = {p: (start.get(p, 0), end) for p, end in ends.items() if end > start.get(p, 0)}
         with gc_paused():
             messages = kafka.read_range(stream.topic, ranges)
-            rows = to_rows(stream, messages, ingest_date, run_id, before.epoch, before.topic_now.topic_id,
-                           ingested_after(before.landed.newest_ingested_at))
+            rows = to_rows(
+                stream,
+                messages,
+                ingest_date,
+                run_id,
+                before.epoch,
+                before.topic_now.topic_id,
+                ingested_after(before.landed.newest_ingested_at),
+            )
         written = 0
         if rows.num_rows:
-            (spark_session.createDataFrame(rows).write.format("delta").mode("append")
-             .partitionBy("_ingest_date").save(lake.path("bronze", stream.table)))
+            (
+                spark_session.createDataFrame(rows)
+                .write.format("delta")
+                .mode("append")
+                .partitionBy("_ingest_date")
+                .save(lake.path("bronze", stream.table))
+            )
             written = int(lake.delta_table("bronze", stream.table).history(1)[0]["operationMetrics"]["numOutputRows"])
     # The lag left: what the topic holds now past what this batch took (Bronze need not be read again).
-    after = replace(before, landed=replace(before.landed, next=start | {p: end for p, (_, end) in ranges.items()}),
-                    topic_now=kafka.offsets(stream.topic))
+    after = replace(
+        before,
+        landed=replace(before.landed, next=start | {p: end for p, (_, end) in ranges.items()}),
+        topic_now=kafka.offsets(stream.topic),
+    )
     malformed = int(pc.sum(pc.is_valid(rows.column("_parse_error"))).as_py() or 0) if rows.num_rows else 0
     stamps = rows.column("kafka_timestamp") if rows.num_rows else None
-    return Ingested(ranges=ranges, read=len(messages), rows=written, malformed=malformed, epoch=before.epoch,
-                    topic_id=before.topic_now.topic_id, gaps=before.gaps(), partitions=len(before.topic_now.end),
-                    lag=after.lag(), max_kafka_timestamp=pc.max(stamps).as_py() if stamps is not None else None)
+    return Ingested(
+        ranges=ranges,
+        read=len(messages),
+        rows=written,
+        malformed=malformed,
+        epoch=before.epoch,
+        topic_id=before.topic_now.topic_id,
+        gaps=before.gaps(),
+        partitions=len(before.topic_now.end),
+        lag=after.lag(),
+        max_kafka_timestamp=pc.max(stamps).as_py() if stamps is not None else None,
+    )
 
 
 def ingested_after(newest: datetime | None) -> datetime:
     """Now, or just after the newest landed row if this host's clock is behind the one that landed it:
     Silver reads Bronze by `_ingested_at`, which must follow commit order (commits are serialised)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return max(now, newest + timedelta(milliseconds=1)) if newest else now
 
 
 def duplicate_offsets(lake: DeltaLake, table: str) -> tuple[int, list]:
     """(how many (topic, epoch, partition, offset) are in Bronze more than once, a few of them)."""
-    data = lake.delta_table("bronze", table).to_pyarrow_dataset().to_table(
-        columns=["kafka_topic", "kafka_epoch", "kafka_partition", "kafka_offset"])
+    data = (
+        lake.delta_table("bronze", table)
+        .to_pyarrow_dataset()
+        .to_table(columns=["kafka_topic", "kafka_epoch", "kafka_partition", "kafka_offset"])
+    )
     counts = data.group_by(data.column_names).aggregate([("kafka_offset", "count")])
     twice = counts.filter(pc.greater(counts.column("kafka_offset_count"), 1))
     return twice.num_rows, twice.slice(0, 5).drop_columns(["kafka_offset_count"]).to_pylist()
@@ -343,7 +443,9 @@ class KafkaBatch(dg.Config):
     """Which messages a run lands. The start is never configurable: it is always Bronze's next offset."""
 
     end_offsets: dict[str, int] = Field(
-        default={}, description="Exclusive end offset per Kafka partition ('0': 1200, ...); empty = the topic's current end")
+        default={},
+        description="Exclusive end offset per Kafka partition ('0': 1200, ...); empty = the topic's current end",
+    )
 
 
 def ingest_date_of(context: dg.AssetExecutionContext) -> date:
@@ -376,23 +478,34 @@ def streaming_bronze_asset(stream: Stream, description: str) -> dg.AssetsDefinit
         pool=f"bronze_{stream.table}",
         check_specs=[
             accounting.spec(asset),
-            dg.AssetCheckSpec("offsets_unique", asset=asset, blocking=True,
-                              description="No Kafka message (topic, epoch, partition, offset) is in Bronze twice."),
-            dg.AssetCheckSpec("no_offsets_skipped", asset=asset,
-                              description="No offset was deleted by the topic's retention before Bronze landed it."),
+            dg.AssetCheckSpec(
+                "offsets_unique",
+                asset=asset,
+                blocking=True,
+                description="No Kafka message (topic, epoch, partition, offset) is in Bronze twice.",
+            ),
+            dg.AssetCheckSpec(
+                "no_offsets_skipped",
+                asset=asset,
+                description="No offset was deleted by the topic's retention before Bronze landed it.",
+            ),
         ],
     )
-    def _bronze(context: dg.AssetExecutionContext, config: KafkaBatch, spark: SparkEngine, lake: DeltaLake,
-                kafka: KafkaResource) -> dg.MaterializeResult:
-        batch = ingest(stream, kafka, lake, spark.spark_session, ingest_date_of(context), context.run_id,
-                       config.end_offsets)
+    def _bronze(
+        context: dg.AssetExecutionContext, config: KafkaBatch, spark: SparkEngine, lake: DeltaLake, kafka: KafkaResource
+    ) -> dg.MaterializeResult:
+        batch = ingest(
+            stream, kafka, lake, spark.spark_session, ingest_date_of(context), context.run_id, config.end_offsets
+        )
         topic, gaps = kafka.topic(stream.topic), batch.gaps
         context.log.info(f"{topic}: {batch.rows} message(s) from {batch.ranges}, lag {batch.total_lag}")
         if gaps:
             context.log.warning(f"{topic}: retention deleted offsets {gaps} before Bronze landed them")
         added = added_partitions(context, batch.partitions)
         if added:
-            context.log.info(f"{topic}: partition(s) {added} added since the last batch, landed from their first offset")
+            context.log.info(
+                f"{topic}: partition(s) {added} added since the last batch, landed from their first offset"
+            )
         metadata = lake.write_metadata("bronze", stream.table) if lake.exists("bronze", stream.table) else {}
         if not batch.rows:
             metadata.pop("delta/operation", None)
@@ -404,15 +517,25 @@ def streaming_bronze_asset(stream: Stream, description: str) -> dg.AssetsDefinit
             check_results=[
                 accounted,
                 dg.AssetCheckResult(
-                    check_name="offsets_unique", passed=duplicates == 0, severity=dg.AssetCheckSeverity.ERROR,
+                    check_name="offsets_unique",
+                    passed=duplicates == 0,
+                    severity=dg.AssetCheckSeverity.ERROR,
                     metadata={"duplicate_offsets": duplicates},
                     description=f"bronze.{stream.table}.kafka_offset breaks offsets_unique: {duplicates} offset(s) "
-                                f"landed more than once, e.g. {sample}" if duplicates else None),
+                    f"landed more than once, e.g. {sample}"
+                    if duplicates
+                    else None,
+                ),
                 dg.AssetCheckResult(
-                    check_name="no_offsets_skipped", passed=not gaps, severity=dg.AssetCheckSeverity.ERROR,
+                    check_name="no_offsets_skipped",
+                    passed=not gaps,
+                    severity=dg.AssetCheckSeverity.ERROR,
                     metadata={"offsets_skipped": skipped},
                     description=f"{topic}: retention deleted {skipped} offset(s) before Bronze landed them: "
-                                f"{ {p: list(g) for p, g in gaps.items()} }" if gaps else None),
+                    f"{ {p: list(g) for p, g in gaps.items()} }"
+                    if gaps
+                    else None,
+                ),
             ],
         )
 
@@ -420,6 +543,8 @@ def streaming_bronze_asset(stream: Stream, description: str) -> dg.AssetsDefinit
 
 
 clickstream_events = streaming_bronze_asset(
-    CLICKSTREAM, "Clickstream events from Kafka, one row per message (offsets kept), malformed ones included.")
+    CLICKSTREAM, "Clickstream events from Kafka, one row per message (offsets kept), malformed ones included."
+)
 support_ticket_changes = streaming_bronze_asset(
-    SUPPORT_TICKETS, "Support-ticket CDC changes (c/u/d) from Kafka, one row per message (offsets kept).")
+    SUPPORT_TICKETS, "Support-ticket CDC changes (c/u/d) from Kafka, one row per message (offsets kept)."
+)

@@ -54,8 +54,10 @@ def _newest_source_mtime(project_dir: Path) -> float:
 def prepare(project: DbtProject) -> Path:
     """`dbt parse` into target/ unless the manifest there is newer than every project file."""
     manifest = project.manifest_path
-    if project.preparer.using_dagster_dev() or not manifest.exists() or (
-        manifest.stat().st_mtime < _newest_source_mtime(project.project_dir)
+    if (
+        project.preparer.using_dagster_dev()
+        or not manifest.exists()
+        or (manifest.stat().st_mtime < _newest_source_mtime(project.project_dir))
     ):
         project.preparer.prepare(project)
     return manifest
@@ -80,7 +82,9 @@ class GoldTranslator(DagsterDbtTranslator):
         metadata = dict(super().get_metadata(dbt_resource_props))
         mart = catalog.marts_of({"nodes": {"": dbt_resource_props}}).get(dbt_resource_props["name"])
         if mart:
-            metadata.update({"lakehouse/keys": ", ".join(mart.keys), "lakehouse/window": mart.window or "rebuilt in full"})
+            metadata.update(
+                {"lakehouse/keys": ", ".join(mart.keys), "lakehouse/window": mart.window or "rebuilt in full"}
+            )
         return metadata
 
 
@@ -91,8 +95,7 @@ def dbt_vars(start: date, end: date, lake: DeltaLake) -> dict:
     """The partition window [start, end) the daily models filter on, the lake's root, and the Silver and
     Gold tables it holds (`layer/name`), which the on-run-start macro registers in dbt's Spark session."""
     tables = [f"{layer}/{name}" for layer in ("silver", "gold") for name in lake.table_names(layer)]
-    return {"start_date": start.isoformat(), "end_date": end.isoformat(), "lake_root": lake.root,
-            "lake_tables": tables}
+    return {"start_date": start.isoformat(), "end_date": end.isoformat(), "lake_root": lake.root, "lake_tables": tables}
 
 
 def dbt_build_args(start: date, end: date, lake: DeltaLake) -> list[str]:
@@ -116,9 +119,15 @@ def write_run_profiles(dbt: DbtCliResource, spark_url: str, directory: Path) -> 
 
 def with_profiles_dir(dbt: DbtCliResource, profiles_dir: Path) -> DbtCliResource:
     """The same dbt resource, reading its profiles from `profiles_dir`."""
-    return DbtCliResource(project_dir=dbt.project_dir, global_config_flags=dbt.global_config_flags,
-                          profiles_dir=str(profiles_dir), profile=dbt.profile, target=dbt.target,
-                          dbt_executable=dbt.dbt_executable, state_path=dbt.state_path)
+    return DbtCliResource(
+        project_dir=dbt.project_dir,
+        global_config_flags=dbt.global_config_flags,
+        profiles_dir=str(profiles_dir),
+        profile=dbt.profile,
+        target=dbt.target,
+        dbt_executable=dbt.dbt_executable,
+        state_path=dbt.state_path,
+    )
 
 
 @dbt_assets(

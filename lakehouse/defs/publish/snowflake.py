@@ -72,10 +72,11 @@ def merge_sql(mart: Mart, stage: str, schema: pa.Schema, start: date, end: date)
     differs = " OR ".join(f"NOT EQUAL_NULL(t.{c}, s.{c})" for c in values) or "FALSE"
     col_list = ", ".join(columns)
     gone = " AND ".join(f"EQUAL_NULL(g.{k}, t.{k})" for k in keys)
+    window = window_predicate(mart.window and f"t.{mart.window.upper()}", start, end)
     source = (
         f"SELECT {col_list}, FALSE AS _TOMBSTONE FROM {stage} "
         f"UNION ALL SELECT {', '.join(f't.{c}' for c in columns)}, TRUE FROM {snowflake_table(mart)} t "
-        f"WHERE {window_predicate(mart.window and f't.{mart.window.upper()}', start, end)} AND NOT EXISTS (SELECT 1 FROM {stage} g WHERE {gone})"
+        f"WHERE {window} AND NOT EXISTS (SELECT 1 FROM {stage} g WHERE {gone})"
     )
     return (
         f"MERGE INTO {snowflake_table(mart)} t USING ({source}) s ON {on} "
@@ -97,16 +98,25 @@ def publish(conn, mart: Mart, rows: pa.Table, start: date, end: date) -> dict:
     if rows.num_rows:
         frame = rows.to_pandas()
         frame.columns = [c.upper() for c in frame.columns]
-        pandas_tools.write_pandas(conn, frame, stage, quote_identifiers=False, auto_create_table=False,
-                                  use_logical_type=True)
+        pandas_tools.write_pandas(
+            conn, frame, stage, quote_identifiers=False, auto_create_table=False, use_logical_type=True
+        )
     cur.execute(merge_sql(mart, stage, rows.schema, start, end))
-    result = dict(zip((d.name for d in cur.description), cur.fetchone()))
-    inserted, updated, deleted = (int(result.get(f"number of rows {what}", 0)) for what in ("inserted", "updated", "deleted"))
+    result = dict(zip((d.name for d in cur.description), cur.fetchone(), strict=True))
+    inserted, updated, deleted = (
+        int(result.get(f"number of rows {what}", 0)) for what in ("inserted", "updated", "deleted")
+    )
     cur.execute(f"DROP TABLE IF EXISTS {stage}")
     cur.execute(f"SELECT COUNT(*) FROM {snowflake_table(mart)}")
     total = int(cur.fetchone()[0])
-    return {"rows_in_window": rows.num_rows, "rows_merged": inserted + updated, "rows_inserted": inserted,
-            "rows_updated": updated, "rows_deleted": deleted, "dagster/row_count": total}
+    return {
+        "rows_in_window": rows.num_rows,
+        "rows_merged": inserted + updated,
+        "rows_inserted": inserted,
+        "rows_updated": updated,
+        "rows_deleted": deleted,
+        "dagster/row_count": total,
+    }
 
 
 def publish_key(mart: str) -> dg.AssetKey:
@@ -114,8 +124,7 @@ def publish_key(mart: str) -> dg.AssetKey:
 
 
 def publish_asset(mart: Mart) -> dg.AssetsDefinition:
-    scope = (f"the run's window of {mart.window}" if mart.window
-             else "all rows (the mart is rebuilt in full)")
+    scope = f"the run's window of {mart.window}" if mart.window else "all rows (the mart is rebuilt in full)"
 
     @dg.asset(
         key=publish_key(mart.name),
@@ -125,9 +134,11 @@ def publish_asset(mart: Mart) -> dg.AssetsDefinition:
         backfill_policy=partitions.single_run,
         kinds={"snowflake"},
         description=f"gold/{mart.name} published to Snowflake table {snowflake_table(mart)}: MERGE on "
-                    f"({', '.join(mart.keys)}) of {scope}, then rows Gold no longer has in it deleted.",
+        f"({', '.join(mart.keys)}) of {scope}, then rows Gold no longer has in it deleted.",
     )
-    def _publish(context: dg.AssetExecutionContext, snowflake: LazySnowflakeResource, lake: DeltaLake) -> dg.MaterializeResult:
+    def _publish(
+        context: dg.AssetExecutionContext, snowflake: LazySnowflakeResource, lake: DeltaLake
+    ) -> dg.MaterializeResult:
         start, end = partitions.window(context)
         started = time.perf_counter()
         rows = lake.window_rows("gold", mart.name, mart.window, start, end)
@@ -135,8 +146,9 @@ def publish_asset(mart: Mart) -> dg.AssetsDefinition:
             counts = publish(conn, mart, rows, start, end)
         duration = round(time.perf_counter() - started, 3)
         context.log.info(f"publish/snowflake/{mart.name} [{start}, {end}): {counts} in {duration} s")
-        return dg.MaterializeResult(metadata={**counts, "duration_s": duration, "table": snowflake_table(mart),
-                                              "window": f"[{start}, {end})"})
+        return dg.MaterializeResult(
+            metadata={**counts, "duration_s": duration, "table": snowflake_table(mart), "window": f"[{start}, {end})"}
+        )
 
     return _publish
 

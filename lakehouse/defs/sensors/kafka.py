@@ -15,7 +15,7 @@ Consumer lag (end offsets minus Bronze's next offsets) is logged on every tick a
 import json
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -26,7 +26,7 @@ from lakehouse.lib.lake import DeltaLake
 
 
 def today() -> str:
-    return datetime.now(timezone.utc).date().isoformat()
+    return datetime.now(UTC).date().isoformat()
 
 
 def default_status() -> dg.DefaultSensorStatus:
@@ -74,19 +74,37 @@ class Cursor:
     def from_json(cls, text: str | None) -> "Cursor":
         """The cursor a sensor stored (partition numbers are JSON object keys, so strings); None or "" = none."""
         stored = json.loads(text) if text else {}
-        return cls(requested={int(p): int(e) for p, e in (stored.get("requested") or {}).items()},
-                   requested_at=stored.get("requested_at", 0), waiting_since=stored.get("waiting_since"),
-                   last_key=stored.get("last_key"), attempt=stored.get("attempt", 0))
+        return cls(
+            requested={int(p): int(e) for p, e in (stored.get("requested") or {}).items()},
+            requested_at=stored.get("requested_at", 0),
+            waiting_since=stored.get("waiting_since"),
+            last_key=stored.get("last_key"),
+            attempt=stored.get("attempt", 0),
+        )
 
     def to_json(self) -> str:
-        return json.dumps({"requested": {str(p): e for p, e in self.requested.items()},
-                           "requested_at": self.requested_at, "waiting_since": self.waiting_since,
-                           "last_key": self.last_key, "attempt": self.attempt})
+        return json.dumps(
+            {
+                "requested": {str(p): e for p, e in self.requested.items()},
+                "requested_at": self.requested_at,
+                "waiting_since": self.waiting_since,
+                "last_key": self.last_key,
+                "attempt": self.attempt,
+            }
+        )
 
 
-def evaluate(stream: bronze.Stream, asset_key: dg.AssetKey, kafka: KafkaResource, lake: DeltaLake, cursor: Cursor,
-             now: float, policy: BatchPolicy, log=None,
-             in_flight: int = 0) -> tuple[dg.RunRequest | dg.SkipReason, Cursor]:
+def evaluate(
+    stream: bronze.Stream,
+    asset_key: dg.AssetKey,
+    kafka: KafkaResource,
+    lake: DeltaLake,
+    cursor: Cursor,
+    now: float,
+    policy: BatchPolicy,
+    log=None,
+    in_flight: int = 0,
+) -> tuple[dg.RunRequest | dg.SkipReason, Cursor]:
     """One tick, as a pure function of (topic offsets, Bronze offsets, cursor, time): (request or skip, new cursor).
 
     `in_flight` is how many Bronze runs of the topic are queued or running now."""
@@ -100,8 +118,11 @@ def evaluate(stream: bronze.Stream, asset_key: dg.AssetKey, kafka: KafkaResource
         return dg.SkipReason(f"{topic}: topic does not exist (yet)"), cursor
     if resets := now_at.resets():
         # Requesting runs would only fail them: say it on every tick until someone starts a new epoch.
-        message = (f"{topic} was reset or recreated ({'; '.join(resets)}); lag {sum(e - now_at.topic_now.start[p] for p, e in ends.items())} unlanded. "
-                   f"Run `lakehouse kafka-epoch {stream.table}` to land it as epoch {now_at.epoch + 1}")
+        unlanded = sum(e - now_at.topic_now.start[p] for p, e in ends.items())
+        message = (
+            f"{topic} was reset or recreated ({'; '.join(resets)}); lag {unlanded} unlanded. "
+            f"Run `lakehouse kafka-epoch {stream.table}` to land it as epoch {now_at.epoch + 1}"
+        )
         if log:
             log.error(message)
         return dg.SkipReason(message), cursor
@@ -115,21 +136,30 @@ def evaluate(stream: bronze.Stream, asset_key: dg.AssetKey, kafka: KafkaResource
     new = sum(max(0, end - start.get(p, 0)) for p, end in ends.items())
     total_lag = sum(lag.values())
     if log:
-        log.info(f"{topic}: lag {total_lag} ({json.dumps({str(p): v for p, v in lag.items()})}), {new} not yet requested")
+        log.info(
+            f"{topic}: lag {total_lag} ({json.dumps({str(p): v for p, v in lag.items()})}), {new} not yet requested"
+        )
     if new == 0:
         if total_lag:
-            return dg.SkipReason(f"{topic}: every message is in a requested batch that has not landed yet "
-                                 f"(lag {total_lag})"), cursor
+            return dg.SkipReason(
+                f"{topic}: every message is in a requested batch that has not landed yet (lag {total_lag})"
+            ), cursor
         return dg.SkipReason(f"{topic}: no new messages (lag 0)"), cursor
     if in_flight >= policy.max_in_flight:
         # Backpressure: while Bronze is busy, new messages wait and go into the next (bigger) batch.
-        return dg.SkipReason(f"{topic}: {in_flight} batch run(s) in flight, {new} new message(s) wait "
-                             f"for the next batch (lag {total_lag})"), cursor
+        return dg.SkipReason(
+            f"{topic}: {in_flight} batch run(s) in flight, {new} new message(s) wait "
+            f"for the next batch (lag {total_lag})"
+        ), cursor
     waiting_since = cursor.waiting_since or now
     if new < policy.min_batch and now - waiting_since < policy.max_wait_seconds:
-        return (dg.SkipReason(f"{topic}: {new} new message(s) < batch size {policy.min_batch}, waiting up to "
-                              f"{policy.max_wait_seconds:.0f}s (lag {total_lag})"),
-                replace(cursor, waiting_since=waiting_since))
+        return (
+            dg.SkipReason(
+                f"{topic}: {new} new message(s) < batch size {policy.min_batch}, waiting up to "
+                f"{policy.max_wait_seconds:.0f}s (lag {total_lag})"
+            ),
+            replace(cursor, waiting_since=waiting_since),
+        )
     ranges = batch_ranges(start, ends, policy.max_batch)
     key, attempt = run_key(topic, ranges), 0
     if key == cursor.last_key:
@@ -141,14 +171,23 @@ def evaluate(stream: bronze.Stream, asset_key: dg.AssetKey, kafka: KafkaResource
         run_key=key,
         partition_key=today(),
         asset_selection=[asset_key],
-        run_config=dg.RunConfig(ops={asset_key.to_python_identifier(): bronze.KafkaBatch(
-            end_offsets={str(p): e for p, (_, e) in ranges.items()})}),
-        tags={"kafka/topic": topic, "kafka/lag": str(total_lag),
-              "kafka/messages": str(sum(e - s for s, e in ranges.values()))},
+        run_config=dg.RunConfig(
+            ops={
+                asset_key.to_python_identifier(): bronze.KafkaBatch(
+                    end_offsets={str(p): e for p, (_, e) in ranges.items()}
+                )
+            }
+        ),
+        tags={
+            "kafka/topic": topic,
+            "kafka/lag": str(total_lag),
+            "kafka/messages": str(sum(e - s for s, e in ranges.values())),
+        },
     )
     requested = cursor.requested | {p: e for p, (_, e) in ranges.items()}
-    return request, Cursor(requested=requested, requested_at=now, waiting_since=None,
-                           last_key=run_key(topic, ranges), attempt=attempt)
+    return request, Cursor(
+        requested=requested, requested_at=now, waiting_since=None, last_key=run_key(topic, ranges), attempt=attempt
+    )
 
 
 def runs_in_flight(context: dg.SensorEvaluationContext, topic: str) -> int:
@@ -160,16 +199,32 @@ def runs_in_flight(context: dg.SensorEvaluationContext, topic: str) -> int:
     return instance.get_runs_count(dg.RunsFilter(tags={"kafka/topic": topic}, statuses=list(IN_FLIGHT)))
 
 
-IN_FLIGHT = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-             dg.DagsterRunStatus.STARTED)
+IN_FLIGHT = (
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+)
 
 
-def kafka_sensor(stream: bronze.Stream, asset: dg.AssetsDefinition, min_batch: int = 1, max_batch: int = 50_000,
-                 max_wait_seconds: float = 10.0, retry_after_seconds: float = 300.0,
-                 interval_seconds: int = 5, max_in_flight: int = 1) -> dg.SensorDefinition:
+def kafka_sensor(
+    stream: bronze.Stream,
+    asset: dg.AssetsDefinition,
+    min_batch: int = 1,
+    max_batch: int = 50_000,
+    max_wait_seconds: float = 10.0,
+    retry_after_seconds: float = 300.0,
+    interval_seconds: int = 5,
+    max_in_flight: int = 1,
+) -> dg.SensorDefinition:
     """The sensor of `stream`'s topic, requesting runs of `asset` as a `BatchPolicy` of these knobs says."""
-    policy = BatchPolicy(min_batch=min_batch, max_batch=max_batch, max_wait_seconds=max_wait_seconds,
-                         max_in_flight=max_in_flight, retry_after_seconds=retry_after_seconds)
+    policy = BatchPolicy(
+        min_batch=min_batch,
+        max_batch=max_batch,
+        max_wait_seconds=max_wait_seconds,
+        max_in_flight=max_in_flight,
+        retry_after_seconds=retry_after_seconds,
+    )
 
     @dg.sensor(
         name=f"kafka_{stream.topic}",
@@ -179,8 +234,17 @@ def kafka_sensor(stream: bronze.Stream, asset: dg.AssetsDefinition, min_batch: i
         default_status=default_status(),
     )
     def _sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource, lake: DeltaLake):
-        outcome, cursor = evaluate(stream, asset.key, kafka, lake, Cursor.from_json(context.cursor), time.time(),
-                                   policy, context.log, runs_in_flight(context, kafka.topic(stream.topic)))
+        outcome, cursor = evaluate(
+            stream,
+            asset.key,
+            kafka,
+            lake,
+            Cursor.from_json(context.cursor),
+            time.time(),
+            policy,
+            context.log,
+            runs_in_flight(context, kafka.topic(stream.topic)),
+        )
         if isinstance(outcome, dg.SkipReason):
             return dg.SensorResult(skip_reason=outcome, cursor=cursor.to_json())
         return dg.SensorResult(run_requests=[outcome], cursor=cursor.to_json())
@@ -196,9 +260,11 @@ support_tickets_sensor = kafka_sensor(bronze.SUPPORT_TICKETS, bronze.support_tic
 streaming_automation_sensor = dg.AutomationConditionSensorDefinition(
     "streaming_automation",
     target=dg.AssetSelection.assets(bronze.clickstream_events, bronze.support_ticket_changes).downstream(
-        depth=1, include_self=False),
+        depth=1, include_self=False
+    ),
     minimum_interval_seconds=5,
     default_status=default_status(),
-    description="Materialises Silver sessions / support tickets when streaming Bronze changes (their automation conditions).",
+    description="Materialises Silver sessions / support tickets when streaming Bronze changes "
+    "(their automation conditions).",
 )
 SENSORS = [clickstream_sensor, support_tickets_sensor, streaming_automation_sensor]

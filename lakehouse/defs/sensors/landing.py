@@ -39,8 +39,10 @@ def landing_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
     seen = json.loads(context.cursor) if context.cursor else {}
     files, ignored = landed_files()
     if ignored:
-        context.log.warning(f"ignored {len(ignored)} landing file(s) not named <day>.<ext> for a partition day: "
-                            f"{', '.join(sorted(ignored)[:20])}")
+        context.log.warning(
+            f"ignored {len(ignored)} landing file(s) not named <day>.<ext> for a partition day: "
+            f"{', '.join(sorted(ignored)[:20])}"
+        )
     changed = sorted(k for k, mtime in files.items() if seen.get(k) != mtime)
     requests = [
         dg.RunRequest(

@@ -5,7 +5,6 @@ Partition-aware like Gold: a run syncs its partition window (the whole range in 
 rebuilt customer_360 is synced whole whatever the window.
 """
 
-
 import dagster as dg
 
 from lakehouse.lib import partitions
@@ -29,7 +28,7 @@ def serve_asset(mart: str) -> dg.AssetsDefinition:
         backfill_policy=partitions.single_run,
         kinds={"postgres"},
         description=f"gold/{mart} ({', '.join(t.columns)}) upserted on ({', '.join(t.keys)}) into the "
-                    f"Postgres serving table `{t.table}`: {scope}.",
+        f"Postgres serving table `{t.table}`: {scope}.",
     )
     def _serve(context: dg.AssetExecutionContext, serving: ServingDatabase, lake: DeltaLake) -> dg.MaterializeResult:
         start, end = partitions.window(context)
@@ -46,9 +45,11 @@ def matches_gold_check(mart: str) -> dg.AssetChecksDefinition:
         name="matches_gold",
         partitions_def=partitions.daily,
         description=f"The serving copy of gold/{mart} has Gold's rows for the window: same count and the "
-                    "same checksum of the key columns.",
+        "same checksum of the key columns.",
     )
-    def _check(context: dg.AssetCheckExecutionContext, serving: ServingDatabase, lake: DeltaLake) -> dg.AssetCheckResult:
+    def _check(
+        context: dg.AssetCheckExecutionContext, serving: ServingDatabase, lake: DeltaLake
+    ) -> dg.AssetCheckResult:
         start, end = partitions.check_window(context)
         result = serving.compare_window(lake, mart, start, end)
         return dg.AssetCheckResult(

@@ -16,26 +16,51 @@ def silver_asset(*, deps: list, automation_condition: dg.AutomationCondition | N
 
     def decorator(fn) -> dg.AssetsDefinition:
         table = catalog.table(f"silver/{fn.__name__}")
-        specs = [dg.AssetSpec(table.key, deps=deps, description=inspect.getdoc(fn), group_name="silver",
-                              kinds={"spark", "delta"}, automation_condition=automation_condition)]
+        specs = [
+            dg.AssetSpec(
+                table.key,
+                deps=deps,
+                description=inspect.getdoc(fn),
+                group_name="silver",
+                kinds={"spark", "delta"},
+                automation_condition=automation_condition,
+            )
+        ]
         quarantine = catalog.quarantine_table(table) if table.quarantine else None
         if quarantine:
-            specs.append(dg.AssetSpec(quarantine.key, deps=deps, description=quarantine.description,
-                                      group_name="silver", kinds={"spark", "delta"}, skippable=True,
-                                      automation_condition=automation_condition))
+            specs.append(
+                dg.AssetSpec(
+                    quarantine.key,
+                    deps=deps,
+                    description=quarantine.description,
+                    group_name="silver",
+                    kinds={"spark", "delta"},
+                    skippable=True,
+                    automation_condition=automation_condition,
+                )
+            )
 
-        @dg.multi_asset(name=f"silver__{table.name}", specs=specs, check_specs=[accounting.spec(table.key)],
-                        partitions_def=partitions.daily, backfill_policy=partitions.single_run, can_subset=True,
-                        **kwargs)
+        @dg.multi_asset(
+            name=f"silver__{table.name}",
+            specs=specs,
+            check_specs=[accounting.spec(table.key)],
+            partitions_def=partitions.daily,
+            backfill_policy=partitions.single_run,
+            can_subset=True,
+            **kwargs,
+        )
         @functools.wraps(fn)
         def _asset(context: dg.AssetExecutionContext, **resources):
             result = fn(context, **resources)
             if table.key in context.selected_asset_keys:
-                yield dg.MaterializeResult(asset_key=table.key, metadata=result.metadata,
-                                           check_results=result.check_results)
+                yield dg.MaterializeResult(
+                    asset_key=table.key, metadata=result.metadata, check_results=result.check_results
+                )
             if quarantine and quarantine.key in context.selected_asset_keys:
-                yield dg.MaterializeResult(asset_key=quarantine.key,
-                                           metadata=resources["lake"].write_metadata(quarantine.layer, quarantine.name))
+                yield dg.MaterializeResult(
+                    asset_key=quarantine.key,
+                    metadata=resources["lake"].write_metadata(quarantine.layer, quarantine.name),
+                )
 
         return _asset
 

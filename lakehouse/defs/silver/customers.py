@@ -29,8 +29,9 @@ from lakehouse.lib.spark import SparkEngine
 
 RULES = [
     Rule("customer_id_not_null", "customer_id", "customer_id IS NULL OR trim(customer_id) = ''", "must be present"),
-    Rule("updated_at_is_timestamp", "updated_at", "try_to_timestamp(updated_at) IS NULL",
-         "must be an ISO-8601 timestamp"),
+    Rule(
+        "updated_at_is_timestamp", "updated_at", "try_to_timestamp(updated_at) IS NULL", "must be an ISO-8601 timestamp"
+    ),
 ]
 RAW_COLUMNS = bronze_contracts.source_columns(bronze_contracts.CrmCustomers) + ["_rescued_data"]
 ATTRIBUTES = ["email", "phone", "first_name", "last_name", "country", "signup_date", "_rescued_data", "_source_file"]
@@ -85,10 +86,13 @@ def customers(context: dg.AssetExecutionContext, spark: SparkEngine, lake: Delta
     # Late updates are versions older than the export day they arrived in; they join history, not "current".
     late = passed(classified).where("to_date(try_to_timestamp(updated_at)) < _partition_date").count()
     valid = passed(classified).withColumn("updated_at", F.expr("try_to_timestamp(updated_at)"))
-    kept, superseded = accounting.kept_and_superseded(valid, lake.read(spark_session, "silver", "customers"),
-                                                      ["customer_id", "updated_at"], ["_source_file"])
+    kept, superseded = accounting.kept_and_superseded(
+        valid, lake.read(spark_session, "silver", "customers"), ["customer_id", "updated_at"], ["_source_file"]
+    )
     counts.pop("passed", None)
     accounted_metadata, accounted = accounting.account(
-        "silver.customers", rows.count(), kept, {r.name: counts.get(r.name, 0) for r in RULES}, superseded)
-    return dg.MaterializeResult(metadata={**metadata, **accounted_metadata, "late_updates": late},
-                                check_results=[accounted])
+        "silver.customers", rows.count(), kept, {r.name: counts.get(r.name, 0) for r in RULES}, superseded
+    )
+    return dg.MaterializeResult(
+        metadata={**metadata, **accounted_metadata, "late_updates": late}, check_results=[accounted]
+    )

@@ -22,10 +22,18 @@ from lakehouse.lib.spark import SparkEngine
 
 RULES = [
     Rule("rate_date_is_date", "date", "try_cast(`date` AS DATE) IS NULL", "must be a date (YYYY-MM-DD)"),
-    Rule("currency_is_iso_code", "currency", "NOT coalesce(currency RLIKE '^[A-Z]{3}$', false)",
-         "must be a 3-letter ISO 4217 code"),
-    Rule("rate_is_positive_number", "rate_to_usd", "NOT coalesce(try_cast(rate_to_usd AS DECIMAL(18,6)) > 0, false)",
-         "must be a number > 0"),
+    Rule(
+        "currency_is_iso_code",
+        "currency",
+        "NOT coalesce(currency RLIKE '^[A-Z]{3}$', false)",
+        "must be a 3-letter ISO 4217 code",
+    ),
+    Rule(
+        "rate_is_positive_number",
+        "rate_to_usd",
+        "NOT coalesce(try_cast(rate_to_usd AS DECIMAL(18,6)) > 0, false)",
+        "must be a number > 0",
+    ),
 ]
 RAW_COLUMNS = ["date", "currency", "rate_to_usd"]
 
@@ -55,9 +63,13 @@ def fx_rates(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaL
     rates = enforce_schema(contracts.FxRates, conform(passed(classified)))
     metadata = lake.merge(rates, "silver", "fx_rates", ["rate_date", "currency"])
     kept, superseded = accounting.kept_and_superseded(
-        typed(passed(classified)), lake.read(spark.spark_session, "silver", "fx_rates"), ["rate_date", "currency"],
-        ["_source_file"])
+        typed(passed(classified)),
+        lake.read(spark.spark_session, "silver", "fx_rates"),
+        ["rate_date", "currency"],
+        ["_source_file"],
+    )
     counts.pop("passed", None)
     accounted_metadata, accounted = accounting.account(
-        "silver.fx_rates", rows.count(), kept, {r.name: counts.get(r.name, 0) for r in RULES}, superseded)
+        "silver.fx_rates", rows.count(), kept, {r.name: counts.get(r.name, 0) for r in RULES}, superseded
+    )
     return dg.MaterializeResult(metadata={**metadata, **accounted_metadata}, check_results=[accounted])

@@ -38,8 +38,12 @@ RULES = [
     Rule("amount_is_number", "amount", f"{AMOUNT} IS NULL", "must be a decimal number"),
     Rule("amount_non_negative", "amount", f"{AMOUNT} < 0", "must be >= 0"),
     Rule("customer_exists", "customer_id", "_known_customer IS NULL", "must reference a customer in silver.customers"),
-    Rule("fx_rate_available", "currency", "fx_rate_to_usd IS NULL",
-         "must have a rate in silver.fx_rates for the order date"),
+    Rule(
+        "fx_rate_available",
+        "currency",
+        "fx_rate_to_usd IS NULL",
+        "must have a rate in silver.fx_rates for the order date",
+    ),
 ]
 REFERENTIAL_RULES = ("customer_exists", "fx_rate_available")  # broken by data that may land later
 RAW_COLUMNS = bronze_contracts.source_columns(bronze_contracts.Orders) + ["_rescued_data"]
@@ -53,8 +57,11 @@ def with_references(rows: DataFrame, customers: DataFrame, fx_rates: DataFrame) 
     rates = fx_rates.select(
         F.col("rate_date").alias("_order_date"), "currency", F.col("rate_to_usd").alias("fx_rate_to_usd")
     )
-    return (rows.withColumn("_order_date", F.expr(ORDER_DATE)).join(known, "customer_id", "left")
-            .join(rates, ["_order_date", "currency"], "left"))
+    return (
+        rows.withColumn("_order_date", F.expr(ORDER_DATE))
+        .join(known, "customer_id", "left")
+        .join(rates, ["_order_date", "currency"], "left")
+    )
 
 
 def conform(passed_rows: DataFrame) -> DataFrame:
@@ -77,8 +84,9 @@ def conform(passed_rows: DataFrame) -> DataFrame:
         "_partition_date",
     )
     # The latest update wins; between equal ones, the first landing (a re-sent copy changes nothing).
-    latest = keep_latest(typed, ["order_id"], F.desc_nulls_last("updated_at"), F.asc("_partition_date"),
-                         F.asc("_source_file"))
+    latest = keep_latest(
+        typed, ["order_id"], F.desc_nulls_last("updated_at"), F.asc("_partition_date"), F.asc("_source_file")
+    )
     return latest.drop("_partition_date")
 
 
@@ -102,11 +110,13 @@ def recomputed(window_ids: DataFrame, all_rows: DataFrame, existing: DataFrame |
         return winners
     gone = existing.join(window_ids, "order_id", "left_semi").join(winners.select("order_id"), "order_id", "left_anti")
     return winners.withColumn("_delete", F.lit(False)).unionByName(
-        gone.select(*ORDER_COLUMNS).withColumn("_delete", F.lit(True)))
+        gone.select(*ORDER_COLUMNS).withColumn("_delete", F.lit(True))
+    )
 
 
-def days_to_run(lake: DeltaLake, spark: SparkSession, start: date, end: date, customers: DataFrame,
-                fx_rates: DataFrame) -> list[date]:
+def days_to_run(
+    lake: DeltaLake, spark: SparkSession, start: date, end: date, customers: DataFrame, fx_rates: DataFrame
+) -> list[date]:
     """The window's landing days, and the days with orders parked for a customer or FX rate that has
     landed since (in any day's file): those days run again, so the table does not depend on the order
     the days were run in. An order whose customer never lands stays parked and costs nothing."""
@@ -114,13 +124,15 @@ def days_to_run(lake: DeltaLake, spark: SparkSession, start: date, end: date, cu
     if lake.exists("silver", "orders_quarantine"):
         parked = lake.read(spark, "silver", "orders_quarantine").where(F.col("_rule").isin(*REFERENTIAL_RULES))
         record = lambda field: F.get_json_object("_record", f"$.{field}")  # noqa: E731
-        customer_known = (parked.where("_rule = 'customer_exists'")
-                          .join(customers.select("customer_id"), record("customer_id") == F.col("customer_id"),
-                                "left_semi"))
+        customer_known = parked.where("_rule = 'customer_exists'").join(
+            customers.select("customer_id"), record("customer_id") == F.col("customer_id"), "left_semi"
+        )
         rate_known = parked.where("_rule = 'fx_rate_available'").join(
             fx_rates.select("rate_date", F.col("currency").alias("_currency")),
             (F.to_date(F.expr("try_to_timestamp(get_json_object(_record, '$.order_ts'))")) == F.col("rate_date"))
-            & (record("currency") == F.col("_currency")), "left_semi")
+            & (record("currency") == F.col("_currency")),
+            "left_semi",
+        )
         retried = customer_known.unionByName(rate_known).select("_partition_date").distinct().collect()
         days |= {r["_partition_date"] for r in retried}
     return sorted(days)
@@ -148,20 +160,38 @@ def orders(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLak
     files_before = lake.data_files("silver", "orders", "order_date") if existing is not None else {}
     with lake.staged(touched.distinct(), "silver.orders-touched") as ids:
         source = recomputed(ids, with_references(landed, customers, fx_rates), existing)
-        metadata = (lake.merge(source, "silver", "orders", ["order_id"], partition_by="order_date") if existing is None
-                    else lake.merge(source, "silver", "orders", ["order_id"], MERGE_CLAUSES))
+        metadata = (
+            lake.merge(source, "silver", "orders", ["order_id"], partition_by="order_date")
+            if existing is None
+            else lake.merge(source, "silver", "orders", ["order_id"], MERGE_CLAUSES)
+        )
     # An update that lands after its order's day changes that day's partition: say so, so that Dagster
     # marks what depends on it (Gold) stale for that day too.
-    for day in sorted(lake.partitions_written("silver", "orders", "order_date", files_before)
-                      - {d.isoformat() for d in days_in(start, end)}):
-        context.log_event(dg.AssetMaterialization(catalog.table("silver/orders").key, partition=day, metadata={
-            "changed_by": dg.MetadataValue.text(f"the run of [{start}, {end}): later versions of its orders")}))
-    kept, superseded = accounting.kept_and_superseded(passed(classified), lake.read(spark_session, "silver", "orders"),
-                                                      ["order_id"], ["_source_file"])
+    for day in sorted(
+        lake.partitions_written("silver", "orders", "order_date", files_before)
+        - {d.isoformat() for d in days_in(start, end)}
+    ):
+        context.log_event(
+            dg.AssetMaterialization(
+                catalog.table("silver/orders").key,
+                partition=day,
+                metadata={
+                    "changed_by": dg.MetadataValue.text(f"the run of [{start}, {end}): later versions of its orders")
+                },
+            )
+        )
+    kept, superseded = accounting.kept_and_superseded(
+        passed(classified), lake.read(spark_session, "silver", "orders"), ["order_id"], ["_source_file"]
+    )
     counts.pop("passed", None)
     accounting_metadata, accounted = accounting.account(
-        "silver.orders", rows.count(), kept, {r.name: counts.get(r.name, 0) for r in RULES}, superseded)
+        "silver.orders", rows.count(), kept, {r.name: counts.get(r.name, 0) for r in RULES}, superseded
+    )
     return dg.MaterializeResult(
-        metadata={**metadata, **accounting_metadata,
-                  "landing_days": dg.MetadataValue.json([d.isoformat() for d in days])},
-        check_results=[accounted])
+        metadata={
+            **metadata,
+            **accounting_metadata,
+            "landing_days": dg.MetadataValue.json([d.isoformat() for d in days]),
+        },
+        check_results=[accounted],
+    )

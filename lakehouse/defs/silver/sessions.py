@@ -9,7 +9,7 @@ grew (a late event re-opens them) are updated, and a session that a late event j
 is deleted (only when the larger one covers it). Re-running changes nothing.
 """
 
-from datetime import timezone
+from datetime import UTC
 
 import dagster as dg
 import pyarrow.compute as pc
@@ -39,19 +39,40 @@ RECORD_COLUMNS = [*bronze.CLICKSTREAM.columns, "_rescued_data", "_raw", "_parse_
 
 def kafka_source() -> Column:
     """Where a quarantined event came from, as the quarantine table's `_source_file`: its place in Kafka."""
-    return F.concat_ws("/", F.lit("kafka:"), "kafka_topic", F.concat(F.lit("epoch"), "kafka_epoch"),
-                       "kafka_partition", "kafka_offset")
+    return F.concat_ws(
+        "/", F.lit("kafka:"), "kafka_topic", F.concat(F.lit("epoch"), "kafka_epoch"), "kafka_partition", "kafka_offset"
+    )
 
 
-SESSION_COLUMNS = ["session_id", "user_id", "session_start", "session_end", "session_date", "duration_seconds",
-                   "page_count", "page_views", "is_bounce", "last_event_received_at", "_bronze_ingested_at"]
+SESSION_COLUMNS = [
+    "session_id",
+    "user_id",
+    "session_start",
+    "session_end",
+    "session_date",
+    "duration_seconds",
+    "page_count",
+    "page_views",
+    "is_bounce",
+    "last_event_received_at",
+    "_bronze_ingested_at",
+]
 
 
 def valid_events(rows: DataFrame) -> DataFrame:
     """One row per event_id (re-sent duplicates dropped), typed; malformed and keyless messages left out."""
     events = rows.where(EVENT_RULE).select(
-        "event_id", "user_id", "event_type", "page", "product_id", F.expr(EVENT_TS).alias("event_ts"),
-        "kafka_timestamp", "kafka_partition", "kafka_offset", "_ingested_at")
+        "event_id",
+        "user_id",
+        "event_type",
+        "page",
+        "product_id",
+        F.expr(EVENT_TS).alias("event_ts"),
+        "kafka_timestamp",
+        "kafka_partition",
+        "kafka_offset",
+        "_ingested_at",
+    )
     return keep_latest(events, ["event_id"], F.col("kafka_timestamp"), F.col("kafka_partition"), F.col("kafka_offset"))
 
 
@@ -60,7 +81,8 @@ def sessionise(events: DataFrame) -> DataFrame:
     by_time = Window.partitionBy("user_id").orderBy("event_ts", "event_id")
     gap = F.col("event_ts").cast("long") - F.lag("event_ts").over(by_time).cast("long")
     numbered = events.withColumn("_new", F.when(gap.isNull() | (gap > IDLE_GAP_SECONDS), 1).otherwise(0)).withColumn(
-        "_session", F.sum("_new").over(by_time.rowsBetween(Window.unboundedPreceding, Window.currentRow)))
+        "_session", F.sum("_new").over(by_time.rowsBetween(Window.unboundedPreceding, Window.currentRow))
+    )
     sessions = numbered.groupBy("user_id", "_session").agg(
         F.min("event_ts").alias("session_start"),
         F.max("event_ts").alias("session_end"),
@@ -71,10 +93,16 @@ def sessionise(events: DataFrame) -> DataFrame:
     )
     return sessions.select(
         F.concat_ws("-", "user_id", F.date_format("session_start", "yyyyMMdd'T'HHmmss")).alias("session_id"),
-        "user_id", "session_start", "session_end", F.to_date("session_start").alias("session_date"),
+        "user_id",
+        "session_start",
+        "session_end",
+        F.to_date("session_start").alias("session_date"),
         (F.col("session_end").cast("long") - F.col("session_start").cast("long")).alias("duration_seconds"),
-        F.col("page_count").cast("int").alias("page_count"), F.col("page_views").cast("int").alias("page_views"),
-        (F.col("page_count") == 1).alias("is_bounce"), "last_event_received_at", "_bronze_ingested_at",
+        F.col("page_count").cast("int").alias("page_count"),
+        F.col("page_views").cast("int").alias("page_views"),
+        (F.col("page_count") == 1).alias("is_bounce"),
+        "last_event_received_at",
+        "_bronze_ingested_at",
     )
 
 
@@ -94,7 +122,7 @@ def newest(snapshot: DeltaTable, column: str) -> str | None:
     if value is None:
         return None
     if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        value = value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat(sep=" ")  # the session time zone is UTC (resources/spark.py)
 
 
@@ -107,9 +135,13 @@ def superseded(existing: DataFrame, recomputed: DataFrame) -> DataFrame:
     """Existing sessions that a recomputed session of the same user now covers (a late event joined them)."""
     gone = existing.join(recomputed.select("session_id"), "session_id", "left_anti").alias("e")
     cover = recomputed.select("user_id", "session_start", "session_end").alias("r")
-    covered = gone.join(cover, (F.col("e.user_id") == F.col("r.user_id"))
-                        & (F.col("r.session_start") <= F.col("e.session_start"))
-                        & (F.col("r.session_end") >= F.col("e.session_end")), "left_semi")
+    covered = gone.join(
+        cover,
+        (F.col("e.user_id") == F.col("r.user_id"))
+        & (F.col("r.session_start") <= F.col("e.session_start"))
+        & (F.col("r.session_end") >= F.col("e.session_end")),
+        "left_semi",
+    )
     return covered.select(*[F.col(f"e.{c}").alias(c) for c in SESSION_COLUMNS])
 
 
@@ -132,8 +164,9 @@ def landed_since(lake: DeltaLake, spark: SparkSession, bronze_table: str, silver
     return rows.where(f"_ingested_at > TIMESTAMP '{seen}'") if seen is not None else rows
 
 
-def affected_sessions(lake: DeltaLake, spark: SparkSession, new: DataFrame,
-                      upto: str) -> tuple[DataFrame, DataFrame | None, DataFrame]:
+def affected_sessions(
+    lake: DeltaLake, spark: SparkSession, new: DataFrame, upto: str
+) -> tuple[DataFrame, DataFrame | None, DataFrame]:
     """(recomputed sessions of the users with new valid events, those users' existing sessions, their history).
 
     Only the part of each user's history that new events can change is recomputed (`changes_since`).
@@ -157,17 +190,21 @@ def changes_since(new_events: DataFrame, current: DataFrame | None) -> DataFrame
     if current is None:
         return first_new.select("user_id", F.col("_first_new").alias("_since"))
     reopened = current.join(first_new, "user_id").where(
-        F.col("session_end").cast("long") >= F.col("_first_new").cast("long") - IDLE_GAP_SECONDS)
+        F.col("session_end").cast("long") >= F.col("_first_new").cast("long") - IDLE_GAP_SECONDS
+    )
     earliest = reopened.groupBy("user_id").agg(F.min("session_start").alias("_reopened"))
     return first_new.join(earliest, "user_id", "left").select(
-        "user_id", F.least("_first_new", F.coalesce("_reopened", "_first_new")).alias("_since"))
+        "user_id", F.least("_first_new", F.coalesce("_reopened", "_first_new")).alias("_since")
+    )
 
 
 def events_in_sessions(lake: DeltaLake) -> int:
     """How many events the sessions hold (read with delta-rs, not from this run's plan)."""
     if not lake.exists("silver", TABLE):
         return 0
-    return int(pc.sum(lake.delta_table("silver", TABLE).to_pyarrow_table(columns=["page_count"]).column(0)).as_py() or 0)
+    return int(
+        pc.sum(lake.delta_table("silver", TABLE).to_pyarrow_table(columns=["page_count"]).column(0)).as_py() or 0
+    )
 
 
 def distinct_events(rows: DataFrame) -> int:
@@ -184,8 +221,11 @@ def sessions(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaL
     snapshot = lake.delta_table("bronze", bronze.CLICKSTREAM.table)
     upto, seen = newest(snapshot, "_ingested_at"), watermark(lake)
     new = new_events(lake, spark_session, upto)
-    classified = classify(new.withColumn("_partition_date", F.col("_ingest_date"))
-                          .withColumn("_source_file", kafka_source()), RULES, "silver.sessions")
+    classified = classify(
+        new.withColumn("_partition_date", F.col("_ingest_date")).withColumn("_source_file", kafka_source()),
+        RULES,
+        "silver.sessions",
+    )
     counts = rule_counts(classified)
     bad = quarantined(classified, RECORD_COLUMNS)
     lake.merge(bad, "silver", f"{TABLE}_quarantine", ["_source_file"])
@@ -202,7 +242,12 @@ def sessions(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaL
     first_seen = distinct_events(history) - distinct_events(earlier)
     passed = counts.pop("passed", 0)
     counts_metadata, accounted = accounting.account(
-        "silver.sessions", sum(counts.values()) + passed, events_in_sessions(lake) - events_before,
-        {r.name: counts.get(r.name, 0) for r in RULES}, passed - first_seen)
-    return dg.MaterializeResult(metadata={**metadata, **counts_metadata, "bronze/version": snapshot.version()},
-                                check_results=[accounted])
+        "silver.sessions",
+        sum(counts.values()) + passed,
+        events_in_sessions(lake) - events_before,
+        {r.name: counts.get(r.name, 0) for r in RULES},
+        passed - first_seen,
+    )
+    return dg.MaterializeResult(
+        metadata={**metadata, **counts_metadata, "bronze/version": snapshot.version()}, check_results=[accounted]
+    )

@@ -43,19 +43,30 @@ TICKET_COLUMNS = [f.name for f in contracts.SupportTickets.to_schema().columns.v
 
 def typed_changes(valid: DataFrame) -> DataFrame:
     return valid.select(
-        "ticket_id", F.expr("try_cast(seq AS INT)").alias("seq"), "op", *ATTRIBUTES,
-        F.expr("try_to_timestamp(changed_at)").alias("changed_at"), (F.col("op") == "d").alias("is_deleted"),
-        *ORIGIN, "kafka_timestamp", F.col("_ingested_at").alias("_bronze_ingested_at"))
+        "ticket_id",
+        F.expr("try_cast(seq AS INT)").alias("seq"),
+        "op",
+        *ATTRIBUTES,
+        F.expr("try_to_timestamp(changed_at)").alias("changed_at"),
+        (F.col("op") == "d").alias("is_deleted"),
+        *ORIGIN,
+        "kafka_timestamp",
+        F.col("_ingested_at").alias("_bronze_ingested_at"),
+    )
 
 
 def latest_changes(valid: DataFrame) -> DataFrame:
     """The highest-seq change per ticket (duplicates and superseded changes dropped)."""
-    return keep_latest(typed_changes(valid), ["ticket_id"], F.desc("seq"), F.col("kafka_timestamp"),
-                       F.col("kafka_offset"))
+    return keep_latest(
+        typed_changes(valid), ["ticket_id"], F.desc("seq"), F.col("kafka_timestamp"), F.col("kafka_offset")
+    )
 
 
 _UPDATE = ", ".join(
-    [f"{c} = s.{c}" for c in ["seq", "op", "changed_at", "is_deleted", *ORIGIN, "kafka_timestamp", "_bronze_ingested_at"]]
+    [
+        f"{c} = s.{c}"
+        for c in ["seq", "op", "changed_at", "is_deleted", *ORIGIN, "kafka_timestamp", "_bronze_ingested_at"]
+    ]
     + [f"{c} = coalesce(s.{c}, t.{c})" for c in ATTRIBUTES]
 )
 MERGE_CLAUSES = (
@@ -70,17 +81,23 @@ def support_tickets(context: dg.AssetExecutionContext, spark: SparkEngine, lake:
     spark_session = spark.spark_session
     snapshot = lake.delta_table("bronze", bronze.SUPPORT_TICKETS.table)
     rows = landed_since(lake, spark_session, bronze.SUPPORT_TICKETS.table, TABLE, newest(snapshot, "_ingested_at"))
-    classified = classify(rows.withColumn("_partition_date", F.col("_ingest_date"))
-                          .withColumn("_source_file", kafka_source()), RULES, "silver.support_tickets")
+    classified = classify(
+        rows.withColumn("_partition_date", F.col("_ingest_date")).withColumn("_source_file", kafka_source()),
+        RULES,
+        "silver.support_tickets",
+    )
     counts = rule_counts(classified)
     lake.merge(quarantined(classified, RECORD_COLUMNS), "silver", f"{TABLE}_quarantine", ["_source_file"])
     valid = passed(classified)
     changes = enforce_schema(contracts.SupportTickets, latest_changes(valid).select(TICKET_COLUMNS))
     metadata = lake.merge(changes, "silver", TABLE, ["ticket_id"], MERGE_CLAUSES)
-    kept, superseded = accounting.kept_and_superseded(typed_changes(valid), lake.read(spark_session, "silver", TABLE),
-                                                      ["ticket_id"], ORIGIN)
+    kept, superseded = accounting.kept_and_superseded(
+        typed_changes(valid), lake.read(spark_session, "silver", TABLE), ["ticket_id"], ORIGIN
+    )
     counts.pop("passed", None)
     accounted_metadata, accounted = accounting.account(
-        "silver.support_tickets", rows.count(), kept, {r.name: counts.get(r.name, 0) for r in RULES}, superseded)
-    return dg.MaterializeResult(metadata={**metadata, **accounted_metadata, "bronze/version": snapshot.version()},
-                                check_results=[accounted])
+        "silver.support_tickets", rows.count(), kept, {r.name: counts.get(r.name, 0) for r in RULES}, superseded
+    )
+    return dg.MaterializeResult(
+        metadata={**metadata, **accounted_metadata, "bronze/version": snapshot.version()}, check_results=[accounted]
+    )

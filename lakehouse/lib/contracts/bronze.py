@@ -11,10 +11,16 @@ STRING = T.StringType()
 class BronzeRow(DataFrameModel):
     """Ingestion columns: where a row came from, when, and what did not fit the contract."""
 
-    rescued_data: STRING = Field(alias="_rescued_data", nullable=True, description="Unknown source columns as JSON (schema drift)")
+    rescued_data: STRING = Field(
+        alias="_rescued_data", nullable=True, description="Unknown source columns as JSON (schema drift)"
+    )
     source_file: STRING = Field(alias="_source_file", nullable=False, description="Landing file the row was read from")
-    partition_date: T.DateType() = Field(alias="_partition_date", nullable=False, description="Landing day (the partition)")
-    ingested_at: T.TimestampType() = Field(alias="_ingested_at", nullable=False, description="When the run read the row")
+    partition_date: T.DateType() = Field(
+        alias="_partition_date", nullable=False, description="Landing day (the partition)"
+    )
+    ingested_at: T.TimestampType() = Field(
+        alias="_ingested_at", nullable=False, description="When the run read the row"
+    )
     run_id: STRING = Field(alias="_run_id", nullable=False, description="Dagster run that ingested the row")
 
     class Config:
@@ -77,7 +83,9 @@ class KafkaRow(DataFrameModel):
     parse_error: STRING = Field(alias="_parse_error", nullable=True, description="Why the payload is unusable")
     kafka_topic: STRING = Field(nullable=False)
     kafka_topic_id: STRING = Field(nullable=True, description="The topic's id: a recreated topic gets a new one")
-    kafka_epoch: T.IntegerType() = Field(nullable=False, ge=0, description="Bumped by `lakehouse kafka-epoch` after a reset")
+    kafka_epoch: T.IntegerType() = Field(
+        nullable=False, ge=0, description="Bumped by `lakehouse kafka-epoch` after a reset"
+    )
     kafka_partition: T.IntegerType() = Field(nullable=False, ge=0)
     kafka_offset: T.LongType() = Field(nullable=False, ge=0)
     kafka_key: STRING = Field(nullable=True)

@@ -118,8 +118,11 @@ class SupportTickets(DataFrameModel):
     kafka_partition: T.IntegerType() = Field(nullable=False)
     kafka_offset: T.LongType() = Field(nullable=False)
     kafka_timestamp: TIMESTAMP = Field(nullable=True)
-    bronze_ingested_at: TIMESTAMP = Field(alias="_bronze_ingested_at", nullable=False,
-                                          description="When Bronze landed the change applied (Silver's watermark)")
+    bronze_ingested_at: TIMESTAMP = Field(
+        alias="_bronze_ingested_at",
+        nullable=False,
+        description="When Bronze landed the change applied (Silver's watermark)",
+    )
 
     class Config:
         name = "silver.support_tickets"
