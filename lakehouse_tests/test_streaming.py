@@ -9,6 +9,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import pytest
 
 from lakehouse.defs.bronze import streaming as bronze
 from lakehouse.defs.sensors import kafka as sensors
@@ -16,8 +17,11 @@ from lakehouse.defs.silver import sessions as silver_sessions
 from lakehouse.defs.silver import support_tickets as silver_tickets
 from lakehouse.dev.broker import KafkaBroker
 from lakehouse.lib.kafka import KafkaResource
+from lakehouse.lib.lake import DeltaLake
+from lakehouse.lib.spark import SparkEngine
 from lakehouse_tests.helpers import DAYS, SCALE, SEED, START, read_rows, total
 from lakehouse_tests.kafka_fixtures import (  # noqa: F401 - fixtures
+    PARTITIONS,
     broker,
     kafka,
     materialization,
@@ -152,50 +156,93 @@ def test_end_offsets_are_the_high_watermarks_on_kafka_and_probed_past_them_on_ta
     assert probed == ([] if isinstance(broker, KafkaBroker) else [{0: 1, 1: 1, 2: 0}])
 
 
-def test_produced_events_flow_through_sensor_bronze_and_silver_with_exact_counts(manifest, stream_resources):
-    kafka, lake = stream_resources["kafka"], stream_resources["lake"]
-    clicks_sent = produce_days(kafka, "clickstream", START, DAYS, SCALE, SEED)
-    tickets_sent = produce_days(kafka, "support_tickets_cdc", START, DAYS, SCALE, SEED)
-    assert clicks_sent == total(manifest, "clickstream", "records")
-    assert tickets_sent == total(manifest, "support_tickets_cdc", "records")
-
-    # One tick per topic requests one run covering every partition, named by topic, partition and range.
-    for sensor, asset, topic, sent in [
-        (sensors.clickstream_sensor, CLICKS, "clickstream", clicks_sent),
-        (sensors.support_tickets_sensor, TICKETS, "support_tickets_cdc", tickets_sent),
+@pytest.fixture(scope="module")
+def flowed(broker, manifest, sail_url, tmp_path_factory) -> dict:
+    """The generator's days produced to both topics, then what a user's deployment does: one sensor tick per
+    topic, the runs it requests, a tick once caught up, and the Silver runs. What each step gave, for the tests
+    below (one scenario per broker)."""
+    kafka = KafkaResource(bootstrap_servers=broker.bootstrap, topic_prefix=f"flow-{type(broker).__name__.lower()}.")
+    for topic in ("clickstream", "support_tickets_cdc"):
+        kafka.create_topic(topic, PARTITIONS)
+    lake = DeltaLake(root=str(tmp_path_factory.mktemp("flow") / "lake"))
+    resources = {"spark": SparkEngine(remote=sail_url), "lake": lake, "kafka": kafka}
+    sent = {
+        topic: produce_days(kafka, topic, START, DAYS, SCALE, SEED) for topic in ("clickstream", "support_tickets_cdc")
+    }
+    batches = {}
+    for sensor, asset, topic in [
+        (sensors.clickstream_sensor, CLICKS, "clickstream"),
+        (sensors.support_tickets_sensor, TICKETS, "support_tickets_cdc"),
     ]:
-        result = tick(sensor, stream_resources)
-        [request] = result.run_requests
-        assert request.partition_key == TODAY
-        assert request.run_key.startswith(f"{kafka.topic(topic)}:p0:0-")
-        assert request.tags["kafka/lag"] == str(sent)
-        meta = materialization(run_requested(stream_resources, asset, request), asset)
-        assert meta["rows_written"] == sent and meta["kafka/lag"] == 0
-        # Caught up: the next tick skips and reports zero lag.
-        assert "no new messages (lag 0)" in tick(sensor, stream_resources, result.cursor).skip_reason.skip_message
+        first = tick(sensor, resources)
+        [request] = first.run_requests
+        landed = materialization(run_requested(resources, asset, request), asset)
+        batches[topic] = {"request": request, "landed": landed, "next_tick": tick(sensor, resources, first.cursor)}
+    sessions = materialization(run(resources, silver_sessions.sessions, TODAY), silver_sessions.sessions)
+    run(resources, silver_tickets.support_tickets, TODAY)
+    return {
+        "kafka": kafka,
+        "lake": lake,
+        "sent": sent,
+        "batches": batches,
+        "sessions_run": sessions,
+        "clicks": bronze_rows(lake, CLICKS.key.path[-1]),
+    }
 
-    clicks = bronze_rows(lake, CLICKS.key.path[-1])
-    assert len(clicks) == clicks_sent and len(set(offsets(clicks))) == clicks_sent
+
+def test_the_producer_sends_every_line_of_the_generated_days(flowed, manifest):
+    assert flowed["sent"] == {
+        topic: total(manifest, topic, "records") for topic in ("clickstream", "support_tickets_cdc")
+    }
+
+
+@pytest.mark.parametrize("topic", ["clickstream", "support_tickets_cdc"])
+def test_one_tick_requests_one_run_named_by_topic_partition_and_range(flowed, topic):
+    request = flowed["batches"][topic]["request"]
+    assert request.partition_key == TODAY
+    assert request.run_key.startswith(f"{flowed['kafka'].topic(topic)}:p0:0-")
+    assert request.tags["kafka/lag"] == str(flowed["sent"][topic])
+
+
+@pytest.mark.parametrize("topic", ["clickstream", "support_tickets_cdc"])
+def test_the_requested_run_lands_every_message_and_the_next_tick_skips_with_lag_0(flowed, topic):
+    batch = flowed["batches"][topic]
+    assert batch["landed"]["rows_written"] == flowed["sent"][topic] and batch["landed"]["kafka/lag"] == 0
+    assert "no new messages (lag 0)" in batch["next_tick"].skip_reason.skip_message
+
+
+def test_bronze_holds_each_offset_once_in_todays_partition(flowed):
+    clicks = flowed["clicks"]
+    assert len(clicks) == len(set(offsets(clicks))) == flowed["sent"]["clickstream"]
     assert {r["_ingest_date"].isoformat() for r in clicks} == {TODAY}
-    malformed = [r for r in clicks if r["_parse_error"]]
+
+
+def test_malformed_messages_land_with_their_raw_payload_and_reason(flowed, manifest):
+    malformed = [r for r in flowed["clicks"] if r["_parse_error"]]
     assert len(malformed) == total(manifest, "clickstream", "malformed")
     assert all(r["_raw"] and r["event_id"] is None for r in malformed)
     assert (
         sorted(r["_parse_error"].split(":")[0] for r in malformed)
         == ["invalid JSON"] * (len(malformed) - DAYS) + ["unreadable JSON"] * DAYS
     )  # cut-off lines, and one poison message a day
-    assert sum(r["_rescued_data"] is not None for r in clicks) == total(manifest, "clickstream", "unknown_columns")
 
-    meta = materialization(run(stream_resources, silver_sessions.sessions, TODAY), silver_sessions.sessions)
-    sessions = read_rows(lake, "silver", "sessions")
-    assert len(sessions) == total(manifest, "clickstream", "sessions") == meta["dagster/row_count"]
+
+def test_unknown_fields_are_rescued(flowed, manifest):
+    rescued = sum(r["_rescued_data"] is not None for r in flowed["clicks"])
+    assert rescued == total(manifest, "clickstream", "unknown_columns")
+
+
+def test_silver_sessions_hold_every_event_exactly_once(flowed, manifest):
+    sessions = read_rows(flowed["lake"], "silver", "sessions")
+    assert len(sessions) == total(manifest, "clickstream", "sessions") == flowed["sessions_run"]["dagster/row_count"]
     assert sum(s["is_bounce"] for s in sessions) == total(manifest, "clickstream", "bounces")
     # Every event exactly once: produced minus re-sent duplicates minus malformed records.
-    events = clicks_sent - total(manifest, "clickstream", "duplicates", "malformed")
+    events = flowed["sent"]["clickstream"] - total(manifest, "clickstream", "duplicates", "malformed")
     assert sum(s["page_count"] for s in sessions) == events == total(manifest, "clickstream", "events")
 
-    run(stream_resources, silver_tickets.support_tickets, TODAY)
-    tickets = read_rows(lake, "silver", "support_tickets")
+
+def test_silver_support_tickets_hold_each_tickets_final_state(flowed, manifest):
+    tickets = read_rows(flowed["lake"], "silver", "support_tickets")
     expected = final_day(manifest, "support_tickets_cdc")
     assert len(tickets) == expected["tickets"]
     assert sum(t["is_deleted"] for t in tickets) == expected["deleted"]
