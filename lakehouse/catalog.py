@@ -10,6 +10,8 @@ Adding a batch source: a contract in lib/contracts/bronze.py, a `Table` here wit
 Silver table, a transform in defs/silver/.
 """
 
+import hashlib
+import inspect
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +36,8 @@ class Table:
     reads: str | None = None  # the Bronze table a Silver table is built from (what quarantine_share compares with)
     quarantine: bool = False  # rows that break a rule go to `<name>_quarantine`, with the reason
     zorder: tuple[str, ...] = ()  # what queries filter or join on, besides the partition column
+    domain: str = ""  # the business domain the table belongs to (a tag in the UI)
+    holds_pii: bool | None = None  # None: personal data if a contract column is described as PII
 
     @property
     def path(self) -> str:
@@ -42,6 +46,12 @@ class Table:
     @property
     def key(self) -> dg.AssetKey:
         return dg.AssetKey([self.layer, self.name])
+
+    @property
+    def pii(self) -> bool:
+        if self.holds_pii is not None:
+            return self.holds_pii
+        return any((c.description or "").startswith("PII") for c in self.contract.to_schema().columns.values())
 
     @property
     def window(self) -> str | None:
@@ -60,6 +70,7 @@ TABLES = [
         "CRM customer records as exported each day (JSON lines), untyped, nothing dropped.",
         landing="jsonl",
         checks=("schema_drift", "volume"),
+        domain="customer",
     ),
     Table(
         "bronze",
@@ -68,6 +79,7 @@ TABLES = [
         "E-commerce orders as landed each day (CSV), untyped, nothing dropped.",
         landing="csv",
         checks=("schema_drift", "volume"),
+        domain="sales",
     ),
     Table(
         "bronze",
@@ -75,10 +87,11 @@ TABLES = [
         bronze.FxRates,
         "Daily FX rates to USD as landed (CSV), untyped, nothing dropped.",
         landing="csv",
+        domain="finance",
     ),
     # Streaming sources: Kafka micro-batches (defs/bronze/streaming.py).
-    Table("bronze", "clickstream_events", bronze.ClickstreamEvents, zorder=KAFKA_ZORDER),
-    Table("bronze", "support_ticket_changes", bronze.SupportTicketChanges, zorder=KAFKA_ZORDER),
+    Table("bronze", "clickstream_events", bronze.ClickstreamEvents, zorder=KAFKA_ZORDER, domain="web"),
+    Table("bronze", "support_ticket_changes", bronze.SupportTicketChanges, zorder=KAFKA_ZORDER, domain="support"),
     # Silver: typed, deduplicated, conformed (defs/silver/).
     Table(
         "silver",
@@ -88,6 +101,7 @@ TABLES = [
         quarantine=True,
         checks=("quarantine_share", "one_current_version"),
         zorder=("customer_id", "valid_from"),
+        domain="customer",
     ),
     Table(
         "silver",
@@ -97,6 +111,7 @@ TABLES = [
         quarantine=True,
         checks=("volume", "quarantine_share", "customers_exist"),
         zorder=("customer_id", "order_ts"),
+        domain="sales",
     ),
     Table(
         "silver",
@@ -106,6 +121,7 @@ TABLES = [
         quarantine=True,
         checks=("quarantine_share",),
         zorder=("rate_date", "currency"),
+        domain="finance",
     ),
     Table(
         "silver",
@@ -114,6 +130,7 @@ TABLES = [
         reads="bronze/clickstream_events",
         quarantine=True,
         zorder=("user_id", "session_start"),
+        domain="web",
     ),
     Table(
         "silver",
@@ -122,6 +139,7 @@ TABLES = [
         reads="bronze/support_ticket_changes",
         quarantine=True,
         zorder=("customer_id", "ticket_id"),
+        domain="support",
     ),
 ]
 
@@ -133,6 +151,8 @@ def quarantine_table(table: Table) -> Table:
         f"{table.name}_quarantine",
         silver.quarantine_contract(table.name),
         f"Rows of {table.path} that broke a rule, each with the rule, the column, the reason and the original record.",
+        domain=table.domain,
+        holds_pii=table.pii,  # the original record, as JSON
     )
 
 
@@ -151,12 +171,32 @@ def table(path: str) -> Table:
     return next(t for t in all_tables() if t.path == path)
 
 
-def with_contract_schema(spec: dg.AssetSpec) -> dg.AssetSpec:
-    """The asset's contract as the column schema the UI shows (types, nullability, rules, descriptions)."""
+def with_declaration(spec: dg.AssetSpec) -> dg.AssetSpec:
+    """What the catalog declares about the asset's table: its contract as the column schema the UI shows (types,
+    nullability, rules, descriptions), and its domain and `pii` as tags. A mart's copies (publish, serve) carry
+    the mart's tags."""
     declared = {t.key: t for t in all_tables()}.get(spec.key)
-    if declared is None:
-        return spec
-    return spec.merge_attributes(metadata={"dagster/column_schema": column_schema(declared.contract)})
+    if declared is not None:
+        schema = {"dagster/column_schema": column_schema(declared.contract)}
+        return spec.merge_attributes(metadata=schema, tags=governance_tags(declared.domain, declared.pii))
+    mart = marts().get(spec.key.path[-1]) if spec.key.path[0] in ("gold", "publish", "serve") else None
+    return spec.merge_attributes(tags=governance_tags(mart.domain, mart.pii)) if mart else spec
+
+
+def governance_tags(domain: str, pii: bool) -> dict[str, str]:
+    return {"domain": domain, **({"pii": ""} if pii else {})}
+
+
+def code_version(*code: object) -> str:
+    """A version of the code that computes an asset: a digest of the source of `code` (modules, functions, the
+    contract class). The UI marks an asset whose code changed since its last materialisation."""
+    sources = []
+    for obj in code:
+        try:
+            sources.append(inspect.getsource(obj))
+        except (OSError, TypeError):  # a class made at run time (a quarantine contract): its name stands in
+            sources.append(repr(obj))
+    return hashlib.sha1("\0".join(sources).encode()).hexdigest()[:12]
 
 
 # -- Gold ------------------------------------------------------------------------------------------------------
@@ -172,6 +212,8 @@ class Mart:
     keys: tuple[str, ...]  # `meta.keys`: the grain, what publish and serve MERGE on
     window: str | None  # `partition_by`: the days a run replaces; None: rebuilt in full, so served in full
     zorder: tuple[str, ...] = ()  # `meta.zorder`
+    domain: str = ""  # `meta.domain`
+    pii: bool = False  # `meta.pii`: holds personal data (masked or not)
 
     @property
     def path(self) -> str:
@@ -190,6 +232,8 @@ def marts_of(manifest: Mapping) -> dict[str, Mart]:
             tuple(n["config"]["meta"]["keys"]),
             n["config"].get("partition_by"),
             tuple(n["config"]["meta"].get("zorder", ())),
+            n["config"]["meta"].get("domain", ""),
+            bool(n["config"]["meta"].get("pii")),
         )
         for n in models
     }

@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from lakehouse import policies
-from lakehouse.catalog import with_contract_schema
+from lakehouse.catalog import with_declaration
 
 
 @dg.definitions
@@ -25,4 +25,4 @@ def defs() -> dg.Definitions:
         # Steps share the run's process and so its Spark session: a step per process would start an
         # engine per step, and on one machine the engine parallelises within a step anyway.
         dg.Definitions(executor=dg.in_process_executor, component_tree=tree),
-    ).map_resolved_asset_specs(func=lambda spec: policies.with_policies(with_contract_schema(spec)))
+    ).map_resolved_asset_specs(func=lambda spec: policies.with_policies(with_declaration(spec)))

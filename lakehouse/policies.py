@@ -59,9 +59,22 @@ def automation_sensor(streaming: dg.AssetSelection) -> dg.AutomationConditionSen
     )
 
 
+# Who answers for each layer's tables: the platform team for ingestion and conformance, analytics for the
+# marts and where they are served.
+OWNERS = {
+    "bronze": ["team:data-platform"],
+    "silver": ["team:data-platform"],
+    "gold": ["team:analytics"],
+    "publish": ["team:analytics"],
+    "serve": ["team:analytics"],
+}
+
+
 def with_policies(spec: dg.AssetSpec) -> dg.AssetSpec:
-    """The layer's freshness policy and automation condition, unless the asset set its own."""
+    """The layer's freshness policy, automation condition and owners, unless the asset set its own."""
     layer = spec.key.path[0]
+    if not spec.owners and layer in OWNERS:
+        spec = spec.replace_attributes(owners=OWNERS[layer])
     policy = FRESHNESS_OVERRIDES.get(spec.key.to_user_string(), FRESHNESS.get(layer))
     if policy:
         spec = dg.apply_freshness_policy(spec, policy, overwrite_existing=False)

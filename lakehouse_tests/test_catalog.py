@@ -65,7 +65,7 @@ def test_the_new_source_gets_its_contract_drift_and_volume_checks(sixth_source):
 
 
 def test_the_new_source_shows_its_contract_as_column_schema(sixth_source):
-    spec = catalog.with_contract_schema(dg.AssetSpec(RETURNS.key))
+    spec = catalog.with_declaration(dg.AssetSpec(RETURNS.key))
     columns = [c.name for c in spec.metadata["dagster/column_schema"].columns]
     assert columns[-3:] == ["return_id", "order_id", "amount"]
 

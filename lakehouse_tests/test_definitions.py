@@ -93,3 +93,22 @@ def test_loading_the_code_location_is_quiet_and_leaves_heavy_integrations_unimpo
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr, done.stderr
     assert done.stdout.split() == []
+
+
+def test_every_asset_has_owners_a_domain_and_a_code_version():
+    for spec in SPECS:
+        assert spec.owners and spec.tags.get("domain") and spec.code_version, spec.key
+
+
+def test_exactly_the_tables_with_personal_data_are_tagged_pii():
+    """Contact fields (Bronze and Silver customers, and the quarantine that keeps their records) and the
+    Customer-360 mart with its masked contact fields, wherever it is served."""
+    tagged = {spec.key.to_user_string() for spec in SPECS if "pii" in spec.tags}
+    assert tagged == {
+        "bronze/crm_customers",
+        "silver/customers",
+        "silver/customers_quarantine",
+        "gold/customer_360",
+        "publish/snowflake/customer_360",
+        "serve/customer_360",
+    }

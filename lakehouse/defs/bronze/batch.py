@@ -1,6 +1,8 @@
 """Bronze assets for the batch sources (the catalog's `landing` tables): each run lands the files of its
 partition window as they are (strings, rescued columns, ingestion columns) and replaces that window in one commit."""
 
+import sys
+
 import dagster as dg
 from pyspark.sql import functions as F
 
@@ -19,6 +21,7 @@ def batch_bronze_asset(table: catalog.Table) -> dg.AssetsDefinition:
     @dg.asset(
         key=table.key,
         group_name="bronze",
+        code_version=catalog.code_version(sys.modules[__name__], table.contract),
         description=table.description,
         partitions_def=partitions.daily,
         backfill_policy=partitions.single_run,

@@ -14,6 +14,7 @@ the topic's current end offsets.
 
 import gc
 import json
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -24,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from lakehouse import catalog
 from lakehouse.lib import accounting, partitions
 from lakehouse.lib.kafka import KafkaResource, Message, TopicOffsets
 from lakehouse.lib.lake import DeltaLake
@@ -469,6 +471,7 @@ def streaming_bronze_asset(stream: Stream, description: str) -> dg.AssetsDefinit
         name=stream.table,
         key_prefix="bronze",
         group_name="bronze",
+        code_version=catalog.code_version(sys.modules[__name__], catalog.table(f"bronze/{stream.table}").contract),
         description=description,
         partitions_def=partitions.daily,
         kinds={"kafka", "spark", "delta"},

@@ -9,6 +9,7 @@ changed and deletes the window's rows that Gold no longer has. Re-publishing a w
 0 rows merged, 0 deleted. The target table is created on first publish from the Delta schema.
 """
 
+import sys
 import time
 from datetime import date
 
@@ -129,6 +130,7 @@ def publish_asset(mart: Mart) -> dg.AssetsDefinition:
     @dg.asset(
         key=publish_key(mart.name),
         deps=[dg.AssetKey(["gold", mart.name])],
+        code_version=catalog.code_version(sys.modules[__name__]),
         group_name="publish",
         partitions_def=partitions.daily,
         backfill_policy=partitions.single_run,

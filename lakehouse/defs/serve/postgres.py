@@ -5,9 +5,12 @@ Partition-aware like Gold: a run syncs its partition window (the whole range in 
 rebuilt customer_360 is synced whole whatever the window.
 """
 
+import sys
+
 import dagster as dg
 
-from lakehouse.lib import partitions
+from lakehouse import catalog
+from lakehouse.lib import partitions, serving
 from lakehouse.lib.lake import DeltaLake
 from lakehouse.lib.serving import TABLES, ServingDatabase
 
@@ -23,6 +26,7 @@ def serve_asset(mart: str) -> dg.AssetsDefinition:
     @dg.asset(
         key=serve_key(mart),
         deps=[dg.AssetKey(["gold", mart])],
+        code_version=catalog.code_version(sys.modules[__name__], serving),
         group_name="serve",
         partitions_def=partitions.daily,
         backfill_policy=partitions.single_run,

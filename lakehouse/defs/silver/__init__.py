@@ -20,6 +20,7 @@ def silver_asset(*, deps: list, automation_condition: dg.AutomationCondition | N
             dg.AssetSpec(
                 table.key,
                 deps=deps,
+                code_version=catalog.code_version(inspect.getmodule(fn), table.contract),
                 description=inspect.getdoc(fn),
                 group_name="silver",
                 kinds={"spark", "delta"},
@@ -32,6 +33,7 @@ def silver_asset(*, deps: list, automation_condition: dg.AutomationCondition | N
                 dg.AssetSpec(
                     quarantine.key,
                     deps=deps,
+                    code_version=catalog.code_version(inspect.getmodule(fn), quarantine.contract),
                     description=quarantine.description,
                     group_name="silver",
                     kinds={"spark", "delta"},
