@@ -30,18 +30,8 @@ from pathlib import Path
 
 import duckdb
 
-ORDER_COLUMNS = [
-    "order_id",
-    "customer_id",
-    "order_ts",
-    "product_id",
-    "category",
-    "quantity",
-    "amount",
-    "currency",
-    "status",
-    "updated_at",
-]
+from lakehouse.dev.generator import ORDER_COLUMNS
+
 CRM_COLUMNS = ["customer_id", "email", "phone", "first_name", "last_name", "country", "signup_date", "updated_at"]
 FX_COLUMNS = ["date", "currency", "rate_to_usd"]
 

@@ -35,6 +35,13 @@ from lakehouse_tests.kafka_fixtures import (  # noqa: F401 - fixtures
 
 TODAY = datetime.now(UTC).date().isoformat()
 CLICKS, TICKETS = bronze.clickstream_events, bronze.support_ticket_changes
+PAGE_VIEW = {
+    "event_id": "E1",
+    "user_id": "u1",
+    "event_type": "page_view",
+    "page": "/",
+    "event_ts": "2026-11-01T10:00:00Z",
+}
 
 
 def tick(sensor: dg.SensorDefinition, resources: dict, cursor: str | None = None) -> dg.SensorResult:
@@ -382,15 +389,7 @@ def test_sensor_waits_for_a_full_batch_up_to_max_wait(stream_resources):
     produce_json(
         kafka,
         "clickstream",
-        [
-            {
-                "event_id": "E1",
-                "user_id": "u1",
-                "event_type": "page_view",
-                "page": "/",
-                "event_ts": "2026-11-01T10:00:00Z",
-            }
-        ],
+        [PAGE_VIEW],
         key=lambda r: r["user_id"],
     )
     patient = sensors.kafka_sensor(bronze.CLICKSTREAM, CLICKS, min_batch=100, max_wait_seconds=3600)
@@ -589,15 +588,7 @@ def test_silver_follows_bronze_through_automation_without_a_click(stream_resourc
     produce_json(
         kafka,
         "clickstream",
-        [
-            {
-                "event_id": "E1",
-                "user_id": "u1",
-                "event_type": "page_view",
-                "page": "/",
-                "event_ts": "2026-11-01T10:00:00Z",
-            }
-        ],
+        [PAGE_VIEW],
         key=lambda r: r["user_id"],
     )
     [request] = tick(sensors.clickstream_sensor, stream_resources).run_requests
