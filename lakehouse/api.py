@@ -32,7 +32,8 @@ SCOPES = {
     "customers:read": "read customer profiles and lists",
     "revenue:read": "read daily revenue",
     "kpis:read": "read daily KPIs",
-    "pii": "read customer contact fields (masked email and phone, name initials)",
+    "pii": "read customer contact fields (masked email and phone, name initials), and PII columns in previews",
+    "catalog:read": "list the lake's tables, their schemas, history and freshness, and preview rows",
 }
 SEGMENTS = ("champions", "loyal", "new_customers", "at_risk", "hibernating", "needs_attention", "no_orders")
 MAX_DAYS = 366
@@ -183,6 +184,13 @@ def errors(*codes: int) -> dict:
     return {code: {"model": Error} for code in codes}
 
 
+def pool(request: Request):
+    """The serving database's connection pool; 503 when the API started without reaching the database."""
+    if request.app.state.pool is None:
+        raise HTTPException(503, f"serving database unavailable: {request.app.state.pool_error}")
+    return request.app.state.pool
+
+
 def json_response(body: str) -> Response:
     return Response(body, media_type="application/json")
 
@@ -235,7 +243,9 @@ async def health(request: Request) -> Response:
     """Liveness and database reachability (no key needed)."""
     reject_unknown_parameters(request)
     try:
-        await request.app.state.pool.fetchval("SELECT 1")
+        await pool(request).fetchval("SELECT 1")
+    except HTTPException:
+        raise
     except Exception as error:  # noqa: BLE001 - any database failure means unavailable
         raise HTTPException(503, f"serving database unavailable: {type(error).__name__}") from None
     return json_response('{"status":"ok","database":"ok"}')
@@ -254,7 +264,7 @@ async def get_customer(
     if include == "contact" and "pii" not in key.scopes:
         raise HTTPException(403, f"API key {key.name!r} lacks the scope 'pii' needed for include=contact")
     contact = "pii" in key.scopes
-    body = await request.app.state.pool.fetchval(
+    body = await pool(request).fetchval(
         f"SELECT row_to_json(c)::text FROM (SELECT {customer_select(contact)} FROM customer_360 "
         "WHERE customer_id = $1) c",
         customer_id,
@@ -288,7 +298,7 @@ async def list_customers(
         conditions.append(f"customer_id > ${len(args)}")
     args.append(limit + 1)
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-    rows = await request.app.state.pool.fetch(
+    rows = await pool(request).fetch(
         f"SELECT c.customer_id, row_to_json(c)::text AS body FROM (SELECT {customer_select('pii' in key.scopes)} "
         f"FROM customer_360 {where} ORDER BY customer_id LIMIT ${len(args)}) c ORDER BY c.customer_id",
         *args,
@@ -314,7 +324,7 @@ async def revenue_daily(
     if country is not None:
         args.append(country)
         where += " AND country = $3"
-    body = await request.app.state.pool.fetchval(
+    body = await pool(request).fetchval(
         "SELECT '[' || coalesce(string_agg(row_to_json(r)::text, ',' ORDER BY r.order_date, r.country), '') "
         "|| ']' FROM ("
         "SELECT order_date, country, sum(orders)::bigint AS orders, sum(units)::bigint AS units, "
@@ -333,7 +343,7 @@ async def kpis_daily(
 ) -> Response:
     """Active and new users, sessions, bounce rate, session length, orders, buyers and revenue per day."""
     date_range(start, end)
-    body = await request.app.state.pool.fetchval(
+    body = await pool(request).fetchval(
         "SELECT '[' || coalesce(string_agg(row_to_json(k)::text, ',' ORDER BY k.date_day), '') || ']' "
         "FROM (SELECT * FROM daily_kpis "
         "WHERE date_day BETWEEN $1 AND $2) k",
@@ -352,16 +362,20 @@ def create_app(dsn: str | None = None, keys: dict[str, ApiKey] | None = None, po
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         import asyncpg
 
-        app.state.pool = await asyncpg.create_pool(
-            dsn,
-            min_size=2,
-            max_size=pool_size,
-            server_settings={"timezone": "UTC", "application_name": "lakehouse-api"},
-        )
+        try:
+            app.state.pool = await asyncpg.create_pool(
+                dsn,
+                min_size=2,
+                max_size=pool_size,
+                server_settings={"timezone": "UTC", "application_name": "lakehouse-api"},
+            )
+        except (OSError, asyncpg.PostgresError) as error:  # the catalog routes read the lake, not the database
+            app.state.pool, app.state.pool_error = None, f"{type(error).__name__}: {error}"
         try:
             yield
         finally:
-            await app.state.pool.close()
+            if app.state.pool is not None:
+                await app.state.pool.close()
 
     app = FastAPI(
         title="Lakehouse serving API",
@@ -371,6 +385,9 @@ def create_app(dsn: str | None = None, keys: dict[str, ApiKey] | None = None, po
     )
     app.state.keys = keys
     app.include_router(router)
+    from lakehouse import catalog_api  # its routes use this module's key check
+
+    app.include_router(catalog_api.router)
     return app
 
 

@@ -213,11 +213,15 @@ class Mart:
     window: str | None  # `partition_by`: the days a run replaces; None: rebuilt in full, so served in full
     zorder: tuple[str, ...] = ()  # `meta.zorder`
     domain: str = ""  # `meta.domain`
-    pii: bool = False  # `meta.pii`: holds personal data (masked or not)
+    pii_columns: tuple[str, ...] = ()  # `meta.pii_columns`: columns with personal data (masked or not)
 
     @property
     def path(self) -> str:
         return f"gold/{self.name}"
+
+    @property
+    def pii(self) -> bool:
+        return bool(self.pii_columns)
 
 
 def marts_of(manifest: Mapping) -> dict[str, Mart]:
@@ -233,7 +237,7 @@ def marts_of(manifest: Mapping) -> dict[str, Mart]:
             n["config"].get("partition_by"),
             tuple(n["config"]["meta"].get("zorder", ())),
             n["config"]["meta"].get("domain", ""),
-            bool(n["config"]["meta"].get("pii")),
+            tuple(n["config"]["meta"].get("pii_columns", ())),
         )
         for n in models
     }

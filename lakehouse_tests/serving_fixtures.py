@@ -27,8 +27,8 @@ APP_KEY, ANALYST_KEY, FINANCE_KEY = (
     "fin-" + uuid.uuid4().hex,
 )
 KEYS_CONFIG = [
-    {"name": "app", "key": APP_KEY, "scopes": ["customers:read", "revenue:read", "kpis:read", "pii"]},
-    {"name": "analyst", "key": ANALYST_KEY, "scopes": ["customers:read", "revenue:read", "kpis:read"]},
+    {"name": "app", "key": APP_KEY, "scopes": ["customers:read", "revenue:read", "kpis:read", "pii", "catalog:read"]},
+    {"name": "analyst", "key": ANALYST_KEY, "scopes": ["customers:read", "revenue:read", "kpis:read", "catalog:read"]},
     # stored as a hash only, as a keys file may hold them
     {
         "name": "finance",

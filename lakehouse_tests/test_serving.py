@@ -347,9 +347,88 @@ def test_kpis_daily_are_the_gold_rows(client, gold_lake):
 
 def test_openapi_document_lists_every_route_and_the_key_scheme(client):
     spec = client.get("/openapi.json").json()
-    assert set(spec["paths"]) == {"/health", "/customers/{customer_id}", "/customers", "/revenue/daily", "/kpis/daily"}
+    assert set(spec["paths"]) == {
+        "/health",
+        "/customers/{customer_id}",
+        "/customers",
+        "/revenue/daily",
+        "/kpis/daily",
+        "/tables",
+        "/tables/{layer}/{name}",
+        "/tables/{layer}/{name}/preview",
+    }
     assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
     assert client.get("/docs").status_code == 200
+
+
+# -- The catalog: the lake's tables, read with delta-rs --------------------------------------------------------
+
+SILVER_CONTACT = ["email", "phone", "first_name", "last_name"]
+
+
+def test_the_catalog_lists_every_table_with_its_rows_and_version(client, gold_lake):
+    r = client.get("/tables", headers={"X-API-Key": ANALYST_KEY})
+    assert r.status_code == 200
+    listed = {(t["layer"], t["name"]): t for t in r.json()["items"]}
+    expected = {(t["layer"], t["name"]) for t in gold_lake.tables()}
+    assert set(listed) == expected and ("silver", "orders_quarantine") in listed and ("gold", "customer_360") in listed
+    for layer, name in [("silver", "orders"), ("gold", "revenue_daily")]:
+        dt = gold_lake.delta_table(layer, name)
+        assert (listed[layer, name]["rows"], listed[layer, name]["version"]) == (
+            len(read_rows(gold_lake, layer, name)),
+            dt.version(),
+        )
+
+
+def test_a_table_shows_its_contract_owners_history_and_freshness(client, gold_lake):
+    from lakehouse.lib.contracts.silver import Customers
+
+    r = client.get("/tables/silver/customers", headers={"X-API-Key": ANALYST_KEY})
+    assert r.status_code == 200
+    table = r.json()
+    assert [c["name"] for c in table["columns"]] == list(Customers.to_schema().columns)
+    assert sorted(c["name"] for c in table["columns"] if c["pii"]) == sorted(SILVER_CONTACT)
+    assert (table["domain"], table["pii"], table["owners"]) == ("customer", True, ["team:data-platform"])
+    versions = [c["version"] for c in table["history"]]
+    assert versions[0] == gold_lake.delta_table("silver", "customers").version() and versions == sorted(versions)[::-1]
+    assert table["freshness"]["sla_seconds"] == 7200 and table["freshness"]["fresh"] is True
+
+
+def test_a_preview_withholds_personal_data_without_the_pii_scope(client, gold_lake):
+    params = {"limit": 3}
+    without = client.get("/tables/silver/customers/preview", params=params, headers={"X-API-Key": ANALYST_KEY}).json()
+    assert sorted(without["withheld"]) == sorted(SILVER_CONTACT) and not set(SILVER_CONTACT) & set(without["columns"])
+    assert len(without["rows"]) == 3 and all(set(row) == set(without["columns"]) for row in without["rows"])
+    full = client.get("/tables/silver/customers/preview", params=params, headers={"X-API-Key": APP_KEY}).json()
+    assert full["withheld"] == [] and set(SILVER_CONTACT) <= set(full["columns"])
+    mart = client.get("/tables/gold/customer_360/preview", headers={"X-API-Key": ANALYST_KEY}).json()
+    assert sorted(mart["withheld"]) == ["email_masked", "name_initials", "phone_masked"]
+
+
+def test_the_catalog_has_the_apis_auth_rules_and_bounds(client):
+    assert client.get("/tables").status_code == 401
+    assert client.get("/tables", headers={"X-API-Key": FINANCE_KEY}).status_code == 403  # no catalog:read
+    assert client.get("/tables/silver/nothing", headers={"X-API-Key": APP_KEY}).status_code == 404
+    too_many = client.get("/tables/silver/orders/preview", params={"limit": 101}, headers={"X-API-Key": APP_KEY})
+    assert too_many.status_code == 422
+
+
+def test_the_catalog_works_without_the_serving_database(gold_lake):
+    from fastapi.testclient import TestClient
+
+    from lakehouse.api import create_app, parse_keys
+    from lakehouse_tests.serving_fixtures import KEYS_CONFIG
+
+    app = create_app(dsn="postgresql://127.0.0.1:1/nowhere", keys=parse_keys(KEYS_CONFIG))
+    with TestClient(app) as offline:
+        assert offline.get("/tables", headers={"X-API-Key": APP_KEY}).status_code == 200
+        assert offline.get("/health").status_code == 503
+        assert (
+            offline.get(
+                "/kpis/daily", params={"from": "2026-11-01", "to": "2026-11-02"}, headers={"X-API-Key": APP_KEY}
+            ).status_code
+            == 503
+        )
 
 
 # -- Fuzzing ----------------------------------------------------------------------------------------------
