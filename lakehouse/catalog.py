@@ -37,7 +37,7 @@ class Table:
     quarantine: bool = False  # rows that break a rule go to `<name>_quarantine`, with the reason
     zorder: tuple[str, ...] = ()  # what queries filter or join on, besides the partition column
     domain: str = ""  # the business domain the table belongs to (a tag in the UI)
-    holds_pii: bool | None = None  # None: personal data if a contract column is described as PII
+    record_pii: bool = False  # a quarantine table whose `_record` JSON keeps its parent's personal data
 
     @property
     def path(self) -> str:
@@ -48,10 +48,14 @@ class Table:
         return dg.AssetKey([self.layer, self.name])
 
     @property
+    def pii_columns(self) -> tuple[str, ...]:
+        """The columns with personal data: those the contract describes as PII, and a quarantine's `_record`."""
+        described = [n for n, c in self.contract.to_schema().columns.items() if (c.description or "").startswith("PII")]
+        return (*described, *(["_record"] if self.record_pii else []))
+
+    @property
     def pii(self) -> bool:
-        if self.holds_pii is not None:
-            return self.holds_pii
-        return any((c.description or "").startswith("PII") for c in self.contract.to_schema().columns.values())
+        return bool(self.pii_columns)
 
     @property
     def window(self) -> str | None:
@@ -152,7 +156,7 @@ def quarantine_table(table: Table) -> Table:
         silver.quarantine_contract(table.name),
         f"Rows of {table.path} that broke a rule, each with the rule, the column, the reason and the original record.",
         domain=table.domain,
-        holds_pii=table.pii,  # the original record, as JSON
+        record_pii=table.pii,
     )
 
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from lakehouse import catalog, policies, settings
 from lakehouse.api import ApiKey, errors, require
+from lakehouse.lib.contracts.evaluate import column_schema
 from lakehouse.lib.lake import LAYERS, DeltaLake, table_row_count
 
 MAX_PREVIEW = 100
@@ -89,14 +90,11 @@ def declared(layer: str, name: str) -> dict:
     """What lakehouse.catalog (or a mart's dbt model) declares: description, domain, pii, PII columns, contract."""
     table = next((t for t in catalog.all_tables() if t.path == f"{layer}/{name}"), None)
     if table:
-        pii_columns = [c for c, col in table.contract.to_schema().columns.items() if is_pii(col.description)]
-        if table.holds_pii and table.name.endswith("_quarantine"):
-            pii_columns.append("_record")  # the original record, PII fields included
         return {
             "description": table.description,
             "domain": table.domain,
             "pii": table.pii,
-            "pii_columns": pii_columns,
+            "pii_columns": list(table.pii_columns),
             "contract": table.contract,
         }
     mart = catalog.marts().get(name) if layer == "gold" else None
@@ -109,10 +107,6 @@ def declared(layer: str, name: str) -> dict:
             "contract": None,
         }
     return {"description": "", "domain": "", "pii": False, "pii_columns": [], "contract": None}
-
-
-def is_pii(description: str | None) -> bool:
-    return (description or "").startswith("PII")
 
 
 def opened(layer: str, name: str):
@@ -145,27 +139,16 @@ def freshness(layer: str, last_updated: datetime | None) -> dict:
 
 
 def columns(dt, facts: dict) -> list[dict]:
+    """The contract's columns as the UI shows them (column_schema), or Delta's for a table without a contract."""
     if facts["contract"] is not None:
-        schema = facts["contract"].to_schema().columns
-        return [
-            {
-                "name": c,
-                "type": col.dtype.type.simpleString(),
-                "nullable": col.nullable,
-                "description": col.description,
-                "pii": c in facts["pii_columns"],
-            }
-            for c, col in schema.items()
+        found = [
+            (c.name, c.type, c.constraints.nullable, c.description) for c in column_schema(facts["contract"]).columns
         ]
+    else:
+        found = [(f.name, str(f.type), f.nullable, None) for f in dt.schema().fields]
     return [
-        {
-            "name": f.name,
-            "type": str(f.type),
-            "nullable": f.nullable,
-            "description": None,
-            "pii": f.name in facts["pii_columns"],
-        }
-        for f in dt.schema().fields
+        {"name": name, "type": kind, "nullable": nullable, "description": about, "pii": name in facts["pii_columns"]}
+        for name, kind, nullable, about in found
     ]
 
 
