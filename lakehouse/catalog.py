@@ -38,6 +38,7 @@ class Table:
     zorder: tuple[str, ...] = ()  # what queries filter or join on, besides the partition column
     domain: str = ""  # the business domain the table belongs to (a tag in the UI)
     record_pii: bool = False  # a quarantine table whose `_record` JSON keeps its parent's personal data
+    subject: str | None = None  # the column naming the customer a row is about (what erasure matches)
 
     @property
     def path(self) -> str:
@@ -75,6 +76,7 @@ TABLES = [
         landing="jsonl",
         checks=("schema_drift", "volume"),
         domain="customer",
+        subject="customer_id",
     ),
     Table(
         "bronze",
@@ -84,6 +86,7 @@ TABLES = [
         landing="csv",
         checks=("schema_drift", "volume"),
         domain="sales",
+        subject="customer_id",
     ),
     Table(
         "bronze",
@@ -94,8 +97,17 @@ TABLES = [
         domain="finance",
     ),
     # Streaming sources: Kafka micro-batches (defs/bronze/streaming.py).
-    Table("bronze", "clickstream_events", bronze.ClickstreamEvents, zorder=KAFKA_ZORDER, domain="web"),
-    Table("bronze", "support_ticket_changes", bronze.SupportTicketChanges, zorder=KAFKA_ZORDER, domain="support"),
+    Table(
+        "bronze", "clickstream_events", bronze.ClickstreamEvents, zorder=KAFKA_ZORDER, domain="web", subject="user_id"
+    ),
+    Table(
+        "bronze",
+        "support_ticket_changes",
+        bronze.SupportTicketChanges,
+        zorder=KAFKA_ZORDER,
+        domain="support",
+        subject="customer_id",
+    ),
     # Silver: typed, deduplicated, conformed (defs/silver/).
     Table(
         "silver",
@@ -106,6 +118,7 @@ TABLES = [
         checks=("quarantine_share", "one_current_version"),
         zorder=("customer_id", "valid_from"),
         domain="customer",
+        subject="customer_id",
     ),
     Table(
         "silver",
@@ -116,6 +129,7 @@ TABLES = [
         checks=("volume", "quarantine_share", "customers_exist"),
         zorder=("customer_id", "order_ts"),
         domain="sales",
+        subject="customer_id",
     ),
     Table(
         "silver",
@@ -135,6 +149,7 @@ TABLES = [
         quarantine=True,
         zorder=("user_id", "session_start"),
         domain="web",
+        subject="user_id",
     ),
     Table(
         "silver",
@@ -144,6 +159,7 @@ TABLES = [
         quarantine=True,
         zorder=("customer_id", "ticket_id"),
         domain="support",
+        subject="customer_id",
     ),
 ]
 
@@ -218,6 +234,7 @@ class Mart:
     zorder: tuple[str, ...] = ()  # `meta.zorder`
     domain: str = ""  # `meta.domain`
     pii_columns: tuple[str, ...] = ()  # `meta.pii_columns`: columns with personal data (masked or not)
+    subject: str | None = None  # `meta.subject`: the column naming the customer a row is about
 
     @property
     def path(self) -> str:
@@ -242,6 +259,7 @@ def marts_of(manifest: Mapping) -> dict[str, Mart]:
             tuple(n["config"]["meta"].get("zorder", ())),
             n["config"]["meta"].get("domain", ""),
             tuple(n["config"]["meta"].get("pii_columns", ())),
+            n["config"]["meta"].get("subject"),
         )
         for n in models
     }

@@ -10,6 +10,7 @@ lakehouse spark-cluster [--workers 2] [--port 15002]  (Apache Spark standalone +
 lakehouse jars     [delta] [kafka]  (pre-fetch the JVM jars with Maven into the cache)
 lakehouse produce  --topic clickstream|support_tickets_cdc [--events N] [--rate R] [--bootstrap H:P]
 lakehouse serve    [--host 127.0.0.1] [--port 8000] [--workers 1]  (the read API over the serving store)
+lakehouse forget   C0001234 [...]  (erase customers from every table, store and landing file: docs/runbooks.md)
 """
 
 import argparse
@@ -139,6 +140,31 @@ def cmd_kafka_epoch(args) -> None:
     )
 
 
+def cmd_forget(args) -> None:
+    """Run the `forget` job, recorded in the instance. The ids go to it hashed: a run's config is kept."""
+    import dagster as dg
+
+    from lakehouse.definitions import defs
+    from lakehouse.lib.erasure import subject_hash
+
+    dagster_home()
+    config = {"customer_id_hashes": [subject_hash(i) for i in args.customer_ids]}
+    with dg.DagsterInstance.get() as instance:
+        result = (
+            defs()
+            .resolve_job_def("forget")
+            .execute_in_process(
+                instance=instance, run_config={"ops": {"forget_customers": {"config": config}}}, raise_on_error=False
+            )
+        )
+    if not result.success:
+        failure = next(e for e in result.all_events if e.is_step_failure)
+        raise SystemExit(f"forget run {result.run_id} failed: {failure.step_failure_data.error.message.strip()}")
+    [output] = [e for e in result.all_events if e.is_successful_output]
+    summary = {k: v.value for k, v in output.event_specific_data.metadata.items()}
+    print(f"forget run {result.run_id}: {json.dumps(summary)}")
+
+
 def cmd_dev(args) -> None:
     dagster_home()
     workspace = REPO_ROOT / "workspace.yaml"
@@ -264,6 +290,9 @@ def parser() -> argparse.ArgumentParser:
     dbt_vars.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
     dbt_vars.add_argument("--end", required=True, help="last day (inclusive), YYYY-MM-DD")
     dbt_vars.set_defaults(handler=cmd_dbt_vars)
+    forget = sub.add_parser("forget", help="erase customers from every table, store and landing file (GDPR/CCPA)")
+    forget.add_argument("customer_ids", nargs="+", metavar="CUSTOMER_ID")
+    forget.set_defaults(handler=cmd_forget)
     epoch = sub.add_parser("kafka-epoch", help="start a new epoch for a streaming Bronze table whose topic was reset")
     epoch.add_argument("table", help="clickstream_events or support_ticket_changes")
     epoch.set_defaults(handler=cmd_kafka_epoch)

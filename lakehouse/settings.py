@@ -139,6 +139,12 @@ def alert_webhook() -> str | None:
     return _get("LAKEHOUSE_ALERT_WEBHOOK")
 
 
+def erasure_salt() -> str:
+    """LAKEHOUSE_ERASURE_SALT: the secret the erasure register hashes customer ids with. The default suits a
+    laptop only: customer ids are few enough that anyone could hash them all and read the register."""
+    return _get("LAKEHOUSE_ERASURE_SALT") or "lakehouse-erasure-register"
+
+
 def api_keys_config() -> str | None:
     """The read API's keys as JSON text: LAKEHOUSE_API_KEYS, else the contents of the file named by
     LAKEHOUSE_API_KEYS_FILE; default none (the API refuses to start without keys)."""

@@ -1,7 +1,7 @@
-"""Row accounting: every row a run reads is written, quarantined (per rule) or superseded by a newer
-version of its key. Each Bronze and Silver asset reports the figures as metadata and as the asset check
-`rows_accounted_for`, emitted by the run itself. `written` is what the Delta commit says it wrote, so a
-row lost between the plan and the table makes the check fail."""
+"""Row accounting: every row a run reads is written, quarantined (per rule), superseded by a newer version of its
+key, or dropped because its customer was erased (lib/erasure.py). Each Bronze and Silver asset reports the
+figures as metadata and as the asset check `rows_accounted_for`, emitted by the run itself. `written` is what
+the Delta commit says it wrote, so a row lost between the plan and the table makes the check fail."""
 
 import dagster as dg
 from pyspark.sql import DataFrame
@@ -11,22 +11,30 @@ NAME = "rows_accounted_for"
 
 def spec(asset: dg.AssetKey) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
-        NAME, asset=asset, description="Rows read = rows written + rows quarantined (per rule) + duplicates superseded."
+        NAME,
+        asset=asset,
+        description="Rows read = rows written + rows quarantined (per rule) + duplicates superseded + rows erased.",
     )
 
 
 def account(
-    table: str, read: int, written: int, quarantined: dict[str, int] | None = None, superseded: int = 0
+    table: str,
+    read: int,
+    written: int,
+    quarantined: dict[str, int] | None = None,
+    superseded: int = 0,
+    erased: int = 0,
 ) -> tuple[dict, dg.AssetCheckResult]:
     """(metadata, check result) for one run's rows."""
     quarantined = quarantined or {}
-    total = written + sum(quarantined.values()) + superseded
+    total = written + sum(quarantined.values()) + superseded + erased
     metadata = {
         "rows_read": read,
         "rows_written": written,
         "rows_quarantined": sum(quarantined.values()),
         **{f"quarantined/{rule}": n for rule, n in quarantined.items()},
         "rows_superseded": superseded,
+        "rows_erased": erased,
     }
     return metadata, dg.AssetCheckResult(
         check_name=NAME,
@@ -36,7 +44,7 @@ def account(
         description=None
         if read == total
         else f"{table}: {read} row(s) read but {total} accounted for ({written} written, {sum(quarantined.values())} "
-        f"quarantined, {superseded} superseded): {read - total:+d} row(s) unaccounted",
+        f"quarantined, {superseded} superseded, {erased} erased): {read - total:+d} row(s) unaccounted",
     )
 
 

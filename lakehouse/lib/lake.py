@@ -69,6 +69,12 @@ class DeltaLake(dg.ConfigurableResource):
     def exists(self, layer: str, table: str) -> bool:
         return DeltaTable.is_deltatable(self.path(layer, table), self.options())
 
+    def erasure_register(self):
+        """The register of erased customers (lib/erasure.py), beside the layers."""
+        from lakehouse.lib.erasure import Register
+
+        return Register(self.root, self.options())
+
     def delta_table(self, layer: str, table: str) -> DeltaTable:
         return DeltaTable(self.path(layer, table), storage_options=self.options())
 

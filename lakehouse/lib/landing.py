@@ -11,6 +11,8 @@ A file is kept whole or refused whole, never half-read (docs/architecture.md, "L
   is not an object (array, scalar, invalid JSON) or that has a key twice (every column null: neither value
   wins). Such a line is still a row, so every record line is counted.
 - A zero-byte file, or a CSV file with only its header, is a day with 0 rows.
+- A record that names a customer in the erasure register (lib/erasure.py) is not read: the file is parsed
+  here without it, and `erased_records` counts it.
 - Refused with `LandingFileError` naming the table, the file and the line, before anything of the run's
   window is written: bytes that are not UTF-8 (the file's encoding is in doubt, and the line could not be
   kept as text), and a CSV header that does not parse or names a column twice (no line could be mapped).
@@ -25,6 +27,7 @@ code", lists what Sail does with each fault).
 import codecs
 import csv
 import json
+import re
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -34,6 +37,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakehouse import catalog
+from lakehouse.lib import erasure
 
 RESCUED = "_rescued_data"
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -64,17 +68,24 @@ def days_in(start: date, end: date) -> list[date]:
 
 
 def read_landing(
-    spark: SparkSession, landing_dir: Path, source: str, columns: list[str], start: date, end: date
+    spark: SparkSession,
+    landing_dir: Path,
+    source: str,
+    columns: list[str],
+    start: date,
+    end: date,
+    erased: frozenset[str] = frozenset(),
 ) -> DataFrame:
     """All landing files of `source` for the days in [start, end), as raw Bronze rows: the contract's
-    `columns` as strings, anything else (schema drift, malformed lines) rescued. Every file of the window
-    is checked before this returns, so a refused file fails the run with nothing written."""
+    `columns` as strings, anything else (schema drift, malformed lines) rescued, without the records of the
+    `erased` customers (register hashes). Every file of the window is checked before this returns, so a
+    refused file fails the run with nothing written."""
     files = {day: landing_file(landing_dir, source, day) for day in days_in(start, end)}
     missing = [str(f) for f in files.values() if not f.exists()]
     if missing:
         raise MissingLandingFiles(f"bronze.{source}: no landing file for {len(missing)} day(s): {', '.join(missing)}")
     frames = [
-        read_file(spark, source, path, columns)
+        read_file(spark, source, path, columns, erasure.registered_in(path.read_text(errors="replace"), erased))
         .withColumn("_source_file", F.lit(str(path)))
         .withColumn("_partition_date", F.lit(day.isoformat()).cast("date"))
         for day, path in files.items()
@@ -96,15 +107,30 @@ def record_count(source: str, landing_dir: Path, start: date, end: date) -> int:
     return count
 
 
-def read_file(spark: SparkSession, source: str, path: Path, columns: list[str]) -> DataFrame:
-    """A plain file through the engine's reader; any other through the parser here, which raises
-    LandingFileError for a refused one."""
-    if plain(source, path):
+def erased_records(source: str, landing_dir: Path, start: date, end: date, erased: frozenset[str]) -> int:
+    """The records of the window's files that name an `erased` customer (not read, so not in Bronze)."""
+    count = 0
+    for day in days_in(start, end) if erased else []:
+        path = landing_file(landing_dir, source, day)
+        if ids := erasure.registered_in(path.read_text(errors="replace"), erased):
+            theirs = erasure.pattern(ids)
+            records = lines(source, path)
+            if file_format(source) == "csv":
+                next(records, None)  # the header
+            count += sum(1 for _, text in records if theirs.search(text))
+    return count
+
+
+def read_file(spark: SparkSession, source: str, path: Path, columns: list[str], erased_ids: set[str]) -> DataFrame:
+    """A plain file through the engine's reader; any other, or one naming an erased customer, through the
+    parser here, which raises LandingFileError for a refused one and skips the customer's records."""
+    if plain(source, path) and not erased_ids:
         reader = read_json_lines if file_format(source) == "jsonl" else read_csv
         return reader(spark, str(path), columns)
     parse = parse_json_lines if file_format(source) == "jsonl" else parse_csv
     schema = T.StructType([T.StructField(c, T.StringType()) for c in [*columns, RESCUED]])
-    return spark.createDataFrame(list(parse(source, path, columns)), schema)
+    skip = erasure.pattern(erased_ids) if erased_ids else None
+    return spark.createDataFrame(list(parse(source, path, columns, skip)), schema)
 
 
 # -- the engine's readers, for plain files ---------------------------------------------------------------------
@@ -212,7 +238,7 @@ def header_fields(source: str, path: Path, number: int, text: str) -> list[str]:
     return header
 
 
-def parse_csv(source: str, path: Path, columns: list[str]) -> Iterator[list]:
+def parse_csv(source: str, path: Path, columns: list[str], skip: re.Pattern | None = None) -> Iterator[list]:
     """One row per record line (blank lines are skipped, not rows of nulls): `columns` by header name, an
     empty field as null, then `_rescued_data`. A line whose field count differs from the header's, or whose
     quoting is broken, keeps its raw text in `_rescued_data`."""
@@ -226,6 +252,8 @@ def parse_csv(source: str, path: Path, columns: list[str]) -> Iterator[list]:
     position = [header.index(c) if c in header else width for c in columns]
     unknown = [(i, name) for i, name in enumerate(header) if name not in columns]
     for _, text in numbered:
+        if skip and skip.search(text):
+            continue
         fields = csv_fields(text)
         if fields is not None and len(fields) == width:
             extra = {name: fields[i] for i, name in unknown if fields[i]}
@@ -260,12 +288,14 @@ def json_object(text: str) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def parse_json_lines(source: str, path: Path, columns: list[str]) -> Iterator[list]:
+def parse_json_lines(source: str, path: Path, columns: list[str], skip: re.Pattern | None = None) -> Iterator[list]:
     """One row per record line (blank lines are skipped): `columns` from the line's object, a value that is
     not a string as its JSON text, then `_rescued_data`: the unknown keys as a JSON object, or the raw line
     if it is not an object with unique keys (every column is then null)."""
     known = set(columns)
     for _, text in lines(source, path):
+        if skip and skip.search(text):
+            continue
         record = json_object(text)
         if record is None:
             yield [None] * len(columns) + [text]

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from lakehouse import catalog
-from lakehouse.lib import accounting, partitions
+from lakehouse.lib import accounting, erasure, partitions
 from lakehouse.lib.kafka import KafkaResource, Message, TopicOffsets
 from lakehouse.lib.lake import DeltaLake
 from lakehouse.lib.spark import SparkEngine
@@ -327,7 +327,8 @@ class Ingested:
 
     ranges: dict[int, tuple[int, int]]  # per Kafka partition, the offsets read: [first, end)
     read: int  # messages read from Kafka
-    rows: int  # rows the Delta commit wrote (0 when there was nothing to land)
+    rows: int  # rows the Delta commit wrote (0 when there was nothing to land), tombstones included
+    erased: int  # of which tombstones: messages of customers in the erasure register, payload emptied
     malformed: int  # rows with a parse error
     epoch: int
     topic_id: str | None  # the topic incarnation read (None when the broker does not say)
@@ -390,6 +391,9 @@ def ingest(
                 before.topic_now.topic_id,
                 ingested_after(before.landed.newest_ingested_at),
             )
+            rows, erased = erasure.tombstoned(
+                rows, catalog.table(f"bronze/{stream.table}").subject, lake.erasure_register().hashes()
+            )
         written = 0
         if rows.num_rows:
             (
@@ -412,6 +416,7 @@ def ingest(
         ranges=ranges,
         read=len(messages),
         rows=written,
+        erased=erased,
         malformed=malformed,
         epoch=before.epoch,
         topic_id=before.topic_now.topic_id,
@@ -512,7 +517,9 @@ def streaming_bronze_asset(stream: Stream, description: str) -> dg.AssetsDefinit
         metadata = lake.write_metadata("bronze", stream.table) if lake.exists("bronze", stream.table) else {}
         if not batch.rows:
             metadata.pop("delta/operation", None)
-        counts, accounted = accounting.account(f"bronze.{stream.table}", batch.read, batch.rows)
+        counts, accounted = accounting.account(
+            f"bronze.{stream.table}", batch.read, batch.rows - batch.erased, erased=batch.erased
+        )
         duplicates, sample = duplicate_offsets(lake, stream.table) if lake.exists("bronze", stream.table) else (0, [])
         skipped = batch.skipped
         return dg.MaterializeResult(

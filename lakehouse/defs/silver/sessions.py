@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from lakehouse.defs.bronze import streaming as bronze
 from lakehouse.defs.silver import silver_asset
-from lakehouse.lib import accounting
+from lakehouse.lib import accounting, erasure
 from lakehouse.lib.lake import DeltaLake
 from lakehouse.lib.rules import Rule, classify, keep_latest, quarantined, rule_counts
 from lakehouse.lib.spark import SparkEngine
@@ -159,6 +159,7 @@ def landed_since(lake: DeltaLake, spark: SparkSession, bronze_table: str, silver
     other users would never be recomputed). `versionAsOf` would say it too, but Sail 0.7 fails to read a
     version older than the table's last checkpoint."""
     rows = lake.read(spark, "bronze", bronze_table).where(f"_ingested_at <= TIMESTAMP '{upto}'")
+    rows = rows.where(erasure.NOT_ERASED)  # a tombstone of an erased customer is not an event
     seen = watermark(lake, silver_table)
     # A literal, so every use of the plan agrees.
     return rows.where(f"_ingested_at > TIMESTAMP '{seen}'") if seen is not None else rows
