@@ -213,7 +213,8 @@ def expire_partitions(context: dg.OpExecutionContext, config: RetentionConfig, l
                 metadata={**report.metadata(config.dry_run), "retention/run": dg.MetadataValue.text(context.run_id)},
             )
         )
-        context.log.info(f"{table}: {report.rows} row(s) of {len(report.days)} day(s) before {report.cutoff} removed")
+        verb = "would go" if config.dry_run else "removed"
+        context.log.info(f"{table}: {report.rows} row(s) of {len(report.days)} day(s) before {report.cutoff} {verb}")
         totals["tables"] += 1
         totals["tables_with_expired_rows"] += int(report.rows > 0)
         totals["rows_removed"] += report.rows
