@@ -1,5 +1,6 @@
-"""SLAs and automation in one place: the freshness each layer promises, and when each layer runs by
-itself. Per-asset exceptions go in FRESHNESS_OVERRIDES; everything else takes its layer's default."""
+"""SLAs, automation and retention in one place: the freshness each layer promises, when each layer runs by
+itself, and how long each keeps its days. Per-asset exceptions go in FRESHNESS_OVERRIDES and RETENTION_OVERRIDES;
+everything else takes its layer's default."""
 
 from datetime import timedelta
 
@@ -68,6 +69,41 @@ OWNERS = {
     "publish": ["team:analytics"],
     "serve": ["team:analytics"],
 }
+
+
+# How long a table keeps a day of its window column before the `retention` job (defs/retention.py) deletes it;
+# None keeps it forever. Bronze is the raw copy of what the sources sent, personal data included: 400 days
+# (13 months) let a fixed rule be replayed over a full year plus the weeks late corrections take, then the raw
+# copy goes (data minimisation). Silver is the conformed history Gold is built from: 3 years, for
+# year-over-year figures. A quarantine row is a Bronze row with the rule it broke, only worth keeping while its
+# Bronze row can be run again: it goes with Bronze. Gold keeps its days: the daily marts are small aggregates
+# without personal data, and a full-rebuild mart has no window, so no days to expire.
+RETENTION: dict[str, timedelta | None] = {
+    "bronze": timedelta(days=400),
+    "silver": timedelta(days=3 * 365),
+    "quarantine": timedelta(days=400),
+    "gold": None,
+}
+RETENTION_OVERRIDES: dict[str, timedelta | None] = {
+    # customer_360's lifetime value and the RFM and churn lifetime features read every order ever placed.
+    "silver/orders": None,
+    # One row per customer per day, the largest mart: two years of daily features is what churn models train on.
+    "gold/churn_features": timedelta(days=730),
+}
+
+
+def retention(path: str) -> timedelta | None:
+    """How long `layer/table` keeps a day: its override, else its layer's period (quarantine tables have theirs)."""
+    if path in RETENTION_OVERRIDES:
+        return RETENTION_OVERRIDES[path]
+    layer, name = path.split("/", 1)
+    kind = "quarantine" if name.endswith("_quarantine") else layer
+    if kind not in RETENTION:
+        raise KeyError(
+            f"{path}: no retention period for {kind!r}; add one to policies.RETENTION or RETENTION_OVERRIDES "
+            "(None keeps the table forever)"
+        )
+    return RETENTION[kind]
 
 
 def with_policies(spec: dg.AssetSpec) -> dg.AssetSpec:
