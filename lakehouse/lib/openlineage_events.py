@@ -67,28 +67,11 @@ def run_event(record: dg.EventLogRecord, instance: dg.DagsterInstance, graph, na
     def data(event_type: dg.DagsterEventType) -> list:
         return [event.event_specific_data for event in facts[event_type]]
 
-    planned = [planned.asset_key for planned in data(dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)]
+    planned = [p.asset_key for p in data(dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)]
     done = state != RunState.START  # a START event tells what the run is to do, not what it did
     written = materialisation_metadata(data(dg.DagsterEventType.ASSET_MATERIALIZATION)) if done else {}
-    checks = data(dg.DagsterEventType.ASSET_CHECK_EVALUATION) if done else []
-    targets = sorted({*planned, *written}, key=lambda k: k.path)
-    assertions = assertions_by_asset(checks)
-
-    outputs = []
-    for key in targets:
-        metadata = {**(graph.get(key).metadata if graph.has(key) else {}), **written.get(key, {})}
-        facets = dataset_facets(metadata, naming)
-        if key in assertions:
-            facets["dataQualityAssertions"] = assertions[key]
-        outputs.append(OutputDataset(*naming(key), facets=facets))
-    # What the run reads from outside itself: the targets' parents, and the tables it only checks (where the
-    # spec puts check results: an input's dataQualityAssertions facet).
-    parents = {p for key in targets if graph.has(key) for p in graph.get(key).parent_keys}
-    read = sorted((parents | set(assertions)) - set(targets), key=lambda k: k.path)
-    inputs = [
-        InputDataset(*naming(key), inputFacets={"dataQualityAssertions": assertions[key]} if key in assertions else {})
-        for key in read
-    ]
+    assertions = assertions_by_asset(data(dg.DagsterEventType.ASSET_CHECK_EVALUATION) if done else [])
+    inputs, outputs = datasets(sorted({*planned, *written}, key=lambda k: k.path), written, assertions, graph, naming)
 
     run_facets = {}
     if state == RunState.FAIL:
@@ -110,6 +93,27 @@ def run_event(record: dg.EventLogRecord, instance: dg.DagsterInstance, graph, na
         inputs=inputs,
         outputs=outputs,
     )
+
+
+def datasets(targets: list[dg.AssetKey], written: Mapping, assertions: Mapping, graph, naming: Naming):
+    """The run's input and output datasets. Outputs: the assets it targets, with the facets of their metadata
+    (their definition's, overridden by their materialisation's) and check results. Inputs: what it reads from
+    outside itself, the targets' parents and the tables it only checks (where the spec puts check results:
+    an input's dataQualityAssertions facet)."""
+    outputs = []
+    for key in targets:
+        metadata = {**(graph.get(key).metadata if graph.has(key) else {}), **written.get(key, {})}
+        facets = dataset_facets(metadata, naming)
+        if key in assertions:
+            facets["dataQualityAssertions"] = assertions[key]
+        outputs.append(OutputDataset(*naming(key), facets=facets))
+    parents = {p for key in targets if graph.has(key) for p in graph.get(key).parent_keys}
+    read = sorted((parents | set(assertions)) - set(targets), key=lambda k: k.path)
+    inputs = [
+        InputDataset(*naming(key), inputFacets={"dataQualityAssertions": assertions[key]} if key in assertions else {})
+        for key in read
+    ]
+    return inputs, outputs
 
 
 def materialisation_metadata(events: Iterable) -> dict[dg.AssetKey, dict]:
