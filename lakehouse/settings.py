@@ -9,6 +9,7 @@ starts, and the UI shows the variable's name, not its value. The names are the c
 
 This module imports nothing heavy (no dagster): `lakehouse --help` reads it."""
 
+import json
 import os
 from pathlib import Path
 
@@ -143,6 +144,52 @@ def erasure_salt() -> str:
     """LAKEHOUSE_ERASURE_SALT: the secret the erasure register hashes customer ids with. The default suits a
     laptop only: customer ids are few enough that anyone could hash them all and read the register."""
     return _get("LAKEHOUSE_ERASURE_SALT") or "lakehouse-erasure-register"
+
+
+def openlineage_transport() -> dict | None:
+    """Where the OpenLineage events go, as an openlineage-python transport config (`{"type": "http", ...}`),
+    read from the variables openlineage-python itself documents, the first that is set:
+    OPENLINEAGE_CONFIG (an openlineage.yml: its `transport` section), OPENLINEAGE__TRANSPORT__* (one variable
+    per key, e.g. OPENLINEAGE__TRANSPORT__TYPE=file, ..._LOG_FILE_PATH, ..._APPEND=true; values parsed as
+    JSON where they are JSON), OPENLINEAGE_URL (HTTP to `<url>/<OPENLINEAGE_ENDPOINT, default api/v1/lineage>`,
+    with OPENLINEAGE_API_KEY as a bearer token when set). Default none, and OPENLINEAGE_DISABLED=true: no
+    event is sent."""
+    if (_get("OPENLINEAGE_DISABLED") or "").strip().lower() == "true":
+        return None
+    if _get("OPENLINEAGE_CONFIG"):
+        import yaml  # only here: this module imports nothing heavy
+
+        return (yaml.safe_load(Path(os.environ["OPENLINEAGE_CONFIG"]).read_text()) or {}).get("transport")
+    prefix = "OPENLINEAGE__TRANSPORT__"
+    dynamic: dict = {}
+    for name, value in sorted(os.environ.items()):
+        if name.startswith(prefix) and value:
+            *parents, leaf = name.removeprefix(prefix).lower().split("__")
+            node = dynamic
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = _json_or_text(value)
+    if dynamic:
+        return dynamic
+    if _get("OPENLINEAGE_URL"):
+        http = {"type": "http", "url": os.environ["OPENLINEAGE_URL"]}
+        http["endpoint"] = _get("OPENLINEAGE_ENDPOINT") or "api/v1/lineage"
+        if _get("OPENLINEAGE_API_KEY"):
+            http["auth"] = {"type": "api_key", "apiKey": os.environ["OPENLINEAGE_API_KEY"]}
+        return http
+    return None
+
+
+def openlineage_namespace() -> str:
+    """OPENLINEAGE_NAMESPACE, default `lakehouse`: the namespace of the OpenLineage jobs (the Dagster jobs)."""
+    return _get("OPENLINEAGE_NAMESPACE") or "lakehouse"
+
+
+def _json_or_text(value: str):
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 def api_keys_config() -> str | None:

@@ -13,7 +13,8 @@ from lakehouse import settings
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 DAGSTER_SERVICES = ("code-location", "webserver", "daemon")
-# What the code location reads from its environment (settings.py, the Kafka resource, delta-rs / boto3).
+# What the code location reads from its environment (settings.py, the Kafka resource, delta-rs / boto3, the
+# OpenLineage sensor).
 CODE_ENV = {
     "LAKEHOUSE_HOME",
     "LAKEHOUSE_LAKE_ROOT",
@@ -23,6 +24,7 @@ CODE_ENV = {
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_REGION",
+    "OPENLINEAGE_URL",
 }
 
 
@@ -67,7 +69,7 @@ def test_the_instance_config_validates_against_dagsters_schema(monkeypatch):
 def test_compose_has_every_service_and_dagster_services_get_every_variable_they_read(monkeypatch):
     compose = load("docker-compose.yml")
     services = compose["services"]
-    assert set(services) >= {"postgres", "minio", "kafka", "spark-connect", *DAGSTER_SERVICES}
+    assert set(services) >= {"postgres", "minio", "kafka", "spark-connect", "marquez", "marquez-db", *DAGSTER_SERVICES}
     for name in DAGSTER_SERVICES:
         env = services[name]["environment"]
         assert CODE_ENV | instance_env_vars() <= set(env), (name, sorted(CODE_ENV | instance_env_vars() - set(env)))
@@ -87,6 +89,15 @@ def test_compose_has_every_service_and_dagster_services_get_every_variable_they_
     assert f"lake/{bucket}" in " ".join(services["minio-init"]["command"])
     assert "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
     assert services["spark-connect"]["command"][:2] == ["lakehouse", "spark-cluster"]
+    # OpenLineage events go over HTTP to the Marquez API, which stores them in its own Postgres
+    marquez = services["marquez"]["environment"]
+    assert settings.openlineage_transport() == {
+        "type": "http",
+        "url": f"http://marquez:{marquez['MARQUEZ_PORT']}",
+        "endpoint": "api/v1/lineage",
+    }
+    assert marquez["POSTGRES_HOST"] == "marquez-db" and "marquez" in services["code-location"]["depends_on"]
+    assert services["marquez-db"]["environment"]["POSTGRES_DB"] == "marquez"
     # Bronze reads landing files by path on the engine too: both mount the same volume at LAKEHOUSE_HOME/landing
     landing = f"landing:{env['LAKEHOUSE_HOME']}/landing"
     assert landing in services["code-location"]["volumes"] and landing in services["spark-connect"]["volumes"]
@@ -125,7 +136,7 @@ def test_helm_values_mirror_the_instance_config():
     [deployment] = values["dagster-user-deployments"]["deployments"]
     assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "lakehouse.definitions"]
     env = {e["name"] for e in deployment["env"]} | {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}  # in envSecrets
-    assert CODE_ENV - {"AWS_ENDPOINT_URL"} <= env  # real S3: no endpoint override
+    assert CODE_ENV - {"AWS_ENDPOINT_URL", "OPENLINEAGE_URL"} <= env  # real S3: no endpoint override; no Marquez
     concurrency = values["concurrency"]
     assert concurrency["runs"]["tagConcurrencyLimits"] == instance["concurrency"]["runs"]["tag_concurrency_limits"]
     assert concurrency["runs"]["maxConcurrentRuns"] == instance["concurrency"]["runs"]["max_concurrent_runs"]
