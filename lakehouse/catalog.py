@@ -3,8 +3,9 @@
 A declaration says what the table is (layer, name, contract: columns, key and window column), where a batch
 source lands (its file format), which quality checks it gets beyond its contract, the columns maintenance
 z-orders on, and whether its rule-breaking rows go to a quarantine table. The Bronze assets of batch sources,
-the landing sensor, the quality checks, the UI's column schemas and maintenance derive from this list; a Silver
-table's transform lives in defs/silver/. Gold marts are declared in their dbt models' `meta` (dbt_project/).
+the landing sensor, the quality checks, the UI's column schemas and column lineage (the Silver contracts'
+`computed_from`) and maintenance derive from this list; a Silver table's transform lives in defs/silver/.
+Gold marts are declared in their dbt models' `meta` (dbt_project/).
 
 Adding a batch source: a contract in lib/contracts/bronze.py, a `Table` here with `landing=`, and, for its
 Silver table, a transform in defs/silver/.
@@ -22,7 +23,7 @@ import dagster as dg
 from pandera.pyspark import DataFrameModel
 
 from lakehouse.lib.contracts import bronze, silver
-from lakehouse.lib.contracts.evaluate import column_schema, window_column
+from lakehouse.lib.contracts.evaluate import column_schema, column_sources, window_column
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,19 @@ class Table:
     @property
     def pii(self) -> bool:
         return bool(self.pii_columns)
+
+    @property
+    def column_lineage(self) -> dg.TableColumnLineage | None:
+        """Where each column comes from, as the contract declares it (`computed_from`), for the UI's column view.
+        None for a table landed from outside the lake (Bronze) or a quarantine."""
+        if self.reads is None:
+            return None
+        return dg.TableColumnLineage(
+            {
+                column: [dg.TableColumnDep(dg.AssetKey(table.split("/")), name) for table, name in sources]
+                for column, sources in column_sources(self.contract, self.reads).items()
+            }
+        )
 
     @property
     def window(self) -> str | None:
@@ -193,12 +207,14 @@ def table(path: str) -> Table:
 
 def with_declaration(spec: dg.AssetSpec) -> dg.AssetSpec:
     """What the catalog declares about the asset's table: its contract as the column schema the UI shows (types,
-    nullability, rules, descriptions), and its domain and `pii` as tags. A mart's copies (publish, serve) carry
-    the mart's tags."""
+    nullability, rules, descriptions), a Silver table's column lineage from its contract, and its domain and `pii`
+    as tags. A mart's copies (publish, serve) carry the mart's tags."""
     declared = {t.key: t for t in all_tables()}.get(spec.key)
     if declared is not None:
-        schema = {"dagster/column_schema": column_schema(declared.contract)}
-        return spec.merge_attributes(metadata=schema, tags=governance_tags(declared.domain, declared.pii))
+        columns = {"dagster/column_schema": column_schema(declared.contract)}
+        if declared.column_lineage is not None:
+            columns["dagster/column_lineage"] = declared.column_lineage
+        return spec.merge_attributes(metadata=columns, tags=governance_tags(declared.domain, declared.pii))
     mart = marts().get(spec.key.path[-1]) if spec.key.path[0] in ("gold", "publish", "serve") else None
     return spec.merge_attributes(tags=governance_tags(mart.domain, mart.pii)) if mart else spec
 

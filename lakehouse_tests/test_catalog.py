@@ -13,6 +13,7 @@ from lakehouse.defs.sensors.landing import landed_files
 from lakehouse.lib.contracts.bronze import BronzeRow
 from lakehouse.lib.quality import quality_checks
 from lakehouse.lib.spark import SparkEngine
+from lakehouse_tests.helpers import DEFS
 
 STRING = T.StringType()
 DAY = "2026-11-01"
@@ -107,3 +108,23 @@ def test_gold_marts_declare_their_grain_and_window_in_their_dbt_models():
         "order_date, country, category, currency",
         "order_date",
     )
+
+
+def test_every_silver_column_comes_from_columns_its_upstream_contracts_have():
+    """A Silver asset's column lineage (its contract's `computed_from`, else the same column of the table it reads)
+    names, for every column of its contract, columns that the contracts of its upstream assets have: renaming
+    a column on either side fails here, not in the UI."""
+    specs = {s.key: s for s in DEFS.resolve_all_asset_specs()}
+    for table in (t for t in catalog.TABLES if t.layer == "silver"):
+        spec = specs[table.key]
+        column_lineage = spec.metadata["dagster/column_lineage"]
+        assert list(column_lineage.deps_by_column) == list(table.contract.to_schema().columns), table.path
+        upstream = {d.asset_key for d in spec.deps}
+        for column, deps in column_lineage.deps_by_column.items():
+            assert deps, f"{table.path}.{column} comes from no column"
+            for dep in deps:
+                source = f"{dep.asset_key.to_user_string()}.{dep.column_name}"
+                assert dep.asset_key in upstream, f"{table.path}.{column} comes from {source}, not an upstream asset"
+                assert dep.column_name in catalog.table(dep.asset_key.to_user_string()).contract.to_schema().columns, (
+                    f"{table.path}.{column} comes from {source}, which that table's contract does not have"
+                )

@@ -16,10 +16,12 @@ import pyarrow as pa
 import pytest
 import yaml
 from deltalake import DeltaTable, write_deltalake
+from sqlglot.errors import OptimizeError
 
+from lakehouse import catalog
 from lakehouse.defs.gold import dbt as gold
 from lakehouse.dev import generator
-from lakehouse.lib import partitions
+from lakehouse.lib import lineage, partitions
 from lakehouse.lib.lake import DeltaLake
 from lakehouse_tests.helpers import DAY_KEYS, DEFS, SCALE, range_tags, read_rows
 
@@ -340,6 +342,94 @@ def test_churn_features_have_one_row_per_customer_and_day_known_at_that_day(gold
         assert row["revenue_usd_lifetime"] == sum((o["amount_usd"] for o in before), Decimal("0.00"))
         assert row["orders_7d"] == sum(o["order_date"] > day - timedelta(days=7) for o in before)
         assert row["days_since_last_order"] == (None if last is None else (day - last).days)
+
+
+# -- Column schema and lineage -------------------------------------------------------------------------------
+
+MARTS_YML = gold.DBT_PROJECT_DIR / "models" / "marts" / "_marts__models.yml"
+# What Spark SQL calls a column's type: a name, or a decimal's precision and scale (no "?", no "unknown").
+SQL_TYPE = re.compile(r"string|bigint|int|smallint|double|float|boolean|date|timestamp|decimal\(\d+,\d+\)")
+
+
+def declared_columns(mart: str) -> list[str]:
+    """A mart's columns as its model's yml lists them (read here, not through dbt's manifest)."""
+    models = yaml.safe_load(MARTS_YML.read_text())["models"]
+    return [c["name"] for c in next(m for m in models if m["name"] == mart)["columns"]]
+
+
+def column_metadata(gold_run: dg.ExecuteInProcessResult) -> dict[str, dict]:
+    """Each mart's materialisation metadata, unwrapped (a TableSchema, a TableColumnLineage)."""
+    return {
+        e.asset_key.path[-1]: {k: v.value for k, v in e.materialization.metadata.items()}
+        for e in gold_run.get_asset_materialization_events()
+        if e.asset_key.path[0] == "gold"
+    }
+
+
+def deps(column_lineage: dg.TableColumnLineage, column: str) -> set[tuple[str, str]]:
+    return {(d.asset_key.to_user_string(), d.column_name) for d in column_lineage.deps_by_column[column]}
+
+
+def test_a_customers_lifetime_value_is_traced_to_silver_and_bronze_order_amounts_and_fx_rates(gold_run):
+    metadata = column_metadata(gold_run)["customer_360"]
+    # int_customer_orders sums stg_orders.amount_usd, which is silver.orders' amount_usd
+    assert deps(metadata["dagster/column_lineage"], "lifetime_value_usd") == {("silver/orders", "amount_usd")}
+    specs = {s.key.to_user_string(): s.metadata for s in DEFS.resolve_all_asset_specs()}
+    # silver/orders converts bronze's amount with silver/fx_rates' rate, which is bronze's rate_to_usd, typed
+    assert deps(specs["silver/orders"]["dagster/column_lineage"], "amount_usd") == {
+        ("bronze/orders", "amount"),
+        ("silver/fx_rates", "rate_to_usd"),
+    }
+    assert deps(specs["silver/fx_rates"]["dagster/column_lineage"], "rate_to_usd") == {
+        ("bronze/fx_rates", "rate_to_usd")
+    }
+    schema = metadata["dagster/column_schema"]
+    assert [c.name for c in schema.columns] == declared_columns("customer_360")
+    assert all(SQL_TYPE.fullmatch(c.type) for c in schema.columns), [(c.name, c.type) for c in schema.columns]
+    lifetime = next(c for c in schema.columns if c.name == "lifetime_value_usd")
+    assert (lifetime.type, lifetime.description) == ("decimal(18,2)", "Sum of order amounts in USD, all time.")
+
+
+def test_every_mart_materialisation_carries_a_typed_column_schema_and_lineage_to_its_upstream_assets(gold_run):
+    materialised = column_metadata(gold_run)
+    assert set(materialised) == set(MARTS)
+    upstream_of = {k.path[-1]: v for k, v in gold.gold_dbt.asset_deps.items()}
+    for mart, metadata in materialised.items():
+        schema, column_lineage = metadata["dagster/column_schema"], metadata["dagster/column_lineage"]
+        assert [c.name for c in schema.columns] == declared_columns(mart), mart
+        assert all(SQL_TYPE.fullmatch(c.type) for c in schema.columns), (
+            mart,
+            [(c.name, c.type) for c in schema.columns],
+        )
+        assert list(column_lineage.deps_by_column) == declared_columns(mart), mart
+        for column, column_deps in column_lineage.deps_by_column.items():
+            for dep in column_deps:
+                assert dep.asset_key in upstream_of[mart], (mart, column, dep.asset_key)
+                layer, table = dep.asset_key.path
+                columns = (
+                    catalog.table(f"{layer}/{table}").contract.to_schema().columns
+                    if layer == "silver"
+                    else declared_columns(table)
+                )
+                assert dep.column_name in columns, (mart, column, dep)
+
+
+def test_lineage_follows_a_column_through_ctes_and_stars_and_rejects_an_unknown_one():
+    sql = """
+        with o as (select * from silver.orders),
+        per_customer as (select customer_id, count(*) as n, sum(amount_usd) as revenue from o group by customer_id)
+        select customer_id, n, revenue * 2 as doubled from per_customer
+    """
+    schemas = {"silver.orders": {"customer_id": "string", "amount_usd": "decimal(18,2)", "order_id": "string"}}
+    assets = {"silver.orders": dg.AssetKey(["silver", "orders"])}
+    found = lineage.column_lineage(sql, schemas, assets)
+    assert {c: deps(found, c) for c in found.deps_by_column} == {
+        "customer_id": {("silver/orders", "customer_id")},
+        "n": set(),  # count(*) reads no column
+        "doubled": {("silver/orders", "amount_usd")},
+    }
+    with pytest.raises(OptimizeError, match="Column 'amount' could not be resolved"):
+        lineage.column_lineage("select amount from silver.orders", schemas, assets)
 
 
 # -- Idempotence and masking ---------------------------------------------------------------------------------

@@ -10,6 +10,9 @@
   default; an sc:// URL may carry a token, so it goes in a private file, not on dbt's command line or
   into its artifacts), and the DeltaLake resource's root is the dbt var `lake_root`.
 - dbt tests are asset checks on the models they test (singular tests name theirs in `meta`).
+- Each mart's materialisation carries its column schema (the Delta table as written: real types, with the
+  model's column descriptions) and its column lineage (sqlglot over the compiled SQL, lib/lineage.py),
+  read without the engine.
 - The manifest is parsed on import when it is missing or older than the project's files, so
   `dagster asset materialize` and `dg check defs` work from a clean checkout (target/ is not in git).
 """
@@ -26,13 +29,14 @@ import yaml
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
+    DbtCliInvocation,
     DbtCliResource,
     DbtProject,
     dbt_assets,
 )
 
 from lakehouse import catalog
-from lakehouse.lib import partitions
+from lakehouse.lib import lineage, partitions
 from lakehouse.lib.lake import DeltaLake
 from lakehouse.lib.spark import SparkEngine, connect_url
 
@@ -130,6 +134,55 @@ def with_profiles_dir(dbt: DbtCliResource, profiles_dir: Path) -> DbtCliResource
     )
 
 
+# Delta's names for the types Spark SQL (the models' language, and the Silver contracts') names otherwise.
+SQL_TYPES = {"long": "bigint", "integer": "int", "short": "smallint", "byte": "tinyint"}
+
+
+def relations_read(manifest: Mapping, node: Mapping) -> dict[str, Mapping]:
+    """The sources and models a model's compiled SQL reads, by unique id: its parents, through the ephemeral
+    models dbt inlines."""
+    found = {}
+    for unique_id in node["depends_on"]["nodes"]:
+        parent = manifest["sources"].get(unique_id) or manifest["nodes"][unique_id]
+        ephemeral = parent.get("config", {}).get("materialized") == "ephemeral"
+        found.update(relations_read(manifest, parent) if ephemeral else {unique_id: parent})
+    return found
+
+
+def delta_columns(lake: DeltaLake, table: str) -> dict[str, str]:
+    return {f.name: SQL_TYPES.get(f.type.type, f.type.type) for f in lake.delta_table("gold", table).schema().fields}
+
+
+def relation_columns(props: Mapping, lake: DeltaLake) -> dict[str, str]:
+    """A source's columns from its Silver contract, a mart's from its Delta table: name -> SQL type."""
+    if props["resource_type"] == "source":
+        contract = catalog.table(f"{props['source_name']}/{props['name']}").contract
+        return {name: column.dtype.type.simpleString() for name, column in contract.to_schema().columns.items()}
+    return delta_columns(lake, props["alias"])
+
+
+def column_metadata(invocation: DbtCliInvocation, node: Mapping, lake: DeltaLake) -> dict[str, Any]:
+    """A mart's `dagster/column_lineage` (each column's Silver or Gold upstream columns, from the compiled SQL)
+    and `dagster/column_schema` (its Delta table's columns and types, in the model's order, with its descriptions)."""
+    upstream = relations_read(invocation.manifest, node).values()
+    compiled = invocation.target_path / "compiled" / node["package_name"] / node["original_file_path"]
+    column_lineage = lineage.column_lineage(
+        compiled.read_text(),
+        {p["relation_name"]: relation_columns(p, lake) for p in upstream},
+        {p["relation_name"]: translator.get_asset_key(p) for p in upstream},
+    )
+    selected = list(column_lineage.deps_by_column)
+    written = delta_columns(lake, node["alias"])  # a column the SQL no longer selects stays, last
+    ordered = sorted(written, key=lambda name: selected.index(name) if name in selected else len(selected))
+    schema = dg.TableSchema(
+        columns=[
+            dg.TableColumn(name, written[name], description=node["columns"].get(name, {}).get("description") or None)
+            for name in ordered
+        ]
+    )
+    return {"dagster/column_schema": schema, "dagster/column_lineage": column_lineage}
+
+
 @dbt_assets(
     manifest=prepare(dbt_project),
     project=dbt_project,
@@ -151,7 +204,13 @@ def gold_dbt(
             if isinstance(event, dg.Output):
                 table = context.asset_key_for_output(event.output_name).path[-1]
                 if lake.exists("gold", table):
-                    event = event.with_metadata({**event.metadata, **lake.write_metadata("gold", table)})
+                    metadata = {**event.metadata, **lake.write_metadata("gold", table)}
+                    node = invocation.manifest["nodes"][event.metadata["unique_id"].text]
+                    try:
+                        metadata.update(column_metadata(invocation, node, lake))
+                    except Exception as error:  # the mart is written: missing metadata must not fail its run
+                        context.log.warning(f"gold/{table}: no column schema and lineage: {error!r}")
+                    event = event.with_metadata(metadata)
             yield event
 
 

@@ -66,6 +66,20 @@ def column_schema(model: type[DataFrameModel]) -> dg.TableSchema:
     return dg.TableSchema(columns=columns, constraints=constraints)
 
 
+def column_sources(model: type[DataFrameModel], reads: str) -> dict[str, list[tuple[str, str]]]:
+    """Each column's upstream (table, column) pairs: those its Field's `computed_from` names ("column" of the
+    table it `reads`, "layer/table.column" of another), else the column of the same name in `reads`."""
+
+    def source(ref: str) -> tuple[str, str]:
+        table, _, column = ref.rpartition(".")
+        return table or reads, column
+
+    return {
+        name: [source(ref) for ref in (column.metadata or {}).get("from", [name])]
+        for name, column in model.to_schema().columns.items()
+    }
+
+
 def enforce_schema(model: type[DataFrameModel], df: DataFrame) -> DataFrame:
     """Raise before writing if `df` lacks a contract column, has an undeclared one or a wrong type.
 

@@ -1,5 +1,9 @@
 """Silver contracts: typed, conformed tables. Row rules in the assets quarantine what would break
-these; the asset checks prove what was written keeps them."""
+these; the asset checks prove what was written keeps them.
+
+Column lineage (the UI's column view): a column comes from the column of the same name in the Bronze table
+the Silver table is built from (the catalog's `reads`). A column computed from other columns names them,
+`metadata=computed_from(...)`: columns of that Bronze table, or `layer/table.column` of another upstream."""
 
 from functools import cache
 
@@ -17,6 +21,11 @@ STRING, TIMESTAMP, DATE = T.StringType(), T.TimestampType(), T.DateType()
 ISO_CURRENCY = "^[A-Z]{3}$"
 
 
+def computed_from(*columns: str) -> dict:
+    """Field metadata naming the upstream columns a column is computed from (see the module's docstring)."""
+    return {"from": list(columns)}
+
+
 class Customers(DataFrameModel):
     """Customer history, SCD type 2."""
 
@@ -30,9 +39,13 @@ class Customers(DataFrameModel):
     signup_date: DATE = Field(nullable=True)
     rescued_data: STRING = Field(alias="_rescued_data", nullable=True, description="Unknown CRM fields as JSON")
     source_file: STRING = Field(alias="_source_file", nullable=False)
-    valid_from: TIMESTAMP = Field(nullable=False, description="This version holds from...")
-    valid_to: TIMESTAMP = Field(nullable=True, description="...until the next version (null: current)")
-    is_current: T.BooleanType() = Field(nullable=False)
+    valid_from: TIMESTAMP = Field(
+        nullable=False, description="This version holds from...", metadata=computed_from("updated_at")
+    )
+    valid_to: TIMESTAMP = Field(
+        nullable=True, description="...until the next version (null: current)", metadata=computed_from("updated_at")
+    )
+    is_current: T.BooleanType() = Field(nullable=False, metadata=computed_from("updated_at"))
 
     class Config:
         name = "silver.customers"
@@ -46,14 +59,23 @@ class Orders(DataFrameModel):
     order_id: STRING = Field(nullable=False)
     customer_id: STRING = Field(nullable=False, description="References silver.customers")
     order_ts: TIMESTAMP = Field(nullable=False)
-    order_date: DATE = Field(nullable=False, description="Business date (the partition)")
+    order_date: DATE = Field(
+        nullable=False, description="Business date (the partition)", metadata=computed_from("order_ts")
+    )
     product_id: STRING = Field(nullable=True)
     category: STRING = Field(nullable=True, isin=list(CATEGORIES))
     quantity: T.IntegerType() = Field(nullable=True, in_range={"min_value": 1, "max_value": 1000})
     amount: T.DecimalType(18, 2) = Field(nullable=False, ge=0, description="In `currency`")
     currency: STRING = Field(nullable=False, isin=list(CURRENCIES))
-    fx_rate_to_usd: T.DecimalType(18, 6) = Field(nullable=False, gt=0, description="silver.fx_rates on order_date")
-    amount_usd: T.DecimalType(18, 2) = Field(nullable=False, ge=0)
+    fx_rate_to_usd: T.DecimalType(18, 6) = Field(
+        nullable=False,
+        gt=0,
+        description="silver.fx_rates on order_date",
+        metadata=computed_from("silver/fx_rates.rate_to_usd"),
+    )
+    amount_usd: T.DecimalType(18, 2) = Field(
+        nullable=False, ge=0, metadata=computed_from("amount", "silver/fx_rates.rate_to_usd")
+    )
     status: STRING = Field(nullable=True, isin=["placed", "paid", "shipped", "delivered", "cancelled"])
     updated_at: TIMESTAMP = Field(nullable=True)
     rescued_data: STRING = Field(alias="_rescued_data", nullable=True, description="Unknown order columns as JSON")
@@ -68,7 +90,7 @@ class Orders(DataFrameModel):
 class FxRates(DataFrameModel):
     """Daily rate to USD per currency."""
 
-    rate_date: DATE = Field(nullable=False)
+    rate_date: DATE = Field(nullable=False, metadata=computed_from("date"))
     currency: STRING = Field(nullable=False, str_matches=ISO_CURRENCY)
     rate_to_usd: T.DecimalType(18, 6) = Field(nullable=False, gt=0)
     ingested_at: TIMESTAMP = Field(alias="_ingested_at", nullable=False)
@@ -83,17 +105,25 @@ class FxRates(DataFrameModel):
 class Sessions(DataFrameModel):
     """Clickstream sessions: a user's events with no gap over 30 minutes."""
 
-    session_id: STRING = Field(nullable=False)
+    session_id: STRING = Field(nullable=False, metadata=computed_from("user_id", "event_ts"))
     user_id: STRING = Field(nullable=False)
-    session_start: TIMESTAMP = Field(nullable=False)
-    session_end: TIMESTAMP = Field(nullable=False)
-    session_date: DATE = Field(nullable=False, description="Day the session started")
-    duration_seconds: T.LongType() = Field(nullable=False, ge=0)
-    page_count: T.IntegerType() = Field(nullable=False, ge=1, description="Events in the session")
-    page_views: T.IntegerType() = Field(nullable=False, ge=0)
-    is_bounce: T.BooleanType() = Field(nullable=False, description="A single-event session")
-    last_event_received_at: TIMESTAMP = Field(nullable=True)
-    bronze_ingested_at: TIMESTAMP = Field(alias="_bronze_ingested_at", nullable=False)
+    session_start: TIMESTAMP = Field(nullable=False, metadata=computed_from("event_ts"))
+    session_end: TIMESTAMP = Field(nullable=False, metadata=computed_from("event_ts"))
+    session_date: DATE = Field(
+        nullable=False, description="Day the session started", metadata=computed_from("event_ts")
+    )
+    duration_seconds: T.LongType() = Field(nullable=False, ge=0, metadata=computed_from("event_ts"))
+    page_count: T.IntegerType() = Field(
+        nullable=False, ge=1, description="Events in the session", metadata=computed_from("event_id")
+    )
+    page_views: T.IntegerType() = Field(nullable=False, ge=0, metadata=computed_from("event_type"))
+    is_bounce: T.BooleanType() = Field(
+        nullable=False, description="A single-event session", metadata=computed_from("event_id")
+    )
+    last_event_received_at: TIMESTAMP = Field(nullable=True, metadata=computed_from("kafka_timestamp"))
+    bronze_ingested_at: TIMESTAMP = Field(
+        alias="_bronze_ingested_at", nullable=False, metadata=computed_from("_ingested_at")
+    )
 
     class Config:
         name = "silver.sessions"
@@ -113,7 +143,7 @@ class SupportTickets(DataFrameModel):
     subject: STRING = Field(nullable=True)
     rescued_data: STRING = Field(alias="_rescued_data", nullable=True)
     changed_at: TIMESTAMP = Field(nullable=True)
-    is_deleted: T.BooleanType() = Field(nullable=False)
+    is_deleted: T.BooleanType() = Field(nullable=False, metadata=computed_from("op"))
     kafka_epoch: T.IntegerType() = Field(nullable=False)
     kafka_partition: T.IntegerType() = Field(nullable=False)
     kafka_offset: T.LongType() = Field(nullable=False)
@@ -122,6 +152,7 @@ class SupportTickets(DataFrameModel):
         alias="_bronze_ingested_at",
         nullable=False,
         description="When Bronze landed the change applied (Silver's watermark)",
+        metadata=computed_from("_ingested_at"),
     )
 
     class Config:
