@@ -1,5 +1,6 @@
 """The `lakehouse` code location: everything under lakehouse/defs/ (Bronze -> Silver -> Gold assets, their
-checks, sensors, jobs and resources), with each asset's contract schema, freshness SLA and automation.
+checks, sensors, jobs and resources), with each asset's contract schema, freshness SLA and automation, and
+a freshness check per day (partition) for Bronze, Silver and Gold.
 Load it with `dagster dev`, `dg list defs` or `-m lakehouse.definitions`.
 
 The defs folder is loaded as `dg.load_from_defs_folder` does (the same ComponentTree, from the same
@@ -15,14 +16,20 @@ import dagster as dg
 
 from lakehouse import policies
 from lakehouse.catalog import with_declaration
+from lakehouse.lib.freshness import partition_freshness
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     tree = dg.ComponentTree.for_project(path_within_project=Path(__file__).parent)
-    return dg.Definitions.merge(
+    assets = dg.Definitions.merge(
         tree.build_defs(tree.defs_module_path),
         # Steps share the run's process and so its Spark session: a step per process would start an
         # engine per step, and on one machine the engine parallelises within a step anyway.
         dg.Definitions(executor=dg.in_process_executor, component_tree=tree),
     ).map_resolved_asset_specs(func=lambda spec: policies.with_policies(with_declaration(spec)))
+    # Every time-partitioned asset of a layer with a partition deadline gets its per-partition freshness check
+    freshness = partition_freshness(
+        assets.resolve_all_asset_specs(), policies.PARTITION_DEADLINES, policies.PARTITION_FRESHNESS_SEVERITY
+    )
+    return dg.Definitions.merge(assets, freshness)

@@ -21,6 +21,17 @@ FRESHNESS = {
 }
 FRESHNESS_OVERRIDES: dict[str, dg.FreshnessPolicy] = {}
 
+# Those policies judge an asset by its last update, whatever the partition: backfilling an old day makes it
+# look fresh. So each day is also due on its own, this long after it ends (UTC): Bronze by 01:00 (batch files
+# land just after midnight, streaming Bronze has filled the day by then), Silver by 02:00 (when the nightly
+# Gold run starts, which reads it), Gold by 04:00 (two hours for that run): each layer's fail window above.
+# A missing day is wrong figures for that day downstream, so a late one is an ERROR (it blocks nothing).
+PARTITION_DEADLINES = {"bronze": timedelta(hours=1), "silver": timedelta(hours=2), "gold": timedelta(hours=4)}
+PARTITION_FRESHNESS_SEVERITY = dg.AssetCheckSeverity.ERROR
+
+# A sensor whose ticks fail this many times in a row raises one alert per streak (sensors/alerts.py).
+SENSOR_FAILURE_STREAK = 3
+
 # eager() looks only at the latest day; batch files land a day late and get corrected, so Silver
 # follows any of the last 7 days' upstream updates, once every dependency is there, not running, and
 # has passed its blocking checks for that partition (bad data does not flow on). A check run over a
