@@ -19,6 +19,7 @@ from deltalake import CommitProperties, DeltaTable
 from pydantic import Field
 
 from lakehouse import catalog, settings
+from lakehouse.defs.gold import dbt as gold  # noqa: F401 - parses the manifest publish reads its marts from
 from lakehouse.defs.publish import snowflake as publish
 from lakehouse.defs.serve import postgres as serve
 from lakehouse.lib import erasure, serving
