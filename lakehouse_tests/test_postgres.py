@@ -150,7 +150,10 @@ def test_a_sensor_tick_is_stored_in_postgres_and_its_runs_are_queued(instance, p
         assert tick.status == TickStatus.SUCCESS, tick.error
         expected = {f"{s}/{d}" for s in ("crm_customers", "orders", "fx_rates") for d in DAY_KEYS}
         assert {key.split("@")[0] for key in tick.run_keys} == expected
-        queued = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))
+        # the landing sensor's runs (the partition_freshness sensor, also on by default, queues its own)
+        queued = instance.get_runs(
+            dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED], tags={"dagster/sensor_name": "landing_files"})
+        )
         assert len(queued) == len(expected)  # waiting for the daemon's run coordinator, in Postgres
         assert instance.get_instigator_state(sensor.get_remote_origin_id(), sensor.selector_id).status == (
             InstigatorStatus.RUNNING
@@ -159,5 +162,9 @@ def test_a_sensor_tick_is_stored_in_postgres_and_its_runs_are_queued(instance, p
     [(ticks,)] = query(
         postgres_server, pg_database, f"SELECT count(*) FROM job_ticks WHERE selector_id = '{sensor.selector_id}'"
     )
-    [(runs,)] = query(postgres_server, pg_database, "SELECT count(*) FROM runs WHERE status = 'QUEUED'")
+    runs_of_the_sensor = (
+        "SELECT count(*) FROM runs JOIN run_tags ON run_tags.run_id = runs.run_id WHERE status = 'QUEUED' "
+        "AND run_tags.key = 'dagster/sensor_name' AND run_tags.value = 'landing_files'"
+    )
+    [(runs,)] = query(postgres_server, pg_database, runs_of_the_sensor)
     assert (ticks, runs) == (1, len(expected))
