@@ -163,8 +163,8 @@ def forget_op(snowflake_configured: bool) -> dg.OpDefinition:
         if not asked:
             raise dg.Failure("forget: no customer given (config customer_ids or customer_id_hashes)")
         register = lake.erasure_register()
-        found = find(lake, settings.landing_dir(), set(asked.values()))
-        unknown = [label for label, h in asked.items() if h not in found and h not in register.hashes()]
+        found, registered_before = find(lake, settings.landing_dir(), set(asked.values())), register.hashes()
+        unknown = [label for label, h in asked.items() if h not in found and h not in registered_before]
         if unknown:
             raise dg.Failure(
                 f"forget: no table, landing file or register entry names {', '.join(unknown)}; nothing was erased"

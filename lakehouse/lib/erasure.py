@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -94,18 +95,20 @@ def pattern(ids: Iterable[str]) -> re.Pattern:
     return re.compile("|".join(sorted(ids)), re.IGNORECASE)
 
 
-def registered_in(text: str, hashes: frozenset[str]) -> set[str]:
-    """The registered customers `text` names."""
-    return {i for i in ids_in(text) if subject_hash(i) in hashes} if hashes else set()
+def registered_in(path: Path, hashes: frozenset[str]) -> set[str]:
+    """The registered customers a file names (the file is not read while the register is empty)."""
+    return {i for i in ids_in(path.read_text(errors="replace")) if subject_hash(i) in hashes} if hashes else set()
 
 
 def arrow_erased(rows: pa.Table, subject: str | None, hashes: frozenset[str]) -> pa.Array:
-    """The same test over an Arrow table (streaming Bronze builds its rows in Arrow)."""
+    """The same test over an Arrow table (streaming Bronze builds its rows in Arrow); each distinct id is hashed
+    once, not once per message."""
     values = [rows.column(c).to_pylist() for c in searched(subject, rows.column_names)]
     if not hashes or not values:
         return pa.array([False] * rows.num_rows)
-    rows_ids = (set().union(*map(ids_in, row)) for row in zip(*values, strict=True))
-    return pa.array([any(subject_hash(i) in hashes for i in ids) for ids in rows_ids])
+    named = [set().union(*map(ids_in, row)) for row in zip(*values, strict=True)]
+    registered = {i for i in set().union(*named) if subject_hash(i) in hashes}
+    return pa.array([not ids.isdisjoint(registered) for ids in named])
 
 
 def ids_held(dt: DeltaTable, subject: str | None) -> set[str]:
@@ -122,8 +125,8 @@ def delete_predicate(ids: Iterable[str], subject: str | None, columns: Iterable[
     ids, columns = sorted(ids), searched(subject, columns)
     if not ids or not columns:
         return None
-    pattern = sql_text("(?i)(" + "|".join(ids) + ")")  # ids match CUSTOMER_ID: no regex metacharacters
-    return " OR ".join(f"coalesce(regexp_like({c}, {pattern}), false)" for c in columns)
+    regex = sql_text(f"(?i)({pattern(ids).pattern})")
+    return " OR ".join(f"coalesce(regexp_like({c}, {regex}), false)" for c in columns)
 
 
 def sql_text(value: str) -> str:

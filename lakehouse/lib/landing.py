@@ -85,7 +85,7 @@ def read_landing(
     if missing:
         raise MissingLandingFiles(f"bronze.{source}: no landing file for {len(missing)} day(s): {', '.join(missing)}")
     frames = [
-        read_file(spark, source, path, columns, erasure.registered_in(path.read_text(errors="replace"), erased))
+        read_file(spark, source, path, columns, erasure.registered_in(path, erased))
         .withColumn("_source_file", F.lit(str(path)))
         .withColumn("_partition_date", F.lit(day.isoformat()).cast("date"))
         for day, path in files.items()
@@ -110,9 +110,9 @@ def record_count(source: str, landing_dir: Path, start: date, end: date) -> int:
 def erased_records(source: str, landing_dir: Path, start: date, end: date, erased: frozenset[str]) -> int:
     """The records of the window's files that name an `erased` customer (not read, so not in Bronze)."""
     count = 0
-    for day in days_in(start, end) if erased else []:
+    for day in days_in(start, end):
         path = landing_file(landing_dir, source, day)
-        if ids := erasure.registered_in(path.read_text(errors="replace"), erased):
+        if ids := erasure.registered_in(path, erased):
             theirs = erasure.pattern(ids)
             records = lines(source, path)
             if file_format(source) == "csv":
