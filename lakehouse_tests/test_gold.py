@@ -4,6 +4,7 @@ the marts' SQL again."""
 
 import csv
 import json
+import os
 import re
 import shutil
 from collections import defaultdict
@@ -162,22 +163,33 @@ def test_dbt_tests_are_asset_checks_and_gold_is_in_the_batch_job():
 
 
 def test_dbt_gets_the_partition_window_the_lakes_tables_and_the_assets_engine(sail_url, lake, batch_run, tmp_path):
-    assert json.loads(gold.dbt_build_args(date(2026, 11, 1), date(2026, 11, 8), lake)[2]) == {
-        "start_date": "2026-11-01",
-        "end_date": "2026-11-08",
-        "lake_root": lake.root,
-        "lake_tables": [f"silver/{t}" for t in SILVER_TABLES] + [f"gold/{m}" for m in lake.table_names("gold")],
+    # As environment variables dbt's macros read at execution only: --vars would force a full re-parse
+    env = gold.dbt_env(date(2026, 11, 1), date(2026, 11, 8), lake)
+    assert {name: json.loads(value) for name, value in env.items()} == {
+        "LAKEHOUSE_DBT_START_DATE": "2026-11-01",
+        "LAKEHOUSE_DBT_END_DATE": "2026-11-08",
+        "LAKEHOUSE_DBT_LAKE_ROOT": lake.root,
+        "LAKEHOUSE_DBT_LAKE_TABLES": [f"silver/{t}" for t in SILVER_TABLES]
+        + [f"gold/{m}" for m in lake.table_names("gold")],
     }
-    # The engine's endpoint goes into a profiles.yml of the run's own, not into this process's environment
+    # The engine's endpoint goes into a profiles.yml of the run's own, not into this process's environment;
+    # the connection dbt hashes (host, schema) stays the project's
     dbt = gold.dbt_resource()
     profiles = yaml.safe_load(gold.write_run_profiles(dbt, sail_url, tmp_path).read_text())
     target = profiles["lakehouse"]["outputs"]["spark"]
-    assert (target["host"], target["server_side_parameters"]) == (
-        sail_url,
-        {"spark.sql.session.timeZone": "UTC", "spark.remote": sail_url},
-    )
+    project = yaml.safe_load((gold.DBT_PROJECT_DIR / "profiles.yml").read_text())["lakehouse"]["outputs"]["spark"]
+    assert (target["host"], target["schema"]) == (project["host"], project["schema"])
+    assert target["server_side_parameters"] == {"spark.sql.session.timeZone": "UTC", "spark.remote": sail_url}
     run_dbt = gold.with_profiles_dir(dbt, tmp_path)
     assert (run_dbt.profiles_dir, run_dbt.project_dir) == (str(tmp_path), dbt.project_dir)
+
+
+def test_the_run_environment_is_restored_after_dbt_starts():
+    with gold.environment({"LAKEHOUSE_DBT_START_DATE": '"2026-11-01"', "HOME": "/elsewhere"}):
+        assert os.environ["LAKEHOUSE_DBT_START_DATE"] == '"2026-11-01"'
+        assert os.environ["HOME"] == "/elsewhere"
+    assert "LAKEHOUSE_DBT_START_DATE" not in os.environ
+    assert os.environ["HOME"] != "/elsewhere"
 
 
 # -- A run ---------------------------------------------------------------------------------------------------
@@ -190,13 +202,17 @@ def test_a_range_is_one_dbt_invocation_and_every_check_passes(gold_run):
     invocations = list((gold.DBT_PROJECT_DIR / "target").glob(f"gold_dbt-{gold_run.run_id[:7]}-*"))
     assert len(invocations) == 1
     run_results = json.loads((invocations[0] / "run_results.json").read_text())
-    given = run_results["args"]["vars"]
-    assert (given["start_date"], given["end_date"]) == (DAY_KEYS[0], (DAYS[-1] + timedelta(days=1)).isoformat())
+    # The run's window is the filter of the daily models' writes
+    end = (DAYS[-1] + timedelta(days=1)).isoformat()
+    written = next((invocations[0] / "run").rglob("revenue_daily.sql")).read_text()
+    assert f"order_date >= date'{DAY_KEYS[0]}' and order_date < date'{end}'" in written
+    # dbt reused the project's parse: neither the window nor the engine's endpoint invalidates it
+    log = [json.loads(line)["info"]["name"] for line in (invocations[0] / "dbt.log").read_text().splitlines()]
+    assert "PartialParsingSkipParsing" in log and "UnableToPartialParse" not in log
     # The engine's endpoint (an sc:// URL may carry a token) reached dbt through the run's own profiles.yml,
     # removed after the run, and is in none of dbt's artifacts or logs
     assert not Path(run_results["args"]["profiles_dir"]).exists()
     assert not any("sc://" in f.read_text(errors="replace") for f in invocations[0].iterdir() if f.is_file())
-    assert [t for t in given["lake_tables"] if t.startswith("silver/")] == [f"silver/{t}" for t in SILVER_TABLES]
     evaluations = gold_run.get_asset_check_evaluations()
     assert {e.check_name for e in evaluations} == {c.name for c in gold.gold_dbt.check_keys}
     assert SINGULAR_TESTS <= {e.check_name for e in evaluations}

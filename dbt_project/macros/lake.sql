@@ -6,19 +6,26 @@
     arrived) is registered as an empty view with the columns declared in its `empty_fallback` meta,
     so the marts still build.
 
-    Which tables exist comes from the var `lake_tables` ("layer/name", read from the Delta logs with
-    delta-rs by Dagster, or by `lakehouse dbt-vars` for a run by hand), not from the engine: engines
+    Which tables exist comes from the run value `lake_tables` ("layer/name", read from the Delta logs
+    with delta-rs by Dagster, or by `lakehouse dbt-vars` for a run by hand), not from the engine: engines
     answer differently for a missing path (Sail lists no files, Apache Spark fails the query). -#}
 
-{#- The var `lake_root` (Dagster passes its DeltaLake resource's root; so does `lakehouse dbt-vars`),
-    else LAKEHOUSE_LAKE_ROOT, else $LAKEHOUSE_HOME/lake. -#}
+{#- The run value `lake_root` (Dagster passes its DeltaLake resource's root; so does `lakehouse dbt-vars`),
+    else LAKEHOUSE_LAKE_ROOT, else $LAKEHOUSE_HOME/lake. Read at execution only (macros/run_values.sql). -#}
 {% macro lake_root() -%}
-  {{ return(var('lake_root', env_var('LAKEHOUSE_LAKE_ROOT', env_var('LAKEHOUSE_HOME', '.lakehouse') ~ '/lake')).rstrip('/')) }}
+  {{ return((run_value('lake_root') or env_var('LAKEHOUSE_LAKE_ROOT', env_var('LAKEHOUSE_HOME', '.lakehouse') ~ '/lake')).rstrip('/')) }}
+{%- endmacro %}
+
+
+{#- Marts are Delta tables at <lake_root>/gold/<model>. dbt-spark's own clause takes a `location_root`
+    config, which dbt fixes when it parses: the root must be the run's. -#}
+{% macro spark__location_clause() %}
+  location '{{ lake_root() }}/gold/{{ model["alias"] }}'
 {%- endmacro %}
 
 
 {% macro delta_table_exists(layer, name) -%}
-  {% set tables = var('lake_tables', none) %}
+  {% set tables = run_value('lake_tables') %}
   {% if tables is none %}
     {{ exceptions.raise_compiler_error("var lake_tables missing: run dbt through Dagster, or by hand with "
                                        "--vars \"$(lakehouse dbt-vars --start DAY --end DAY)\"") }}

@@ -1,9 +1,8 @@
-{#- The partition window a run rebuilds: [start_date, end_date), from dbt vars (Dagster passes the
-    run's partition window). -#}
+{#- The partition window a run rebuilds: [start_date, end_date) (macros/run_values.sql). -#}
 
-{% macro window_start() -%}'{{ var("start_date") }}'{%- endmacro %}
+{% macro window_start() -%}'{{ run_value("start_date") }}'{%- endmacro %}
 
-{% macro window_end() -%}'{{ var("end_date") }}'{%- endmacro %}
+{% macro window_end() -%}'{{ run_value("end_date") }}'{%- endmacro %}
 
 {% macro in_window(column) -%}
   {{ column }} >= date{{ window_start() }} and {{ column }} < date{{ window_end() }}

@@ -1,14 +1,16 @@
 """Gold marts as dbt models, one Dagster asset per model (group `gold`), downstream of the Silver assets.
 
 - One dbt invocation per run: the run's partition window (a day or a whole range: single-run
-  backfill policy) becomes the dbt vars `start_date` / `end_date`, and the daily models replace
-  exactly those days (`replace_where` strategy, one Delta commit per model).
-- dbt talks to the same Spark engine as the other assets, and writes to the same lake, without
-  touching this process's environment (dagster-dbt's `cli()` takes no environment: it copies
-  os.environ, which other threads share): the run gets a profiles.yml of its own, the project's with
-  the SparkEngine's Spark Connect endpoint written in (the embedded Sail server of this process by
-  default; an sc:// URL may carry a token, so it goes in a private file, not on dbt's command line or
-  into its artifacts), and the DeltaLake resource's root is the dbt var `lake_root`.
+  backfill policy) is `start_date` / `end_date`, and the daily models replace exactly those days
+  (`replace_where` strategy, one Delta commit per model).
+- dbt's partial parse stays valid from run to run, so an invocation does not re-parse the project:
+  the run's values (window, lake root, the tables the lake holds) reach dbt as environment variables
+  its macros read only at execution (dbt_project/macros/run_values.sql), not as --vars, and the
+  profile dbt hashes is the project's.
+- dbt talks to the same Spark engine as the other assets, and writes to the same lake: the run gets a
+  profiles.yml of its own, the project's with the SparkEngine's Spark Connect endpoint as
+  `spark.remote` (the embedded Sail server of this process by default; an sc:// URL may carry a
+  token, so it goes in a private file, not on dbt's command line or into its artifacts).
 - dbt tests are asset checks on the models they test (singular tests name theirs in `meta`).
 - Each mart's materialisation carries its column schema (the Delta table as written: real types, with the
   model's column descriptions) and its column lineage (sqlglot over the compiled SQL, lib/lineage.py),
@@ -18,8 +20,11 @@
 """
 
 import json
+import os
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -102,19 +107,40 @@ def dbt_vars(start: date, end: date, lake: DeltaLake) -> dict:
     return {"start_date": start.isoformat(), "end_date": end.isoformat(), "lake_root": lake.root, "lake_tables": tables}
 
 
-def dbt_build_args(start: date, end: date, lake: DeltaLake) -> list[str]:
-    return ["build", "--vars", json.dumps(dbt_vars(start, end, lake))]
+def dbt_env(start: date, end: date, lake: DeltaLake) -> dict[str, str]:
+    """The run's values as the environment variables dbt's `run_value` macro reads: LAKEHOUSE_DBT_<NAME>, JSON."""
+    return {f"LAKEHOUSE_DBT_{name.upper()}": json.dumps(value) for name, value in dbt_vars(start, end, lake).items()}
+
+
+_environ_lock = threading.Lock()
+
+
+@contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """os.environ with `values` while dbt's process starts: dagster-dbt's `cli()` takes no environment but
+    copies os.environ, which other threads share, so one invocation at a time sets and restores them."""
+    with _environ_lock:
+        saved = {name: os.environ.get(name) for name in values}
+        os.environ.update(values)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def write_run_profiles(dbt: DbtCliResource, spark_url: str, directory: Path) -> Path:
     """profiles.yml in `directory` for one dbt invocation: the project's, every output of its profile
-    pointed at `spark_url`, as `spark.remote` (which pyspark's session builder connects to, before
-    any SPARK_REMOTE) and as `host` (which dbt records)."""
+    connecting to `spark_url` (`spark.remote`, which pyspark's session builder connects to before any
+    SPARK_REMOTE). The rest is the project's as it is, `host` included: dbt hashes the connection's
+    keys, and a profile unlike the one it parsed with would cost a full re-parse."""
     source = Path(dbt.profiles_dir or dbt.project_dir) / "profiles.yml"
     profiles = yaml.safe_load(source.read_text())
     profile = dbt.profile or yaml.safe_load((Path(dbt.project_dir) / "dbt_project.yml").read_text())["profile"]
     for output in profiles[profile]["outputs"].values():
-        output["host"] = spark_url
         output["server_side_parameters"] = {**output.get("server_side_parameters", {}), "spark.remote": spark_url}
     path = directory / "profiles.yml"
     path.write_text(yaml.safe_dump(profiles, sort_keys=False))
@@ -199,7 +225,8 @@ def gold_dbt(
     # mkdtemp's directory is the user's only (0700); it goes when dbt has finished
     with tempfile.TemporaryDirectory(prefix="lakehouse-dbt-profiles-") as profiles_dir:
         write_run_profiles(dbt, connect_url(spark.remote), Path(profiles_dir))
-        invocation = with_profiles_dir(dbt, Path(profiles_dir)).cli(dbt_build_args(start, end, lake), context=context)
+        with environment(dbt_env(start, end, lake)):
+            invocation = with_profiles_dir(dbt, Path(profiles_dir)).cli(["build"], context=context)
         for event in invocation.stream():
             if isinstance(event, dg.Output):
                 table = context.asset_key_for_output(event.output_name).path[-1]
