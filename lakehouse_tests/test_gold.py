@@ -3,6 +3,7 @@ generator's landing files (the same rules Silver applies, written independently)
 the marts' SQL again."""
 
 import csv
+import importlib.metadata
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pytest
 import yaml
 from deltalake import DeltaTable, write_deltalake
+from packaging import version
 from sqlglot.errors import OptimizeError
 
 from lakehouse import catalog
@@ -182,6 +184,18 @@ def test_dbt_gets_the_partition_window_the_lakes_tables_and_the_assets_engine(sa
     assert target["server_side_parameters"] == {"spark.sql.session.timeZone": "UTC", "spark.remote": sail_url}
     run_dbt = gold.with_profiles_dir(dbt, tmp_path)
     assert (run_dbt.profiles_dir, run_dbt.project_dir) == (str(tmp_path), dbt.project_dir)
+
+
+def test_dbt_starts_once_per_run_and_no_adapter_is_built_in_the_runs_process(monkeypatch):
+    # dagster-dbt would run `dbt --version` first (a second dbt start-up): this environment's dbt-core answers
+    monkeypatch.setattr("dagster_dbt.core.resource.check_output", lambda *a, **k: pytest.fail("dbt started"))
+    dbt = gold.dbt_resource()
+    assert dbt._cli_version == version.parse(importlib.metadata.version("dbt-core"))
+    assert dbt._initialize_dbt_core_adapter(["build"]) is None
+    # a dbt executable named by path may be another installation: it is asked for its version
+    monkeypatch.setattr("dagster_dbt.core.resource.check_output", lambda *a, **k: b"Core:\n  - installed: 1.10.2\n")
+    other = gold.DbtCli(project_dir=gold.dbt_project, dbt_executable=shutil.which("dbt"))
+    assert other._cli_version == version.parse("1.10.2")
 
 
 def test_the_run_environment_is_restored_after_dbt_starts():
