@@ -125,6 +125,26 @@ def setup_home(home: Path, engine: str) -> None:
     shutil.copy(REPO / "dagster.yaml", home / "dagster" / "dagster.yaml")
 
 
+def write_landing(home: Path, start: date, days: int, scale: float, seed: int, reuse: Path | None) -> tuple[dict, bool]:
+    """The seeded landing files in home/landing, and the generator's manifest. With `reuse`, they are generated
+    there once and linked: later invocations with the same arguments skip the generator (minutes at scale 10).
+    Returns the manifest and whether it was reused."""
+    from lakehouse.dev.generator import generate
+
+    landing = home / "landing"
+    if reuse is None:
+        return generate(landing, start, days, scale, seed), False
+    saved = reuse / "manifest.json"
+    wanted = {"start": start.isoformat(), "days": days, "scale": scale, "seed": seed}
+    manifest = json.loads(saved.read_text()) if saved.exists() else None
+    reused = manifest is not None and all(manifest[k] == v for k, v in wanted.items())
+    if not reused:
+        manifest = generate(reuse, start, days, scale, seed)
+        saved.write_text(json.dumps(manifest))
+    landing.symlink_to(reuse.resolve(), target_is_directory=True)
+    return manifest, reused
+
+
 # -- reading a run's event log ---------------------------------------------------------------------------------
 
 
@@ -430,23 +450,11 @@ def main(argv=None) -> dict:
     }
     print(f"load before: {result['load_before']['uptime']}", flush=True)
 
-    from lakehouse.dev.generator import generate
-
-    landing = home / "landing"
     t = time.perf_counter()
-    if args.landing:  # generated once, reused by later invocations with the same arguments
-        saved = args.landing / "manifest.json"
-        wanted = {"start": args.start, "days": args.days, "scale": args.scale, "seed": args.seed}
-        manifest = json.loads(saved.read_text()) if saved.exists() else None
-        if manifest is None or any(manifest[k] != v for k, v in wanted.items()):
-            manifest = generate(args.landing, start, args.days, args.scale, args.seed)
-            saved.write_text(json.dumps(manifest))
-        else:
-            result["landing_reused"] = str(args.landing)
-        landing.symlink_to(args.landing.resolve(), target_is_directory=True)
-    else:
-        manifest = generate(landing, start, args.days, args.scale, args.seed)
+    manifest, reused = write_landing(home, start, args.days, args.scale, args.seed, args.landing)
     result["generate_s"] = round(time.perf_counter() - t, 3)
+    if reused:
+        result["landing_reused"] = str(args.landing)
     result["landed_records"] = {s: v["records"] for s, v in manifest["totals"].items()}
     batch_records = sum(result["landed_records"][s] for s in ("crm_customers", "orders", "fx_rates"))
     print(
