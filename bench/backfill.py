@@ -147,6 +147,37 @@ def write_landing(home: Path, start: date, days: int, scale: float, seed: int, r
 
 # -- reading a run's event log ---------------------------------------------------------------------------------
 
+TARGET = REPO / "dbt_project" / "target"
+
+
+def seconds(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def dbt_split(run_id: str, step_start: float, step_end: float) -> dict:
+    """The dbt step's time, from the invocation's own log: start-up, parse, set-up, the SQL, the rest."""
+    (invocation,) = TARGET.glob(f"gold_dbt-{run_id[:7]}-*")
+    events = {}
+    for line in (invocation / "dbt.log").read_text().splitlines():
+        info = json.loads(line)["info"]
+        events.setdefault(info["name"], seconds(info["ts"]))  # the first of each kind
+    nodes = json.loads((invocation / "run_results.json").read_text())["results"]
+    first_node = min(seconds(t["started_at"]) for n in nodes for t in n["timing"])
+    finished = events["FinishedRunningStats"]
+    nodes_s = sum(seconds(n["timing"][-1]["completed_at"]) - seconds(n["timing"][0]["started_at"]) for n in nodes)
+    step = step_end - step_start
+    return {
+        "step_s": round(step, 3),
+        "before_dbt_s": round(events["MainReportVersion"] - step_start, 3),
+        "parse_s": round(events["FoundStats"] - events["MainReportVersion"], 3),
+        "partial_parse": "PartialParsingSkipParsing" in events,
+        "setup_s": round(first_node - events["FoundStats"], 3),
+        "nodes_s": round(nodes_s, 3),
+        "nodes": len(nodes),
+        "after_s": round(step_end - finished, 3),
+        "fixed_cost_s": round(step - nodes_s, 3),
+    }
+
 
 def layer_of(key) -> str:
     return key.path[0]
@@ -170,7 +201,7 @@ def run_profile(instance, run_id: str) -> dict:
     """Step durations and rows written per layer, from the run's event log."""
     from dagster import DagsterEventType
 
-    starts, steps, layers = {}, {}, {}
+    starts, steps, spans, layers = {}, {}, {}, {}
     step_layer, step_rows, checks, models = {}, {}, 0, {}
     first = last = None
     for entry in instance.all_logs(run_id):
@@ -183,7 +214,8 @@ def run_profile(instance, run_id: str) -> dict:
         if kind == DagsterEventType.STEP_START:
             starts[event.step_key] = entry.timestamp
         elif kind in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
-            steps[event.step_key] = round(entry.timestamp - starts.get(event.step_key, entry.timestamp), 3)
+            spans[event.step_key] = (starts.get(event.step_key, entry.timestamp), entry.timestamp)
+            steps[event.step_key] = round(entry.timestamp - spans[event.step_key][0], 3)
         elif kind == DagsterEventType.ASSET_MATERIALIZATION:
             # A range run records one materialisation per partition, each with the whole write's metadata:
             # count each asset once per step.
@@ -203,6 +235,7 @@ def run_profile(instance, run_id: str) -> dict:
         agg["steps"] += 1
     return {
         "steps_s": steps,
+        "step_spans": spans,
         "layers": layers,
         "checks": checks,
         "models_s": models,
@@ -270,6 +303,7 @@ def single_run(start: date, days: int) -> dict:
         "steps_s": profile["steps_s"],
         "checks": profile["checks"],
         "dbt_models_s": profile["models_s"],
+        "dbt_step": dbt_split(result.run_id, *profile["step_spans"]["gold_dbt"]),
         "same_work_as_duckdb_s": round(same_work, 3),
         "orchestration_overhead_s": round(wall - in_steps, 3),
     }

@@ -30,38 +30,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from backfill import REPO, RESULTS, PeakMemory, gib, load, setup_home, single_run, write_landing  # noqa: E402
-
-TARGET = REPO / "dbt_project" / "target"
-
-
-def seconds(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-
-
-def dbt_split(run_id: str, step_start: float, step_end: float) -> dict:
-    """The dbt step's time, from the invocation's own log: start-up, parse, set-up, the SQL, the rest."""
-    (invocation,) = TARGET.glob(f"gold_dbt-{run_id[:7]}-*")
-    events = {}
-    for line in (invocation / "dbt.log").read_text().splitlines():
-        info = json.loads(line)["info"]
-        events.setdefault(info["name"], seconds(info["ts"]))  # the first of each kind
-    nodes = json.loads((invocation / "run_results.json").read_text())["results"]
-    first_node = min(seconds(t["started_at"]) for n in nodes for t in n["timing"])
-    finished = events["FinishedRunningStats"]
-    nodes_s = sum(seconds(n["timing"][-1]["completed_at"]) - seconds(n["timing"][0]["started_at"]) for n in nodes)
-    step = step_end - step_start
-    return {
-        "step_s": round(step, 3),
-        "before_dbt_s": round(events["MainReportVersion"] - step_start, 3),
-        "parse_s": round(events["FoundStats"] - events["MainReportVersion"], 3),
-        "partial_parse": "PartialParsingSkipParsing" in events,
-        "setup_s": round(first_node - events["FoundStats"], 3),
-        "nodes_s": round(nodes_s, 3),
-        "nodes": len(nodes),
-        "after_s": round(step_end - finished, 3),
-        "fixed_cost_s": round(step - nodes_s, 3),
-    }
+from backfill import REPO, RESULTS, PeakMemory, dbt_split, gib, load, setup_home, single_run, write_landing  # noqa: E402
 
 
 def daily_run(day: date) -> dict:

@@ -538,6 +538,40 @@ def test_no_gold_table_holds_a_raw_email_phone_or_name(gold_run, manifest, lake)
     assert scanned > 1000 and digits
 
 
+def test_churn_features_count_orders_from_before_the_30_day_frame(gold_run, resources, lake, tmp_path):
+    """The running sums start 29 days before the window: what came earlier is added once, per customer."""
+    other = DeltaLake(root=str(tmp_path / "lake"))
+    shutil.copytree(Path(lake.root) / "silver", tmp_path / "lake" / "silver")
+    day = DAYS[-1]
+    orders = DeltaTable(other.path("silver", "orders")).to_pyarrow_table()
+    mine = orders.filter(pa.compute.equal(orders["customer_id"], orders["customer_id"][0]))
+    customer = mine["customer_id"][0].as_py()
+    early = pa.concat_tables(
+        mine.slice(0, 1)
+        .set_column(mine.schema.get_field_index("order_id"), "order_id", pa.array([f"EARLY-{n}"]))
+        .set_column(mine.schema.get_field_index("order_date"), "order_date", pa.array([day - timedelta(days=n)]))
+        for n in (45, 31, 30, 29, 20)
+    )
+    write_deltalake(other.path("silver", "orders"), early.cast(orders.schema), mode="append")
+
+    result = dg.materialize(
+        [gold.gold_dbt],
+        resources={**resources, "lake": other, "dbt": gold.dbt_resource()},
+        partition_key=day.isoformat(),
+    )
+    assert result.success
+    placed = [
+        o for o in read_rows(other, "silver", "orders") if o["customer_id"] == customer and o["order_date"] <= day
+    ]
+    row = next(r for r in read_rows(other, "gold", "churn_features") if r["customer_id"] == customer)
+    assert row["orders_lifetime"] == len(placed)
+    assert row["revenue_usd_lifetime"] == sum(o["amount_usd"] for o in placed)
+    assert row["orders_30d"] == sum(o["order_date"] > day - timedelta(days=30) for o in placed)
+    assert row["orders_7d"] == sum(o["order_date"] > day - timedelta(days=7) for o in placed)
+    # of the early orders, those 45, 31 and 30 days before count only in the lifetime figures
+    assert row["orders_lifetime"] - row["orders_30d"] == 3
+
+
 # -- With the streaming Silver tables --------------------------------------------------------------------
 
 
