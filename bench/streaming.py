@@ -313,13 +313,11 @@ RUN_STATUS = """query($id: ID!) { runOrError(runId: $id) { ... on Run { status }
 TERMINATE = """mutation($id: String!) { terminateRun(runId: $id) { __typename } }"""
 START_SENSOR = """mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) {
     __typename ... on PythonError { message } } }"""
-# Where a run's time goes, between the events Dagster records for it (first of the first, last of the second).
+# Where a run's time goes before its steps, between the events Dagster records for it.
 PHASES = {
     "queued (coordinator)": ("RUN_ENQUEUED", "RUN_STARTING"),
     "launch (process start, code location load)": ("RUN_STARTING", "RUN_START"),
-    "resources (engine start)": ("RESOURCE_INIT_STARTED", "RESOURCE_INIT_SUCCESS"),
-    "asset step": ("STEP_START", "ASSET_MATERIALIZATION"),
-    "checks and finish": ("ASSET_MATERIALIZATION", "RUN_SUCCESS"),
+    "start to first step (resources, engine)": ("RUN_START", "STEP_START"),
 }
 
 
@@ -379,21 +377,26 @@ def silver_has_read(instance: dg.DagsterInstance, version: int) -> bool:
 
 
 def run_phases(instance: dg.DagsterInstance, run_ids: list[str]) -> dict:
-    """Mean seconds per phase of these runs (PHASES), their mean duration from creation to end, and the mean
-    wait from one run's end to the next one's creation (the sensor or automation tick that requests it)."""
+    """Mean seconds per phase (PHASES) and per step of these runs, their mean duration from creation to end,
+    and the mean wait from one run's end to the next one's creation (the tick that requests it)."""
     if not run_ids:
         return {}
-    phases = {name: [] for name in PHASES}
+    phases, steps = {name: [] for name in PHASES}, {}
     records = sorted(instance.get_run_records(dg.RunsFilter(run_ids=run_ids)), key=lambda r: r.create_timestamp)
     for record in records:
-        first, last = {}, {}
+        first, started = {}, {}
         for entry in instance.all_logs(record.dagster_run.run_id):
-            if entry.dagster_event:
-                first.setdefault(entry.dagster_event.event_type.name, entry.timestamp)
-                last[entry.dagster_event.event_type.name] = entry.timestamp
+            event = entry.dagster_event
+            if not event:
+                continue
+            first.setdefault(event.event_type.name, entry.timestamp)
+            if event.event_type.name == "STEP_START":
+                started[event.step_key] = entry.timestamp
+            elif event.event_type.name == "STEP_SUCCESS":
+                steps.setdefault(event.step_key, []).append(entry.timestamp - started[event.step_key])
         for name, (begin, end) in PHASES.items():
-            if begin in first and end in last:
-                phases[name].append(last[end] - first[begin])
+            if begin in first and end in first:
+                phases[name].append(first[end] - first[begin])
     ended = [r for r in records if r.end_time]
     gaps = [b.create_timestamp.timestamp() - a.end_time for a, b in itertools.pairwise(ended)]
     return {
@@ -404,6 +407,7 @@ def run_phases(instance: dg.DagsterInstance, run_ids: list[str]) -> dict:
         if ended
         else None,
         "mean_phase_seconds": {n: round(statistics.mean(v), 2) for n, v in phases.items() if v},
+        "mean_step_seconds": {n: round(statistics.mean(v), 2) for n, v in steps.items()},
         "mean_seconds_from_run_end_to_next_run": round(statistics.mean(gaps), 2) if gaps else None,
     }
 

@@ -8,11 +8,11 @@ loads the code location and starts the engine once, then loops: the Kafka sensor
 sessions together, recorded in the instance like any other run, each micro-batch a materialisation of
 both assets with their checks. Silver is in the same run so that `streaming_automation` sees it in
 progress, never behind, and launches no Silver run of its own. With `silver: false` the worker lands
-Bronze only and `streaming_automation` launches Silver's runs as usual: more events/s (Silver works
-beside Bronze, in its own processes) for a longer produce-to-Silver latency (a run launch per Silver
-update).
+Bronze only, faster, and Silver is left to `streaming_automation`'s runs, which wait for a pause between
+batches (eager automation starts no run while a parent is in progress): under sustained load Silver falls
+behind, so it suits catching up a backlog rather than keeping latency low.
 
-The worker's run carries the topic's `kafka/topic` tag, so while it runs the `kafka_clickstream` sensor
+The worker tags its run with the topic's `kafka/topic`, so while it runs the `kafka_clickstream` sensor
 counts it in flight and requests nothing. The trade-off: the batches run inside the worker's process, so
 one failure ends the worker (the run fails and shows why; nothing lands twice, as Bronze's offsets are
 the progress), run isolation and launcher retries do not apply to them, and the worker holds one of the
@@ -38,10 +38,11 @@ class WorkerConfig(dg.Config):
     max_batch: int = Field(default=100_000, description="Most messages per micro-batch")
     idle_seconds: float = Field(default=1.0, description="Pause when the topic has nothing new")
     stop_after_seconds: float = Field(default=3600, description="Stop after this long (0: run until terminated)")
+    stop_when_idle: bool = Field(default=False, description="Stop once the topic has nothing new (a catch-up run)")
     silver: bool = Field(
         default=True,
-        description="Silver sessions in each micro-batch's run (latency); off: Bronze only, Silver left to "
-        "streaming_automation's runs, which then run beside the worker (throughput)",
+        description="Silver sessions in each micro-batch's run; off: Bronze only (more events/s), Silver left "
+        "to streaming_automation, which waits for a pause between batches",
     )
 
 
@@ -50,6 +51,8 @@ def land_clickstream(
     context: dg.OpExecutionContext, config: WorkerConfig, spark: SparkEngine, lake: DeltaLake, kafka: KafkaResource
 ) -> None:
     policy = kafka_sensors.BatchPolicy(max_batch=config.max_batch, max_wait_seconds=0)
+    # Tagged with its topic as the sensor's runs are, so that the sensor counts it in flight and waits.
+    context.instance.add_run_tags(context.run_id, {"kafka/topic": kafka.topic(bronze.CLICKSTREAM.topic)})
     resources = {"spark": spark, "lake": lake, "kafka": kafka}
     cursor, started, batches = kafka_sensors.Cursor(), time.time(), 0
     while not config.stop_after_seconds or time.time() - started < config.stop_after_seconds:
@@ -57,6 +60,8 @@ def land_clickstream(
             bronze.CLICKSTREAM, bronze.clickstream_events.key, kafka, lake, cursor, time.time(), policy
         )
         if isinstance(outcome, dg.SkipReason):
+            if config.stop_when_idle:
+                break
             time.sleep(config.idle_seconds)
             continue
         result = dg.materialize(
@@ -76,8 +81,7 @@ def land_clickstream(
 
 @dg.job(
     description="Lands clickstream micro-batches into Bronze and Silver sessions in one long-lived run "
-    "(instead of the kafka_clickstream sensor's run per batch).",
-    tags={"kafka/topic": KafkaResource().topic(bronze.CLICKSTREAM.topic)},  # the sensor waits while it runs
+    "(instead of the kafka_clickstream sensor's run per batch)."
 )
 def clickstream_worker():
     land_clickstream()
