@@ -23,7 +23,21 @@ Reported:
   minus the event's Kafka timestamp (its produce time), p50 / p95 / max; produce-to-Bronze the same way;
 - CPU seconds per process over the same window, which shows where the two cores went.
 
-Results go to bench/results/streaming-<UTC time>.json and to stdout.
+`--mode dagster-dev` measures the path users have instead: a temporary LAKEHOUSE_HOME and DAGSTER_HOME
+(the repo's dagster.yaml, or `--instance-config`), the broker as above, and `dagster dev -w workspace.yaml`
+with LAKEHOUSE_KAFKA_BOOTSTRAP pointing at it. The `kafka_clickstream` and `streaming_automation` sensors
+are switched on through the GraphQL API (the UI's mutation) if they are not on already, the daemon ticks
+them, and the default run launcher starts a process per run. With `--worker` the `clickstream_worker`
+job is launched instead (one long-lived run landing batch after batch, see
+lakehouse/defs/streaming_worker.py). Latency and events/s come from the lake (Kafka timestamps of the
+rows each run landed) and the instance (when each Bronze and Silver materialisation was recorded, and
+which Bronze version each Silver one read); also reported: runs launched, where their time went (queued,
+process start and code location load, resources, each step), busy cores and load average.
+
+    python bench/streaming.py --mode dagster-dev --rate 5000 --seconds 60
+    python bench/streaming.py --mode dagster-dev --worker --max-batch 100000 --rate 20000 --seconds 30
+
+Results go to bench/results/streaming[-dagster-dev]-<UTC time>.json and to stdout.
 """
 
 import argparse
