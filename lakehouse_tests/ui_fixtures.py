@@ -13,26 +13,18 @@ Chromium driven by Playwright.
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import pytest
 
+from lakehouse.dev.dagster_dev import REPO_ROOT, DagsterDev
 from lakehouse.dev.generator import generate
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 UI_START = date(2026, 11, 1)
 UI_DAYS = 2
 UI_SCALE = 0.05
 UI_SEED = 5
-STARTUP_TIMEOUT = 240  # seconds; `dagster dev` loads the code location (and parses dbt) in ~30-45 s here
 VIEWPORT = {"width": 1600, "height": 1000}
 
 
@@ -46,12 +38,6 @@ def ui_local_storage(groups: list[str]) -> dict[str, str]:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def chromium_path() -> str | None:
     configured = os.environ.get("LAKEHOUSE_CHROMIUM")
     if configured:
@@ -63,85 +49,8 @@ def chromium_path() -> str | None:
     return None
 
 
-@dataclass
-class DagsterDev:
-    """A running `dagster dev`: its URL, homes and log, and a GraphQL client for assertions."""
-
-    url: str
-    lakehouse_home: Path
-    dagster_home: Path
-    log: Path
-    process: subprocess.Popen
-
-    def graphql(self, query: str, variables: dict | None = None, timeout: float = 60) -> dict:
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(f"{self.url}/graphql", body, {"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            answer = json.load(response)
-        if answer.get("errors"):
-            raise AssertionError(f"GraphQL errors: {answer['errors']}")
-        return answer["data"]
-
-    def asset_groups(self) -> dict[str, str]:
-        """asset key (`layer/table`) -> group name, as the running code location defines them."""
-        nodes = self.graphql("{ assetNodes { assetKey { path } groupName } }")["assetNodes"]
-        return {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}
-
-    def log_tail(self, chars: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
-
-    def stop(self) -> None:
-        """Ctrl-C to the whole process group (what `dagster dev` shuts down on), SIGKILL to whatever is left."""
-        try:
-            os.killpg(self.process.pid, signal.SIGINT)
-        except ProcessLookupError:
-            return
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)  # run workers and code servers may outlive dagster dev
-        except ProcessLookupError:
-            pass
-        self.process.wait(timeout=10)
-
-
-def location_loaded(server: DagsterDev) -> bool:
-    data = server.graphql("""{ workspaceOrError { ... on Workspace { locationEntries {
-        name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }""")
-    entries = data["workspaceOrError"]["locationEntries"]
-    for entry in entries:
-        error = entry["locationOrLoadError"] or {}
-        if error.get("__typename") == "PythonError":
-            raise AssertionError(f"code location {entry['name']} failed to load: {error['message']}")
-    return bool(entries) and all(e["loadStatus"] == "LOADED" and e["locationOrLoadError"] for e in entries)
-
-
-def wait_until_ready(server: DagsterDev, timeout: float = STARTUP_TIMEOUT) -> None:
-    """/server_info answers, then the code location has loaded."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise AssertionError(f"dagster dev exited with {server.process.returncode}:\n{server.log_tail()}")
-        try:
-            with urllib.request.urlopen(f"{server.url}/server_info", timeout=5):
-                pass
-            if location_loaded(server):
-                return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(1)
-    raise AssertionError(f"dagster dev not ready after {timeout:.0f} s:\n{server.log_tail()}")
-
-
-def server_env(lakehouse_home: Path, dagster_home: Path) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "LAKEHOUSE_HOME": str(lakehouse_home),
-        "DAGSTER_HOME": str(dagster_home),
-        "PYTHONUNBUFFERED": "1",
-    }
+def server_env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # The server's state is its own home; with no Kafka cluster configured the Kafka sensors start
     # stopped, as on a developer's machine. No alerts leave the test.
     for name in ("LAKEHOUSE_LAKE_ROOT", "LAKEHOUSE_KAFKA_BOOTSTRAP", "LAKEHOUSE_ALERT_WEBHOOK"):
@@ -157,20 +66,9 @@ def dagster_dev(tmp_path_factory):
     dagster_home.mkdir()
     shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     generate(lakehouse_home / "landing", UI_START, UI_DAYS, UI_SCALE, UI_SEED)
-    port = free_port()
     log = lakehouse_home / "dagster-dev.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            ["dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-            cwd=REPO_ROOT,
-            env=server_env(lakehouse_home, dagster_home),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: teardown kills webserver, daemon and runs together
-        )
-    server = DagsterDev(f"http://127.0.0.1:{port}", lakehouse_home, dagster_home, log, process)
+    server = DagsterDev.start(lakehouse_home, dagster_home, server_env(), log)
     try:
-        wait_until_ready(server)
         server.graphql("mutation { setNuxSeen }")  # the first-visit newsletter dialog would cover the page
         yield server
     finally:

@@ -64,13 +64,12 @@ def _newest_source_mtime(project_dir: Path) -> float:
 
 
 def prepare(project: DbtProject) -> Path:
-    """`dbt parse` into target/ unless the manifest there is newer than every project file."""
+    """`dbt parse` into target/ unless the manifest there is newer than every project file. Not on every
+    load under `dagster dev` (dagster-dbt's default): there each run's process loads the code location
+    too, and a parse per run (10-25 s here) would be most of a streaming micro-batch's time; an edited
+    project is newer than its manifest, so a reload still parses it."""
     manifest = project.manifest_path
-    if (
-        project.preparer.using_dagster_dev()
-        or not manifest.exists()
-        or (manifest.stat().st_mtime < _newest_source_mtime(project.project_dir))
-    ):
+    if not manifest.exists() or manifest.stat().st_mtime < _newest_source_mtime(project.project_dir):
         project.preparer.prepare(project)
     return manifest
 
