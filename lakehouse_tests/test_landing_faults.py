@@ -3,7 +3,7 @@
 Kept: every record line is a row, and a malformed one keeps its raw text in `_rescued_data`. Refused: the
 error names the table, the file and the line, and the Delta table keeps its version."""
 
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -292,3 +292,16 @@ def test_a_file_with_no_records_is_a_day_of_0_rows(home, lake, sail_url, source,
     metadata = run(sail_url, lake, source).get_asset_materialization_events()[0].materialization.metadata
     assert metadata["rows_written"].value == 0 and metadata["dagster/row_count"].value == 0
     assert lake.delta_table("bronze", source).to_pyarrow_table().num_rows == 0
+
+
+# -- a year of files ---------------------------------------------------------------------------------------------
+
+
+def test_a_year_of_landing_files_is_one_bronze_run(home, lake, sail_url):
+    # 366 files unioned one after the other nest the plan 366 deep: past the stack of Sail's planner, which
+    # then kills the process
+    days = [date(2026, 1, 1) + timedelta(days=i) for i in range(366)]
+    for n, day in enumerate(days):
+        land(home, "crm_customers", f'{{"customer_id":"C{n}","email":"c{n}@x.test"}}\n'.encode(), day.isoformat())
+    assert run(sail_url, lake, "crm_customers", days[0].isoformat(), days[-1].isoformat()).success
+    assert bronze(lake, "crm_customers", CRM_COLUMNS) == rows(*((f"C{n}", f"c{n}@x.test", None) for n in range(366)))
