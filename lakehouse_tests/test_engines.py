@@ -7,6 +7,7 @@ session's generated days, into a lake of its own."""
 import os
 import subprocess
 import sys
+import time
 from decimal import Decimal
 
 import dagster as dg
@@ -162,3 +163,23 @@ def test_jars_are_fetched_once_into_the_cache(tmp_path, monkeypatch):
     assert found[0].parent == jars.DELTA.folder and jars.DELTA.folder.parent == tmp_path
     monkeypatch.setattr(jars, "fetch", lambda bundle: pytest.fail("fetched again"))
     assert jars.jars(jars.DELTA) == found  # offline from now on
+
+
+def test_a_jvm_started_by_a_process_that_dies_gets_sigterm(tmp_path):
+    # A stand-in for the JVM, started as a Spark server is, that notes the signal it gets; its parent exits
+    noted = tmp_path / "signal"
+    jvm = (
+        f"import signal, time; signal.signal(signal.SIGTERM, lambda *_: open({str(noted)!r}, 'w').write('TERM'));"
+        " print('ready', flush=True); time.sleep(30)"
+    )
+    parent = (
+        "import subprocess, sys; from lakehouse.lib.jvm_spark import dying_with_parent;"
+        f"child = subprocess.Popen(dying_with_parent([sys.executable, '-c', {jvm!r}]), stdout=subprocess.PIPE);"
+        "child.stdout.readline()"
+    )
+    subprocess.run([sys.executable, "-c", parent], check=True, timeout=60)
+    deadline = time.monotonic() + 10
+    while not noted.exists():
+        assert time.monotonic() < deadline, "the child got no SIGTERM when its parent exited"
+        time.sleep(0.1)
+    assert noted.read_text() == "TERM"

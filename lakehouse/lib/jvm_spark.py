@@ -11,9 +11,8 @@ by its `sc://` URL, whatever the engine.
 """
 
 import atexit
-import ctypes
 import os
-import signal
+import shutil
 import socket
 import subprocess
 import threading
@@ -56,12 +55,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the parent dies, so a killed run leaves no JVM behind (Linux)."""
-    try:
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+def dying_with_parent(args: list[str]) -> list[str]:
+    """`args`, run so that the process gets SIGTERM when its parent dies and a killed run leaves no JVM
+    behind (Linux: util-linux's setpriv sets PR_SET_PDEATHSIG, then execs). Not a preexec_fn doing the
+    same: Python code between fork and exec, in a process with the Spark Connect client's gRPC threads,
+    sometimes aborts the child (gRPC's fork handler: "epoll_wait error: Bad file descriptor")."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", *args] if setpriv else list(args)
 
 
 @dataclass
@@ -83,12 +83,7 @@ class JvmProcess:
         )  # the server itself is not a Connect client
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
-                self.args,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
+                dying_with_parent(self.args), stdout=out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
             )
         deadline = time.monotonic() + timeout
         while True:
