@@ -1,8 +1,11 @@
 -- Orders with the customer's country as of the order: the SCD2 version valid at ordered_at, or the
 -- customer's first version for orders placed before it (a customer can order on its signup day
 -- before the CRM export's timestamp).
+-- Only the run's window: ranked per order, the window's filter cannot be pushed below the ranking, and
+-- filtered afterwards each daily run ranked every order there is.
 with orders as (
     select * from {{ ref('stg_orders') }}
+    where {{ in_window('order_date') }}
 ),
 
 versions as (

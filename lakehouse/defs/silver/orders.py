@@ -101,10 +101,9 @@ MERGE_CLAUSES = (
 )
 
 
-def recomputed(window_ids: DataFrame, all_rows: DataFrame, existing: DataFrame | None) -> DataFrame:
-    """The orders the window touches, each from every Bronze version of it, as a MERGE source: the
-    winners, and a `_delete` row for each order that no longer has a valid version."""
-    candidates = all_rows.join(window_ids, "order_id", "left_semi")
+def recomputed(window_ids: DataFrame, candidates: DataFrame, existing: DataFrame | None) -> DataFrame:
+    """The orders the window touches, from `candidates` (every Bronze version of them, with references),
+    as a MERGE source: the winners, and a `_delete` row for each order that no longer has a valid version."""
     winners = enforce_schema(contracts.Orders, conform(passed(classify(candidates, RULES, "silver.orders"))))
     if existing is None:
         return winners
@@ -159,7 +158,10 @@ def orders(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLak
         touched = touched.unionByName(existing.join(files, "_source_file", "left_semi").select("order_id"))
     files_before = lake.data_files("silver", "orders", "order_date") if existing is not None else {}
     with lake.staged(touched.distinct(), "silver.orders-touched") as ids:
-        source = recomputed(ids, with_references(landed, customers, fx_rates), existing)
+        # The versions of the touched orders first, then their references: the engine does not push the
+        # semi-join below the joins, and the other way round joined all of Bronze's history every run.
+        versions = landed.join(ids, "order_id", "left_semi")
+        source = recomputed(ids, with_references(versions, customers, fx_rates), existing)
         metadata = (
             lake.merge(source, "silver", "orders", ["order_id"], partition_by="order_date")
             if existing is None
