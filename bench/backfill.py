@@ -127,22 +127,28 @@ def setup_home(home: Path, engine: str) -> None:
 
 def write_landing(home: Path, start: date, days: int, scale: float, seed: int, reuse: Path | None) -> tuple[dict, bool]:
     """The seeded landing files in home/landing, and the generator's manifest. With `reuse`, they are generated
-    there once and linked: later invocations with the same arguments skip the generator (minutes at scale 10).
-    Returns the manifest and whether it was reused."""
+    there once and linked: later invocations with the same start, scale and seed, and as many days or fewer
+    (the first days of a longer range), skip the generator (half an hour for a year at scale 10). Returns the
+    manifest, its record counts those of the days asked for, and whether it was reused."""
     from lakehouse.dev.generator import generate
 
     landing = home / "landing"
     if reuse is None:
         return generate(landing, start, days, scale, seed), False
     saved = reuse / "manifest.json"
-    wanted = {"start": start.isoformat(), "days": days, "scale": scale, "seed": seed}
     manifest = json.loads(saved.read_text()) if saved.exists() else None
-    reused = manifest is not None and all(manifest[k] == v for k, v in wanted.items())
+    same = {"start": start.isoformat(), "scale": scale, "seed": seed}
+    reused = manifest is not None and manifest["days"] >= days and all(manifest[k] == v for k, v in same.items())
     if not reused:
         manifest = generate(reuse, start, days, scale, seed)
         saved.write_text(json.dumps(manifest))
     landing.symlink_to(reuse.resolve(), target_is_directory=True)
-    return manifest, reused
+    wanted = {(start + timedelta(days=i)).isoformat() for i in range(days)}
+    totals = {
+        source: {"records": sum(v["records"] for day, v in by_day.items() if day in wanted)}
+        for source, by_day in manifest["sources"].items()
+    }
+    return {**manifest, "days": days, "totals": totals}, reused
 
 
 # -- reading a run's event log ---------------------------------------------------------------------------------
