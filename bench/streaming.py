@@ -107,6 +107,18 @@ def produce(bootstrap: str, events: int, rate: float, scale: float, ready, repor
     report.put({"started": started, "cpu_seconds": round(cpu_seconds() - cpu, 1), **sent})
 
 
+def latency_figures(to_silver: list[float], to_bronze: list[float]) -> dict:
+    return {
+        "latency_produce_to_silver_seconds": {
+            "p50": percentile(to_silver, 0.5),
+            "p95": percentile(to_silver, 0.95),
+            "max": percentile(to_silver, 1.0),
+            "events": len(to_silver),
+        },
+        "latency_produce_to_bronze_seconds": {"p50": percentile(to_bronze, 0.5), "p95": percentile(to_bronze, 0.95)},
+    }
+
+
 def cpu_seconds(pid: int | None = None) -> float:
     """CPU time (user + system) of a process so far, all its threads included."""
     times = psutil.Process(pid).cpu_times()
@@ -297,16 +309,7 @@ def in_process(args, work: Path, broker) -> dict:
         "mean_bronze_run_seconds": round(statistics.mean(b["bronze_seconds"] for b in batches), 3),
         "silver_runs": len(silver_runs),
         "mean_silver_run_seconds": round(statistics.mean(r["seconds"] for r in silver_runs), 3),
-        "latency_produce_to_silver_seconds": {
-            "p50": percentile(latencies, 0.5),
-            "p95": percentile(latencies, 0.95),
-            "max": percentile(latencies, 1.0),
-            "events": len(latencies),
-        },
-        "latency_produce_to_bronze_seconds": {
-            "p50": percentile(bronze_latencies, 0.5),
-            "p95": percentile(bronze_latencies, 0.95),
-        },
+        **latency_figures(latencies, bronze_latencies),
         # Where the CPU went while producing and landing (the producer's and Silver's: their whole run).
         "cpu_seconds": cpu,
         "silver_sessions": lake.delta_table("silver", "sessions").to_pyarrow_table(columns=["session_id"]).num_rows,
@@ -532,16 +535,7 @@ def under_dagster_dev(args, work: Path, broker) -> dict:
         "mean_batch_messages": round(rows / len(bronze_records), 1),
         "silver_runs": len(silver_records),
         "runs": run_summary,
-        "latency_produce_to_silver_seconds": {
-            "p50": percentile(latencies, 0.5),
-            "p95": percentile(latencies, 0.95),
-            "max": percentile(latencies, 1.0),
-            "events": len(latencies),
-        },
-        "latency_produce_to_bronze_seconds": {
-            "p50": percentile(bronze_latencies, 0.5),
-            "p95": percentile(bronze_latencies, 0.95),
-        },
+        **latency_figures(latencies, bronze_latencies),
         "cpu": {**cpu, "load_average_max_1min": max(load[0] for load in loads)},
         "silver_equals_full_recompute": silver_equals_full_recompute(spark_session("sail"), lake),
     }
