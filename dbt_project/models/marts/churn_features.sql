@@ -3,8 +3,9 @@
 -- Feature table for churn models: one row per customer per day, using only what was known at the
 -- end of that day (orders and sessions up to and including snapshot_date).
 -- Its cost is linear in history: each customer's figures are running sums over a calendar of every
--- day from 29 days before the window (so a 7- or 30-day sum is a frame of rows), on top of what came
--- before that calendar. Joining each day with all earlier orders instead grew with days x orders.
+-- day from 29 days before the window, or before the signup if later (so a 7- or 30-day sum is a frame of
+-- rows), on top of what came before the customer's first calendar day. Joining each day with all earlier
+-- orders instead grew with days x orders.
 with days as (
     select date_day as snapshot_date from {{ ref('int_days') }}
 ),
@@ -56,8 +57,9 @@ before_calendar as (
         sum(order_days.revenue_usd) as revenue_usd,
         max(order_days.order_date) as last_order_date
     from order_days
+    inner join customers on order_days.customer_id = customers.customer_id
     cross join bounds
-    where order_days.order_date < bounds.first_date
+    where order_days.order_date < greatest(bounds.first_date, date_sub(customers.signup_date, 29))
     group by order_days.customer_id
 ),
 
@@ -75,6 +77,7 @@ customer_days as (
         on customers.customer_id = order_days.customer_id and calendar.calendar_date = order_days.order_date
     left join session_days
         on customers.customer_id = session_days.customer_id and calendar.calendar_date = session_days.session_date
+    where calendar.calendar_date >= date_sub(customers.signup_date, 29)
 ),
 
 running as (
