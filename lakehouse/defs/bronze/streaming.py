@@ -6,14 +6,18 @@ topic / partition / offset / Kafka timestamp - in ONE Delta commit. The range al
 after the highest offset already in the table (read under a lock, in the same critical section as
 the commit), so a retried, replayed or concurrently launched batch finds its offsets taken and adds
 nothing; a run killed before its commit leaves nothing behind. Kafka consumer groups are never used:
-the table is the record of progress.
+the table is the record of progress. The commit carries that progress as Delta transaction (`txn`)
+actions - the idempotent-writer mechanism Spark Structured Streaming uses - so that reading it costs the
+same whatever the table holds (a table landed before then is read once more, from its rows).
 
 Partitioned by ingest date (UTC). Materialising by hand with no config consumes everything up to
 the topic's current end offsets.
 """
 
+import functools
 import gc
 import json
+import operator
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -23,13 +27,13 @@ import dagster as dg
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from pydantic import Field
 
 from lakehouse import catalog
 from lakehouse.lib import accounting, erasure, partitions
 from lakehouse.lib.kafka import KafkaResource, Message, TopicOffsets
 from lakehouse.lib.lake import DeltaLake
-from lakehouse.lib.spark import SparkEngine
 
 
 @dataclass(frozen=True)
@@ -213,29 +217,81 @@ class Landed:
     newest_ingested_at: datetime | None
 
 
+def progress_app_id(topic: str, epoch: int, key: int | str) -> str:
+    """The Delta transaction (txn) id under which a Bronze commit records its progress through `topic`'s epoch:
+    per Kafka partition the next offset, `partitions` how many partition numbers are recorded, and
+    `ingested_at` the newest row's `_ingested_at` in microseconds."""
+    return f"lakehouse.kafka/{topic}/epoch{epoch}/{key}"
+
+
+EPOCH_START = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def landed(lake: DeltaLake, table: str, topic: str, epoch: int) -> Landed:
+    """From the txn actions of the snapshot and its per-file statistics: the Delta log, no data file."""
     if not lake.exists("bronze", table):
         return Landed({}, frozenset(), None)
-    data = (
-        lake.delta_table("bronze", table)
-        .to_pyarrow_dataset()
-        .to_table(
-            columns=["kafka_partition", "kafka_offset", "kafka_topic_id", "_ingested_at"],
-            filter=(pc.field("kafka_topic") == topic) & (pc.field("kafka_epoch") == epoch),
-        )
-    )
-    top = data.group_by("kafka_partition").aggregate([("kafka_offset", "max")])
-    ids = frozenset(i for i in pc.unique(data.column("kafka_topic_id")).to_pylist() if i)
+    dt = lake.delta_table("bronze", table)
+    count = dt.transaction_version(progress_app_id(topic, epoch, "partitions"))
+    if count is None:
+        return scanned(dt, topic, epoch)  # no batch of this epoch since progress went into txn actions
+    versions = {p: dt.transaction_version(progress_app_id(topic, epoch, p)) for p in range(count)}
+    micros = dt.transaction_version(progress_app_id(topic, epoch, "ingested_at"))
     return Landed(
-        {
-            int(p): int(o) + 1
-            for p, o in zip(
-                top.column("kafka_partition").to_pylist(), top.column("kafka_offset_max").to_pylist(), strict=True
-            )
-        },
-        ids,
-        pc.max(data.column("_ingested_at")).as_py(),
+        {p: v for p, v in versions.items() if v is not None},
+        landed_topic_ids(dt, topic, epoch),
+        EPOCH_START + timedelta(microseconds=micros),
     )
+
+
+def landed_topic_ids(dt: DeltaTable, topic: str, epoch: int) -> frozenset[str]:
+    """The topic ids of the epoch's rows, from each data file's min/max statistics (an epoch holds one
+    incarnation of the topic: a batch from another fails, see Progress.resets)."""
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    if "min.kafka_topic_id" not in actions.column_names:
+        return frozenset()
+    mine = actions.filter(
+        (pc.field("min.kafka_epoch") <= epoch)
+        & (pc.field("max.kafka_epoch") >= epoch)
+        & (pc.field("min.kafka_topic") <= topic)
+        & (pc.field("max.kafka_topic") >= topic)
+    )
+    return frozenset(i for c in ("min.kafka_topic_id", "max.kafka_topic_id") for i in mine.column(c).to_pylist() if i)
+
+
+def scanned(dt: DeltaTable, topic: str, epoch: int) -> Landed:
+    """What the epoch's rows say (the file statistics skip the files of other epochs)."""
+    data = dt.to_pyarrow_dataset().to_table(
+        columns=["kafka_partition", "kafka_offset", "kafka_topic_id", "_ingested_at"],
+        filter=(pc.field("kafka_topic") == topic) & (pc.field("kafka_epoch") == epoch),
+    )
+    ids = frozenset(i for i in pc.unique(data.column("kafka_topic_id")).to_pylist() if i)
+    return Landed(next_after(data), ids, pc.max(data.column("_ingested_at")).as_py())
+
+
+def next_after(rows: pa.Table) -> dict[int, int]:
+    """Per Kafka partition in `rows`, the offset after the highest one."""
+    top = rows.group_by("kafka_partition").aggregate([("kafka_offset", "max")])
+    return {
+        int(p): int(o) + 1
+        for p, o in zip(
+            top.column("kafka_partition").to_pylist(), top.column("kafka_offset_max").to_pylist(), strict=True
+        )
+    }
+
+
+def progress_actions(topic: str, epoch: int, before: Landed, rows: pa.Table) -> list[Transaction]:
+    """The txn actions of a commit of `rows` after `before`: every partition's next offset (all of them, so
+    that the first commit after a table landed from rows only records the partitions it did not advance)."""
+    recorded = before.next | next_after(rows)
+    ingested_at = pc.max(rows.column("_ingested_at")).as_py()
+    return [
+        *(Transaction(progress_app_id(topic, epoch, p), offset) for p, offset in sorted(recorded.items())),
+        Transaction(progress_app_id(topic, epoch, "partitions"), max(recorded) + 1),
+        Transaction(
+            progress_app_id(topic, epoch, "ingested_at"), (ingested_at - EPOCH_START) // timedelta(microseconds=1)
+        ),
+    ]
 
 
 def next_offsets(lake: DeltaLake, table: str, topic: str) -> dict[int, int]:
@@ -367,7 +423,6 @@ def ingest(
     stream: Stream,
     kafka: KafkaResource,
     lake: DeltaLake,
-    spark_session,
     ingest_date: date,
     run_id: str,
     requested_end: dict[str, int] | None = None,
@@ -396,14 +451,17 @@ def ingest(
             )
         written = 0
         if rows.num_rows:
-            (
-                spark_session.createDataFrame(rows)
-                .write.format("delta")
-                .mode("append")
-                .partitionBy("_ingest_date")
-                .save(lake.path("bronze", stream.table))
+            # Rows and progress in one commit: a batch that did not commit has not advanced the offsets.
+            progress_txns = progress_actions(before.topic, before.epoch, before.landed, rows)
+            write_deltalake(
+                lake.path("bronze", stream.table),
+                rows,
+                mode="append",
+                partition_by=["_ingest_date"],
+                storage_options=lake.options(),
+                commit_properties=CommitProperties(app_transactions=progress_txns),
             )
-            written = int(lake.delta_table("bronze", stream.table).history(1)[0]["operationMetrics"]["numOutputRows"])
+            written = int(lake.delta_table("bronze", stream.table).history(1)[0]["operationMetrics"]["num_added_rows"])
     # The lag left: what the topic holds now past what this batch took (Bronze need not be read again).
     after = replace(
         before,
@@ -434,12 +492,29 @@ def ingested_after(newest: datetime | None) -> datetime:
     return max(now, newest + timedelta(milliseconds=1)) if newest else now
 
 
-def duplicate_offsets(lake: DeltaLake, table: str) -> tuple[int, list]:
-    """(how many (topic, epoch, partition, offset) are in Bronze more than once, a few of them)."""
+def duplicate_offsets(
+    lake: DeltaLake, table: str, topic: str, epoch: int, ranges: dict[int, tuple[int, int]]
+) -> tuple[int, list]:
+    """(how many Kafka messages of a batch's `ranges` are in Bronze more than once, a few of them).
+
+    Only a commit can add a duplicate, and only of its own offsets: the files whose statistics admit them
+    are read, not the table's history."""
+    wanted = [
+        (pc.field("kafka_partition") == p) & (pc.field("kafka_offset") >= s) & (pc.field("kafka_offset") < e)
+        for p, (s, e) in ranges.items()
+        if e > s
+    ]
+    if not wanted:
+        return 0, []
     data = (
         lake.delta_table("bronze", table)
         .to_pyarrow_dataset()
-        .to_table(columns=["kafka_topic", "kafka_epoch", "kafka_partition", "kafka_offset"])
+        .to_table(
+            columns=["kafka_topic", "kafka_epoch", "kafka_partition", "kafka_offset"],
+            filter=(pc.field("kafka_topic") == topic)
+            & (pc.field("kafka_epoch") == epoch)
+            & functools.reduce(operator.or_, wanted),
+        )
     )
     counts = data.group_by(data.column_names).aggregate([("kafka_offset", "count")])
     twice = counts.filter(pc.greater(counts.column("kafka_offset_count"), 1))
@@ -479,7 +554,7 @@ def streaming_bronze_asset(stream: Stream, description: str) -> dg.AssetsDefinit
         code_version=catalog.code_version(sys.modules[__name__], catalog.table(f"bronze/{stream.table}").contract),
         description=description,
         partitions_def=partitions.daily,
-        kinds={"kafka", "spark", "delta"},
+        kinds={"kafka", "delta"},
         tags={"lakehouse/ingestion": "streaming"},
         # Serialises the runs of a table across hosts, where the file lock does not reach (limit 1 in
         # dagster.yaml's `concurrency.pools.default_limit`).
@@ -500,11 +575,9 @@ def streaming_bronze_asset(stream: Stream, description: str) -> dg.AssetsDefinit
         ],
     )
     def _bronze(
-        context: dg.AssetExecutionContext, config: KafkaBatch, spark: SparkEngine, lake: DeltaLake, kafka: KafkaResource
+        context: dg.AssetExecutionContext, config: KafkaBatch, lake: DeltaLake, kafka: KafkaResource
     ) -> dg.MaterializeResult:
-        batch = ingest(
-            stream, kafka, lake, spark.spark_session, ingest_date_of(context), context.run_id, config.end_offsets
-        )
+        batch = ingest(stream, kafka, lake, ingest_date_of(context), context.run_id, config.end_offsets)
         topic, gaps = kafka.topic(stream.topic), batch.gaps
         context.log.info(f"{topic}: {batch.rows} message(s) from {batch.ranges}, lag {batch.total_lag}")
         if gaps:
@@ -520,7 +593,11 @@ def streaming_bronze_asset(stream: Stream, description: str) -> dg.AssetsDefinit
         counts, accounted = accounting.account(
             f"bronze.{stream.table}", batch.read, batch.rows - batch.erased, erased=batch.erased
         )
-        duplicates, sample = duplicate_offsets(lake, stream.table) if lake.exists("bronze", stream.table) else (0, [])
+        duplicates, sample = (
+            duplicate_offsets(lake, stream.table, topic, batch.epoch, batch.ranges)
+            if lake.exists("bronze", stream.table)
+            else (0, [])
+        )
         skipped = batch.skipped
         return dg.MaterializeResult(
             metadata={**metadata, **counts, **batch.metadata(topic, added)},
