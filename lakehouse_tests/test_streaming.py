@@ -309,7 +309,7 @@ def test_a_batch_that_dies_before_its_commit_leaves_nothing_and_the_next_run_tak
         raise RuntimeError("worker killed while writing")
 
     with monkeypatch.context() as patch:
-        patch.setattr("pyspark.sql.connect.readwriter.DataFrameWriter.save", killed)
+        patch.setattr(bronze, "write_deltalake", killed)
         failed = dg.materialize(
             [CLICKS],
             resources=stream_resources,
@@ -479,7 +479,8 @@ def test_silver_sessions_read_one_bronze_snapshot_so_a_batch_landing_meanwhile_w
 
     upto = silver_sessions.newest(first, "_ingested_at")
     new = silver_sessions.new_events(lake, spark, upto)
-    recomputed, existing, _ = silver_sessions.affected_sessions(lake, spark, new, upto)
+    days = silver_sessions.event_days(lake, spark, new, upto)
+    recomputed, existing, _ = silver_sessions.affected_sessions(lake, spark, new, upto, days)
     assert existing is None  # nothing in Silver yet
     assert recomputed.count() == day1["sessions"]
     assert recomputed.agg({"page_count": "sum"}).first()[0] == day1["events"] - late
