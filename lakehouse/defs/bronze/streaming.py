@@ -6,9 +6,9 @@ topic / partition / offset / Kafka timestamp - in ONE Delta commit. The range al
 after the highest offset already in the table (read under a lock, in the same critical section as
 the commit), so a retried, replayed or concurrently launched batch finds its offsets taken and adds
 nothing; a run killed before its commit leaves nothing behind. Kafka consumer groups are never used:
-the table is the record of progress. The commit carries that progress as Delta transaction (`txn`)
-actions - the idempotent-writer mechanism Spark Structured Streaming uses - so that reading it costs the
-same whatever the table holds (a table landed before then is read once more, from its rows).
+the table is the record of progress. The commit also records each partition's next offset as a Delta
+transaction (`txn`) action - the idempotent-writer mechanism Spark Structured Streaming uses - which
+points the next lookup at the newest rows: its cost does not grow with the table.
 
 Partitioned by ingest date (UTC). Materialising by hand with no config consumes everything up to
 the topic's current end offsets.
@@ -219,34 +219,53 @@ class Landed:
 
 def progress_app_id(topic: str, epoch: int, key: int | str) -> str:
     """The Delta transaction (txn) id under which a Bronze commit records its progress through `topic`'s epoch:
-    per Kafka partition the next offset, `partitions` how many partition numbers are recorded, and
-    `ingested_at` the newest row's `_ingested_at` in microseconds."""
+    per Kafka partition the next offset, and under `partitions` how many partition numbers there are."""
     return f"lakehouse.kafka/{topic}/epoch{epoch}/{key}"
 
 
-EPOCH_START = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def landed(lake: DeltaLake, table: str, topic: str, epoch: int) -> Landed:
-    """From the txn actions of the snapshot and its per-file statistics: the Delta log, no data file."""
+    """What the epoch's rows say, read where the snapshot's txn actions point: the row of each partition's
+    last recorded offset, which the file statistics find in the newest files. A partition whose row is gone
+    (deleted to be replayed, or restored away) is read in full, as is a table without txn actions (landed
+    before progress went into them)."""
     if not lake.exists("bronze", table):
         return Landed({}, frozenset(), None)
     dt = lake.delta_table("bronze", table)
     count = dt.transaction_version(progress_app_id(topic, epoch, "partitions"))
     if count is None:
-        return scanned(dt, topic, epoch)  # no batch of this epoch since progress went into txn actions
-    versions = {p: dt.transaction_version(progress_app_id(topic, epoch, p)) for p in range(count)}
-    micros = dt.transaction_version(progress_app_id(topic, epoch, "ingested_at"))
-    return Landed(
-        {p: v for p, v in versions.items() if v is not None},
-        landed_topic_ids(dt, topic, epoch),
-        EPOCH_START + timedelta(microseconds=micros),
-    )
+        return landed_from(dt, topic, epoch, [epoch_rows(dt, topic, epoch)])
+    recorded = {p: dt.transaction_version(progress_app_id(topic, epoch, p)) for p in range(count)}
+    recorded = {p: offset for p, offset in recorded.items() if offset is not None}
+    last = epoch_rows(dt, topic, epoch, {p: offset - 1 for p, offset in recorded.items()})
+    found = next_after(last)
+    gone = {p: 0 for p, offset in recorded.items() if found.get(p) != offset}
+    return landed_from(dt, topic, epoch, [last, epoch_rows(dt, topic, epoch, gone)] if gone else [last])
+
+
+def epoch_rows(dt: DeltaTable, topic: str, epoch: int, since: dict[int, int] | None = None) -> pa.Table:
+    """The epoch's Kafka positions (from offset `since[p]` on in each partition p, when given): the file
+    statistics skip the files that hold none of them. The topic is compared after the read: a file that
+    delta-rs rewrote (a DELETE) stores strings as string_view, which a scan filter cannot compare."""
+    where = pc.field("kafka_epoch") == epoch
+    if since is not None:
+        after = [(pc.field("kafka_partition") == p) & (pc.field("kafka_offset") >= o) for p, o in since.items()]
+        where &= functools.reduce(operator.or_, after, pc.scalar(False))
+    columns = ["kafka_topic", "kafka_partition", "kafka_offset", "kafka_topic_id", "_ingested_at"]
+    rows = dt.to_pyarrow_dataset().to_table(columns=columns, filter=where)
+    return rows.filter(pc.equal(rows.column("kafka_topic"), topic))
+
+
+def landed_from(dt: DeltaTable, topic: str, epoch: int, parts: list[pa.Table]) -> Landed:
+    """Landed, from rows holding each partition's highest offset (and the newest `_ingested_at`, which grows
+    with the offsets), with the topic ids of the whole epoch."""
+    data = pa.concat_tables(parts)
+    ids = landed_topic_ids(dt, topic, epoch) | {i for i in pc.unique(data.column("kafka_topic_id")).to_pylist() if i}
+    return Landed(next_after(data), frozenset(ids), pc.max(data.column("_ingested_at")).as_py())
 
 
 def landed_topic_ids(dt: DeltaTable, topic: str, epoch: int) -> frozenset[str]:
-    """The topic ids of the epoch's rows, from each data file's min/max statistics (an epoch holds one
-    incarnation of the topic: a batch from another fails, see Progress.resets)."""
+    """The topic ids of the epoch's rows, from each data file's min/max statistics in the Delta log (an epoch
+    holds one incarnation of the topic: a batch from another fails, see Progress.resets)."""
     actions = pa.table(dt.get_add_actions(flatten=True))
     if "min.kafka_topic_id" not in actions.column_names:
         return frozenset()
@@ -257,16 +276,6 @@ def landed_topic_ids(dt: DeltaTable, topic: str, epoch: int) -> frozenset[str]:
         & (pc.field("max.kafka_topic") >= topic)
     )
     return frozenset(i for c in ("min.kafka_topic_id", "max.kafka_topic_id") for i in mine.column(c).to_pylist() if i)
-
-
-def scanned(dt: DeltaTable, topic: str, epoch: int) -> Landed:
-    """What the epoch's rows say (the file statistics skip the files of other epochs)."""
-    data = dt.to_pyarrow_dataset().to_table(
-        columns=["kafka_partition", "kafka_offset", "kafka_topic_id", "_ingested_at"],
-        filter=(pc.field("kafka_topic") == topic) & (pc.field("kafka_epoch") == epoch),
-    )
-    ids = frozenset(i for i in pc.unique(data.column("kafka_topic_id")).to_pylist() if i)
-    return Landed(next_after(data), ids, pc.max(data.column("_ingested_at")).as_py())
 
 
 def next_after(rows: pa.Table) -> dict[int, int]:
@@ -284,13 +293,9 @@ def progress_actions(topic: str, epoch: int, before: Landed, rows: pa.Table) -> 
     """The txn actions of a commit of `rows` after `before`: every partition's next offset (all of them, so
     that the first commit after a table landed from rows only records the partitions it did not advance)."""
     recorded = before.next | next_after(rows)
-    ingested_at = pc.max(rows.column("_ingested_at")).as_py()
     return [
         *(Transaction(progress_app_id(topic, epoch, p), offset) for p, offset in sorted(recorded.items())),
         Transaction(progress_app_id(topic, epoch, "partitions"), max(recorded) + 1),
-        Transaction(
-            progress_app_id(topic, epoch, "ingested_at"), (ingested_at - EPOCH_START) // timedelta(microseconds=1)
-        ),
     ]
 
 
@@ -497,26 +502,13 @@ def duplicate_offsets(
 ) -> tuple[int, list]:
     """(how many Kafka messages of a batch's `ranges` are in Bronze more than once, a few of them).
 
-    Only a commit can add a duplicate, and only of its own offsets: the files whose statistics admit them
-    are read, not the table's history."""
-    wanted = [
-        (pc.field("kafka_partition") == p) & (pc.field("kafka_offset") >= s) & (pc.field("kafka_offset") < e)
-        for p, (s, e) in ranges.items()
-        if e > s
-    ]
-    if not wanted:
+    Only a commit can add a duplicate, and only of its own offsets: the rows from the batch's first offsets
+    on are read (the file statistics skip the older files), not the table's history."""
+    starts = {p: s for p, (s, e) in ranges.items() if e > s}
+    if not starts:
         return 0, []
-    data = (
-        lake.delta_table("bronze", table)
-        .to_pyarrow_dataset()
-        .to_table(
-            columns=["kafka_topic", "kafka_epoch", "kafka_partition", "kafka_offset"],
-            filter=(pc.field("kafka_topic") == topic)
-            & (pc.field("kafka_epoch") == epoch)
-            & functools.reduce(operator.or_, wanted),
-        )
-    )
-    counts = data.group_by(data.column_names).aggregate([("kafka_offset", "count")])
+    data = epoch_rows(lake.delta_table("bronze", table), topic, epoch, starts)
+    counts = data.group_by(["kafka_partition", "kafka_offset"]).aggregate([("kafka_offset", "count")])
     twice = counts.filter(pc.greater(counts.column("kafka_offset_count"), 1))
     return twice.num_rows, twice.slice(0, 5).drop_columns(["kafka_offset_count"]).to_pylist()
 
