@@ -17,16 +17,17 @@ the topic's current end offsets.
 import functools
 import gc
 import json
-import operator
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
+from urllib.parse import unquote
 
 import dagster as dg
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from pydantic import Field
 
@@ -233,26 +234,65 @@ def landed(lake: DeltaLake, table: str, topic: str, epoch: int) -> Landed:
     dt = lake.delta_table("bronze", table)
     count = dt.transaction_version(progress_app_id(topic, epoch, "partitions"))
     if count is None:
-        return landed_from(dt, topic, epoch, [epoch_rows(dt, topic, epoch)])
+        return landed_from(dt, topic, epoch, [epoch_rows(lake, table, dt, topic, epoch)])
     recorded = {p: dt.transaction_version(progress_app_id(topic, epoch, p)) for p in range(count)}
     recorded = {p: offset for p, offset in recorded.items() if offset is not None}
-    last = epoch_rows(dt, topic, epoch, {p: offset - 1 for p, offset in recorded.items()})
+    last = epoch_rows(lake, table, dt, topic, epoch, {p: offset - 1 for p, offset in recorded.items()})
     found = next_after(last)
     gone = {p: 0 for p, offset in recorded.items() if found.get(p) != offset}
-    return landed_from(dt, topic, epoch, [last, epoch_rows(dt, topic, epoch, gone)] if gone else [last])
+    rest = [epoch_rows(lake, table, dt, topic, epoch, gone)] if gone else []
+    return landed_from(dt, topic, epoch, [last, *rest])
 
 
-def epoch_rows(dt: DeltaTable, topic: str, epoch: int, since: dict[int, int] | None = None) -> pa.Table:
-    """The epoch's Kafka positions (from offset `since[p]` on in each partition p, when given): the file
-    statistics skip the files that hold none of them. The topic is compared after the read: a file that
-    delta-rs rewrote (a DELETE) stores strings as string_view, which a scan filter cannot compare."""
-    where = pc.field("kafka_epoch") == epoch
+POSITIONS = pa.schema(
+    [
+        ("kafka_topic", pa.string()),
+        ("kafka_epoch", pa.int32()),
+        ("kafka_partition", pa.int32()),
+        ("kafka_offset", pa.int64()),
+        ("kafka_topic_id", pa.string()),
+        ("_ingested_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+def epoch_rows(
+    lake: DeltaLake, table: str, dt: DeltaTable, topic: str, epoch: int, since: dict[int, int] | None = None
+) -> pa.Table:
+    """The epoch's Kafka positions (from offset `since[p]` on in each partition p, when given). Only the data
+    files whose statistics in the Delta log admit such rows are opened: delta-rs's own dataset would first
+    build a fragment for every file of the table (milliseconds each, and a streaming table has many)."""
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    keep = may_hold(actions, "kafka_epoch", epoch, epoch)
     if since is not None:
-        after = [(pc.field("kafka_partition") == p) & (pc.field("kafka_offset") >= o) for p, o in since.items()]
-        where &= functools.reduce(operator.or_, after, pc.scalar(False))
-    columns = ["kafka_topic", "kafka_partition", "kafka_offset", "kafka_topic_id", "_ingested_at"]
-    rows = dt.to_pyarrow_dataset().to_table(columns=columns, filter=where)
-    return rows.filter(pc.equal(rows.column("kafka_topic"), topic))
+        after = [
+            pc.and_(may_hold(actions, "kafka_partition", p, p), may_hold(actions, "kafka_offset", o))
+            for p, o in since.items()
+        ]
+        keep = pc.and_(keep, functools.reduce(pc.or_, after, pa.repeat(pa.scalar(False), actions.num_rows)))
+    fs, root = lake.filesystem()
+    files = [f"{root}/bronze/{table}/{unquote(path)}" for path in actions.filter(keep).column("path").to_pylist()]
+    # Cast before filtering: a file delta-rs rewrote (a DELETE) holds string_view, which no filter takes.
+    parts = [
+        pq.read_table(f, columns=POSITIONS.names, filesystem=fs).select(POSITIONS.names).cast(POSITIONS) for f in files
+    ]
+    rows = pa.concat_tables(parts) if parts else POSITIONS.empty_table()
+    mine = pc.and_(pc.equal(rows.column("kafka_epoch"), epoch), pc.equal(rows.column("kafka_topic"), topic))
+    if since is not None:
+        partition, offset = rows.column("kafka_partition"), rows.column("kafka_offset")
+        wanted = [pc.and_(pc.equal(partition, p), pc.greater_equal(offset, o)) for p, o in since.items()]
+        mine = pc.and_(mine, functools.reduce(pc.or_, wanted, pa.repeat(pa.scalar(False), rows.num_rows)))
+    return rows.filter(mine)
+
+
+def may_hold(actions: pa.Table, column: str, low: int, high: int | None = None) -> pa.Array:
+    """Per data file, whether its statistics admit a value of `column` in [low, high] (no statistics: yes)."""
+    if f"max.{column}" not in actions.column_names:
+        return pa.repeat(pa.scalar(True), actions.num_rows)
+    holds = pc.greater_equal(actions.column(f"max.{column}"), low)
+    if high is not None:
+        holds = pc.and_(holds, pc.less_equal(actions.column(f"min.{column}"), high))
+    return pc.fill_null(holds, True)
 
 
 def landed_from(dt: DeltaTable, topic: str, epoch: int, parts: list[pa.Table]) -> Landed:
@@ -507,7 +547,7 @@ def duplicate_offsets(
     starts = {p: s for p, (s, e) in ranges.items() if e > s}
     if not starts:
         return 0, []
-    data = epoch_rows(lake.delta_table("bronze", table), topic, epoch, starts)
+    data = epoch_rows(lake, table, lake.delta_table("bronze", table), topic, epoch, starts)
     counts = data.group_by(["kafka_partition", "kafka_offset"]).aggregate([("kafka_offset", "count")])
     twice = counts.filter(pc.greater(counts.column("kafka_offset_count"), 1))
     return twice.num_rows, twice.slice(0, 5).drop_columns(["kafka_offset_count"]).to_pylist()
