@@ -6,9 +6,9 @@ A run takes every Bronze event that Silver has not seen yet, whichever ingest-da
 the users the valid ones belong to, and re-sessionises the part of those users' (deduplicated) event
 history that the new events can change, read from the Bronze partitions that can hold it (the Silver table
 property `lakehouse.sessions.latest_event_day` keeps each ingest date's latest event day). The result is
-MERGEd: new sessions are inserted, sessions that
-grew (a late event re-opens them) are updated, and a session that a late event joined into a larger one
-is deleted (only when the larger one covers it). Re-running changes nothing.
+MERGEd: new sessions are inserted, sessions that grew (a late event re-opens them) are updated, and a
+session that a late event joined into a larger one is deleted (only when the larger one covers it).
+Re-running changes nothing.
 """
 
 import json
