@@ -4,12 +4,15 @@ Every test runs twice, against a real tansu broker (`[tansu]`) and a real Apache
 one process for the session; every test has its own topics and lake. Expected figures come from the
 generator's manifest (the producer publishes exactly the landing files' lines)."""
 
+import json
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import pytest
+from deltalake import write_deltalake
 
 from lakehouse.defs.bronze import streaming as bronze
 from lakehouse.defs.sensors import kafka as sensors
@@ -309,7 +312,7 @@ def test_a_batch_that_dies_before_its_commit_leaves_nothing_and_the_next_run_tak
         raise RuntimeError("worker killed while writing")
 
     with monkeypatch.context() as patch:
-        patch.setattr("pyspark.sql.connect.readwriter.DataFrameWriter.save", killed)
+        patch.setattr(bronze, "write_deltalake", killed)
         failed = dg.materialize(
             [CLICKS],
             resources=stream_resources,
@@ -479,7 +482,8 @@ def test_silver_sessions_read_one_bronze_snapshot_so_a_batch_landing_meanwhile_w
 
     upto = silver_sessions.newest(first, "_ingested_at")
     new = silver_sessions.new_events(lake, spark, upto)
-    recomputed, existing, _ = silver_sessions.affected_sessions(lake, spark, new, upto)
+    days = silver_sessions.event_days(lake, spark, new, upto)
+    recomputed, existing, _ = silver_sessions.affected_sessions(lake, spark, new, upto, days)
     assert existing is None  # nothing in Silver yet
     assert recomputed.count() == day1["sessions"]
     assert recomputed.agg({"page_count": "sum"}).first()[0] == day1["events"] - late
@@ -603,3 +607,117 @@ def test_silver_follows_bronze_through_automation_without_a_click(stream_resourc
     after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
     assert after.get_requested_partitions(dg.AssetKey(["silver", "sessions"])) == {TODAY}
     assert after.get_requested_partitions(CLICKS.key) == set()
+
+
+# -- Cost against history: progress from the Delta log, Silver from the partitions its history can reach --------
+
+
+def remove_data_files(lake: DeltaLake, table: str, partition: str = "") -> None:
+    """Delete a Bronze table's data files (of one `_ingest_date` partition): reading them now fails."""
+    folder = Path(lake.path("bronze", table)) / (f"_ingest_date={partition}" if partition else "")
+    removed = [path.unlink() for path in folder.rglob("*.parquet")]
+    assert removed
+
+
+def user_key(record: dict) -> str:
+    return record["user_id"]
+
+
+def events(prefix: str, count: int = 30) -> list[dict]:
+    return [PAGE_VIEW | {"event_id": f"{prefix}{n}", "user_id": f"u{n}"} for n in range(count)]
+
+
+def test_the_offset_lookup_and_the_tick_read_only_the_newest_bronze_rows(stream_resources):
+    kafka, lake = stream_resources["kafka"], stream_resources["lake"]
+    produce_json(kafka, "clickstream", events("E"), user_key)
+    run(stream_resources, CLICKS, "2026-11-01")
+    produce_json(kafka, "clickstream", events("F"), user_key)  # the same keys: every partition advances
+    run(stream_resources, CLICKS, "2026-11-03")
+    ends = kafka.offsets("clickstream").end  # the topic's end: every offset below it landed
+    assert sum(ends.values()) == 60 and all(ends.values())
+    remove_data_files(lake, "clickstream_events", "2026-11-01")  # the first batch's files
+
+    topic = kafka.topic("clickstream")
+    assert bronze.landed(lake, "clickstream_events", topic, 0).next == ends
+    dt = lake.delta_table("bronze", "clickstream_events")
+    assert {p: dt.transaction_version(f"lakehouse.kafka/{topic}/epoch0/{p}") for p in ends} == ends
+    assert dt.transaction_version(f"lakehouse.kafka/{topic}/epoch0/partitions") == PARTITIONS
+    result = tick(sensors.kafka_sensor(bronze.CLICKSTREAM, CLICKS), stream_resources)
+    assert result.skip_reason.skip_message == f"{topic}: no new messages (lag 0)"
+
+
+def test_rows_deleted_from_bronze_are_landed_again_once_though_the_log_recorded_them(stream_resources):
+    kafka, lake = stream_resources["kafka"], stream_resources["lake"]
+    produce_json(kafka, "clickstream", events("E"), user_key)
+    run(stream_resources, CLICKS, TODAY)
+    ends = kafka.offsets("clickstream").end
+    lake.delta_table("bronze", "clickstream_events").delete("kafka_partition = 0 AND kafka_offset >= 2")  # a replay
+
+    meta = materialization(run(stream_resources, CLICKS, TODAY), CLICKS)
+    assert (meta["rows_written"], meta["kafka/offsets"]) == (ends[0] - 2, {"0": [2, ends[0]]})
+    assert offsets(bronze_rows(lake, "clickstream_events")) == sorted(
+        (kafka.topic("clickstream"), p, o) for p, end in ends.items() for o in range(end)
+    )
+
+
+def test_a_bronze_table_landed_before_progress_was_in_the_log_is_continued_exactly_once(stream_resources):
+    kafka, lake = stream_resources["kafka"], stream_resources["lake"]
+    produce_json(
+        kafka, "clickstream", [PAGE_VIEW | {"event_id": f"E{n}", "user_id": f"u{n}"} for n in range(30)], user_key
+    )
+    before = kafka.offsets("clickstream")
+    # As a batch landed it before: rows only, no txn actions.
+    landed = kafka.read_range("clickstream", {p: (0, end) for p, end in before.end.items()})
+    rows = bronze.to_rows(bronze.CLICKSTREAM, landed, START, "earlier-run", 0, before.topic_id)
+    write_deltalake(lake.path("bronze", "clickstream_events"), rows, mode="append", partition_by=["_ingest_date"])
+    produce_json(kafka, "clickstream", [PAGE_VIEW | {"event_id": f"F{n}"} for n in range(5)], user_key)  # one partition
+
+    assert materialization(run(stream_resources, CLICKS, TODAY), CLICKS)["rows_written"] == 5
+    ends, topic = kafka.offsets("clickstream").end, kafka.topic("clickstream")
+    assert sum(ends.values()) == 35
+    # Every partition is recorded, those the batch did not advance included.
+    dt = lake.delta_table("bronze", "clickstream_events")
+    assert {p: dt.transaction_version(f"lakehouse.kafka/{topic}/epoch0/{p}") for p in ends} == ends
+    assert bronze.landed(lake, "clickstream_events", topic, 0).next == ends
+
+
+def test_a_sessions_run_reads_only_the_bronze_partitions_its_new_events_history_can_reach(stream_resources):
+    kafka, lake = stream_resources["kafka"], stream_resources["lake"]
+    for day, events_of_day in [
+        ("2026-11-01", [click("E1", "08:00"), click("F1", "09:00", "u2")]),
+        ("2026-11-02", [click("G1", "08:00", "u3") | {"event_ts": "2026-11-02T08:00:00Z"}]),
+    ]:
+        produce_json(kafka, "clickstream", events_of_day)
+        run(stream_resources, CLICKS, day)
+        run(stream_resources, silver_sessions.sessions, TODAY)
+    produce_json(kafka, "clickstream", [click("E2", "08:00") | {"event_ts": "2026-11-03T08:00:00Z"}])
+    run(stream_resources, CLICKS, "2026-11-03")
+    remove_data_files(lake, "clickstream_events", "2026-11-01")  # u1's new event is two days after its last
+
+    meta = materialization(run(stream_resources, silver_sessions.sessions, TODAY), silver_sessions.sessions)
+    assert (meta["rows_read"], meta["rows_inserted"], meta["rows_updated"]) == (1, 1, 0)
+    assert sorted((s["session_id"], s["page_count"]) for s in read_rows(lake, "silver", "sessions")) == [
+        ("u1-20261101T080000", 1),
+        ("u1-20261103T080000", 1),
+        ("u2-20261101T090000", 1),
+        ("u3-20261102T080000", 1),
+    ]
+    # Days since 1970-01-01: 2026-11-01 is day 20758.
+    stored = lake.delta_table("silver", "sessions").metadata().configuration[silver_sessions.LATEST_EVENT_DAYS]
+    assert json.loads(stored) == {"2026-11-01": 20758, "2026-11-02": 20759, "2026-11-03": 20760}
+
+
+def test_a_late_event_reads_the_partition_of_the_session_it_joins(stream_resources):
+    kafka, lake = stream_resources["kafka"], stream_resources["lake"]
+    produce_json(kafka, "clickstream", [click("E1", "08:00"), click("E2", "08:20")])
+    run(stream_resources, CLICKS, "2026-11-01")
+    run(stream_resources, silver_sessions.sessions, TODAY)
+    produce_json(kafka, "clickstream", [click("E3", "08:45")])  # 25 minutes after E2, landed two days later
+    run(stream_resources, CLICKS, "2026-11-03")
+
+    run(stream_resources, silver_sessions.sessions, TODAY)
+    assert [(s["session_id"], s["page_count"]) for s in read_rows(lake, "silver", "sessions")] == [
+        ("u1-20261101T080000", 3)
+    ]
+    stored = lake.delta_table("silver", "sessions").metadata().configuration[silver_sessions.LATEST_EVENT_DAYS]
+    assert json.loads(stored) == {"2026-11-01": 20758, "2026-11-03": 20758}

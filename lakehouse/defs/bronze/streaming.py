@@ -6,30 +6,35 @@ topic / partition / offset / Kafka timestamp - in ONE Delta commit. The range al
 after the highest offset already in the table (read under a lock, in the same critical section as
 the commit), so a retried, replayed or concurrently launched batch finds its offsets taken and adds
 nothing; a run killed before its commit leaves nothing behind. Kafka consumer groups are never used:
-the table is the record of progress.
+the table is the record of progress. The commit also records each partition's next offset as a Delta
+transaction (`txn`) action - the idempotent-writer mechanism Spark Structured Streaming uses - which
+points the next lookup at the newest rows: its cost does not grow with the table.
 
 Partitioned by ingest date (UTC). Materialising by hand with no config consumes everything up to
 the topic's current end offsets.
 """
 
+import functools
 import gc
 import json
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
+from urllib.parse import unquote
 
 import dagster as dg
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from pydantic import Field
 
 from lakehouse import catalog
 from lakehouse.lib import accounting, erasure, partitions
 from lakehouse.lib.kafka import KafkaResource, Message, TopicOffsets
 from lakehouse.lib.lake import DeltaLake
-from lakehouse.lib.spark import SparkEngine
 
 
 @dataclass(frozen=True)
@@ -213,29 +218,125 @@ class Landed:
     newest_ingested_at: datetime | None
 
 
+def progress_app_id(topic: str, epoch: int, key: int | str) -> str:
+    """The Delta transaction (txn) id under which a Bronze commit records its progress through `topic`'s epoch:
+    per Kafka partition the next offset, and under `partitions` how many partition numbers there are."""
+    return f"lakehouse.kafka/{topic}/epoch{epoch}/{key}"
+
+
 def landed(lake: DeltaLake, table: str, topic: str, epoch: int) -> Landed:
+    """What the epoch's rows say, read where the snapshot's txn actions point: the row of each partition's
+    last recorded offset, which the file statistics find in the newest files. A partition whose row is gone
+    (deleted to be replayed, or restored away) is read in full, as is a table without txn actions (landed
+    before progress went into them)."""
     if not lake.exists("bronze", table):
         return Landed({}, frozenset(), None)
-    data = (
-        lake.delta_table("bronze", table)
-        .to_pyarrow_dataset()
-        .to_table(
-            columns=["kafka_partition", "kafka_offset", "kafka_topic_id", "_ingested_at"],
-            filter=(pc.field("kafka_topic") == topic) & (pc.field("kafka_epoch") == epoch),
+    dt = lake.delta_table("bronze", table)
+    count = dt.transaction_version(progress_app_id(topic, epoch, "partitions"))
+    if count is None:
+        return landed_from(dt, topic, epoch, [epoch_rows(lake, table, dt, topic, epoch)])
+    recorded = {p: dt.transaction_version(progress_app_id(topic, epoch, p)) for p in range(count)}
+    recorded = {p: offset for p, offset in recorded.items() if offset is not None}
+    last = epoch_rows(lake, table, dt, topic, epoch, {p: offset - 1 for p, offset in recorded.items()})
+    found = next_after(last)
+    gone = {p: 0 for p, offset in recorded.items() if found.get(p) != offset}
+    rest = [epoch_rows(lake, table, dt, topic, epoch, gone)] if gone else []
+    return landed_from(dt, topic, epoch, [last, *rest])
+
+
+POSITIONS = pa.schema(
+    [
+        ("kafka_topic", pa.string()),
+        ("kafka_epoch", pa.int32()),
+        ("kafka_partition", pa.int32()),
+        ("kafka_offset", pa.int64()),
+        ("kafka_topic_id", pa.string()),
+        ("_ingested_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+def epoch_rows(
+    lake: DeltaLake, table: str, dt: DeltaTable, topic: str, epoch: int, since: dict[int, int] | None = None
+) -> pa.Table:
+    """The epoch's Kafka positions (from offset `since[p]` on in each partition p, when given). Only the data
+    files whose statistics in the Delta log admit such rows are opened: delta-rs's own dataset would first
+    build a fragment for every file of the table (milliseconds each, and a streaming table has many)."""
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    keep = may_hold(actions, "kafka_epoch", epoch, epoch)
+    if since is not None:
+        after = [
+            pc.and_(may_hold(actions, "kafka_partition", p, p), may_hold(actions, "kafka_offset", o))
+            for p, o in since.items()
+        ]
+        keep = pc.and_(keep, functools.reduce(pc.or_, after, pa.repeat(pa.scalar(False), actions.num_rows)))
+    fs, root = lake.filesystem()
+    files = [f"{root}/bronze/{table}/{unquote(path)}" for path in actions.filter(keep).column("path").to_pylist()]
+    # Cast before filtering: a file delta-rs rewrote (a DELETE) holds string_view, which no filter takes.
+    parts = [
+        pq.read_table(f, columns=POSITIONS.names, filesystem=fs).select(POSITIONS.names).cast(POSITIONS) for f in files
+    ]
+    rows = pa.concat_tables(parts) if parts else POSITIONS.empty_table()
+    mine = pc.and_(pc.equal(rows.column("kafka_epoch"), epoch), pc.equal(rows.column("kafka_topic"), topic))
+    if since is not None:
+        partition, offset = rows.column("kafka_partition"), rows.column("kafka_offset")
+        wanted = [pc.and_(pc.equal(partition, p), pc.greater_equal(offset, o)) for p, o in since.items()]
+        mine = pc.and_(mine, functools.reduce(pc.or_, wanted, pa.repeat(pa.scalar(False), rows.num_rows)))
+    return rows.filter(mine)
+
+
+def may_hold(actions: pa.Table, column: str, low: int, high: int | None = None) -> pa.Array:
+    """Per data file, whether its statistics admit a value of `column` in [low, high] (no statistics: yes)."""
+    if f"max.{column}" not in actions.column_names:
+        return pa.repeat(pa.scalar(True), actions.num_rows)
+    holds = pc.greater_equal(actions.column(f"max.{column}"), low)
+    if high is not None:
+        holds = pc.and_(holds, pc.less_equal(actions.column(f"min.{column}"), high))
+    return pc.fill_null(holds, True)
+
+
+def landed_from(dt: DeltaTable, topic: str, epoch: int, parts: list[pa.Table]) -> Landed:
+    """Landed, from rows holding each partition's highest offset (and the newest `_ingested_at`, which grows
+    with the offsets), with the topic ids of the whole epoch."""
+    data = pa.concat_tables(parts)
+    ids = landed_topic_ids(dt, topic, epoch) | {i for i in pc.unique(data.column("kafka_topic_id")).to_pylist() if i}
+    return Landed(next_after(data), frozenset(ids), pc.max(data.column("_ingested_at")).as_py())
+
+
+def landed_topic_ids(dt: DeltaTable, topic: str, epoch: int) -> frozenset[str]:
+    """The topic ids of the epoch's rows, from each data file's min/max statistics in the Delta log (an epoch
+    holds one incarnation of the topic: a batch from another fails, see Progress.resets)."""
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    if "min.kafka_topic_id" not in actions.column_names:
+        return frozenset()
+    mine = actions.filter(
+        (pc.field("min.kafka_epoch") <= epoch)
+        & (pc.field("max.kafka_epoch") >= epoch)
+        & (pc.field("min.kafka_topic") <= topic)
+        & (pc.field("max.kafka_topic") >= topic)
+    )
+    return frozenset(i for c in ("min.kafka_topic_id", "max.kafka_topic_id") for i in mine.column(c).to_pylist() if i)
+
+
+def next_after(rows: pa.Table) -> dict[int, int]:
+    """Per Kafka partition in `rows`, the offset after the highest one."""
+    top = rows.group_by("kafka_partition").aggregate([("kafka_offset", "max")])
+    return {
+        int(p): int(o) + 1
+        for p, o in zip(
+            top.column("kafka_partition").to_pylist(), top.column("kafka_offset_max").to_pylist(), strict=True
         )
-    )
-    top = data.group_by("kafka_partition").aggregate([("kafka_offset", "max")])
-    ids = frozenset(i for i in pc.unique(data.column("kafka_topic_id")).to_pylist() if i)
-    return Landed(
-        {
-            int(p): int(o) + 1
-            for p, o in zip(
-                top.column("kafka_partition").to_pylist(), top.column("kafka_offset_max").to_pylist(), strict=True
-            )
-        },
-        ids,
-        pc.max(data.column("_ingested_at")).as_py(),
-    )
+    }
+
+
+def progress_actions(topic: str, epoch: int, before: Landed, rows: pa.Table) -> list[Transaction]:
+    """The txn actions of a commit of `rows` after `before`: every partition's next offset (all of them, so
+    that the first commit after a table landed from rows only records the partitions it did not advance)."""
+    recorded = before.next | next_after(rows)
+    return [
+        *(Transaction(progress_app_id(topic, epoch, p), offset) for p, offset in sorted(recorded.items())),
+        Transaction(progress_app_id(topic, epoch, "partitions"), max(recorded) + 1),
+    ]
 
 
 def next_offsets(lake: DeltaLake, table: str, topic: str) -> dict[int, int]:
@@ -367,7 +468,6 @@ def ingest(
     stream: Stream,
     kafka: KafkaResource,
     lake: DeltaLake,
-    spark_session,
     ingest_date: date,
     run_id: str,
     requested_end: dict[str, int] | None = None,
@@ -396,14 +496,17 @@ def ingest(
             )
         written = 0
         if rows.num_rows:
-            (
-                spark_session.createDataFrame(rows)
-                .write.format("delta")
-                .mode("append")
-                .partitionBy("_ingest_date")
-                .save(lake.path("bronze", stream.table))
+            # Rows and progress in one commit: a batch that did not commit has not advanced the offsets.
+            progress_txns = progress_actions(before.topic, before.epoch, before.landed, rows)
+            write_deltalake(
+                lake.path("bronze", stream.table),
+                rows,
+                mode="append",
+                partition_by=["_ingest_date"],
+                storage_options=lake.options(),
+                commit_properties=CommitProperties(app_transactions=progress_txns),
             )
-            written = int(lake.delta_table("bronze", stream.table).history(1)[0]["operationMetrics"]["numOutputRows"])
+            written = int(lake.delta_table("bronze", stream.table).history(1)[0]["operationMetrics"]["num_added_rows"])
     # The lag left: what the topic holds now past what this batch took (Bronze need not be read again).
     after = replace(
         before,
@@ -434,14 +537,18 @@ def ingested_after(newest: datetime | None) -> datetime:
     return max(now, newest + timedelta(milliseconds=1)) if newest else now
 
 
-def duplicate_offsets(lake: DeltaLake, table: str) -> tuple[int, list]:
-    """(how many (topic, epoch, partition, offset) are in Bronze more than once, a few of them)."""
-    data = (
-        lake.delta_table("bronze", table)
-        .to_pyarrow_dataset()
-        .to_table(columns=["kafka_topic", "kafka_epoch", "kafka_partition", "kafka_offset"])
-    )
-    counts = data.group_by(data.column_names).aggregate([("kafka_offset", "count")])
+def duplicate_offsets(
+    lake: DeltaLake, table: str, topic: str, epoch: int, ranges: dict[int, tuple[int, int]]
+) -> tuple[int, list]:
+    """(how many Kafka messages of a batch's `ranges` are in Bronze more than once, a few of them).
+
+    Only a commit can add a duplicate, and only of its own offsets: the rows from the batch's first offsets
+    on are read (the file statistics skip the older files), not the table's history."""
+    starts = {p: s for p, (s, e) in ranges.items() if e > s}
+    if not starts:
+        return 0, []
+    data = epoch_rows(lake, table, lake.delta_table("bronze", table), topic, epoch, starts)
+    counts = data.group_by(["kafka_partition", "kafka_offset"]).aggregate([("kafka_offset", "count")])
     twice = counts.filter(pc.greater(counts.column("kafka_offset_count"), 1))
     return twice.num_rows, twice.slice(0, 5).drop_columns(["kafka_offset_count"]).to_pylist()
 
@@ -479,7 +586,7 @@ def streaming_bronze_asset(stream: Stream, description: str) -> dg.AssetsDefinit
         code_version=catalog.code_version(sys.modules[__name__], catalog.table(f"bronze/{stream.table}").contract),
         description=description,
         partitions_def=partitions.daily,
-        kinds={"kafka", "spark", "delta"},
+        kinds={"kafka", "delta"},
         tags={"lakehouse/ingestion": "streaming"},
         # Serialises the runs of a table across hosts, where the file lock does not reach (limit 1 in
         # dagster.yaml's `concurrency.pools.default_limit`).
@@ -500,11 +607,9 @@ def streaming_bronze_asset(stream: Stream, description: str) -> dg.AssetsDefinit
         ],
     )
     def _bronze(
-        context: dg.AssetExecutionContext, config: KafkaBatch, spark: SparkEngine, lake: DeltaLake, kafka: KafkaResource
+        context: dg.AssetExecutionContext, config: KafkaBatch, lake: DeltaLake, kafka: KafkaResource
     ) -> dg.MaterializeResult:
-        batch = ingest(
-            stream, kafka, lake, spark.spark_session, ingest_date_of(context), context.run_id, config.end_offsets
-        )
+        batch = ingest(stream, kafka, lake, ingest_date_of(context), context.run_id, config.end_offsets)
         topic, gaps = kafka.topic(stream.topic), batch.gaps
         context.log.info(f"{topic}: {batch.rows} message(s) from {batch.ranges}, lag {batch.total_lag}")
         if gaps:
@@ -520,7 +625,11 @@ def streaming_bronze_asset(stream: Stream, description: str) -> dg.AssetsDefinit
         counts, accounted = accounting.account(
             f"bronze.{stream.table}", batch.read, batch.rows - batch.erased, erased=batch.erased
         )
-        duplicates, sample = duplicate_offsets(lake, stream.table) if lake.exists("bronze", stream.table) else (0, [])
+        duplicates, sample = (
+            duplicate_offsets(lake, stream.table, topic, batch.epoch, batch.ranges)
+            if lake.exists("bronze", stream.table)
+            else (0, [])
+        )
         skipped = batch.skipped
         return dg.MaterializeResult(
             metadata={**metadata, **counts, **batch.metadata(topic, added)},

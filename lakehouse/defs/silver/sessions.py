@@ -4,14 +4,18 @@ A run takes every Bronze event that Silver has not seen yet, whichever ingest-da
 (ingested after the newest `_bronze_ingested_at` in Silver: Bronze commits are serialised and stamp
 `_ingested_at` in commit order), quarantines the ones that break a rule (silver/sessions_quarantine), finds
 the users the valid ones belong to, and re-sessionises the part of those users' (deduplicated) event
-history that the new events can change. The result is MERGEd: new sessions are inserted, sessions that
-grew (a late event re-opens them) are updated, and a session that a late event joined into a larger one
-is deleted (only when the larger one covers it). Re-running changes nothing.
+history that the new events can change, read from the Bronze partitions that can hold it (the Silver table
+property `lakehouse.sessions.latest_event_day` keeps each ingest date's latest event day). The result is
+MERGEd: new sessions are inserted, sessions that grew (a late event re-opens them) are updated, and a
+session that a late event joined into a larger one is deleted (only when the larger one covers it).
+Re-running changes nothing.
 """
 
-from datetime import UTC
+import json
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
+import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -117,8 +121,13 @@ MERGE_CLAUSES = (
 
 
 def newest(snapshot: DeltaTable, column: str) -> str | None:
-    """The newest value of a timestamp column in a table snapshot, as a UTC literal (read with delta-rs)."""
-    value = pc.max(snapshot.to_pyarrow_table(columns=[column]).column(0)).as_py()
+    """The newest value of a timestamp column in a table snapshot, as a UTC literal (read with delta-rs).
+
+    Only the files that can hold it are read: the Delta log's per-file maxima (to the millisecond) say which."""
+    stats = pa.table(snapshot.get_add_actions(flatten=True))
+    bound = pc.max(stats.column(f"max.{column}")) if f"max.{column}" in stats.column_names else None
+    candidates = pc.field(column) >= bound if bound is not None and bound.is_valid else None
+    value = pc.max(snapshot.to_pyarrow_dataset().to_table(columns=[column], filter=candidates).column(0)).as_py()
     if value is None:
         return None
     if value.tzinfo is not None:
@@ -161,21 +170,91 @@ def landed_since(lake: DeltaLake, spark: SparkSession, bronze_table: str, silver
     rows = lake.read(spark, "bronze", bronze_table).where(f"_ingested_at <= TIMESTAMP '{upto}'")
     rows = rows.where(erasure.NOT_ERASED)  # a tombstone of an erased customer is not an event
     seen = watermark(lake, silver_table)
+    if seen is None:
+        return rows
+    days = partitions_landed_after(lake.delta_table("bronze", bronze_table), seen)
+    if days is not None:
+        rows = rows.where(F.col("_ingest_date").isin(days) if days else F.lit(False))
     # A literal, so every use of the plan agrees.
-    return rows.where(f"_ingested_at > TIMESTAMP '{seen}'") if seen is not None else rows
+    return rows.where(f"_ingested_at > TIMESTAMP '{seen}'")
+
+
+def partitions_landed_after(snapshot: DeltaTable, seen: str) -> list[date] | None:
+    """The `_ingest_date` partitions with a file that may hold rows ingested after `seen` (None: the Delta log
+    has no statistics to tell). The engine then reads those, not every file: Sail does not skip files by
+    their statistics. The log's maxima are cut to the millisecond, hence the margin."""
+    actions = pa.table(snapshot.get_add_actions(flatten=True))
+    if "max._ingested_at" not in actions.column_names:
+        return None
+    stat = actions.column("max._ingested_at")
+    bound = pa.scalar(datetime.fromisoformat(seen).replace(tzinfo=UTC) - timedelta(milliseconds=1), stat.type)
+    later = pc.or_kleene(pc.is_null(stat), pc.greater_equal(stat, bound))  # no statistics: it may
+    return sorted(set(actions.filter(later).column("partition._ingest_date").to_pylist()))
+
+
+# A Silver table property: {Bronze ingest date: the latest day (days since 1970-01-01, UTC) of an event in it}
+LATEST_EVENT_DAYS = "lakehouse.sessions.latest_event_day"
+
+
+def day_number(timestamp: Column) -> Column:
+    """A timestamp's UTC day as days since 1970-01-01: any year compares right, unlike a date's text."""
+    return F.datediff(F.to_date(timestamp), F.lit("1970-01-01"))
+
+
+def stored_event_days(lake: DeltaLake) -> dict[str, int] | None:
+    if not lake.exists("silver", TABLE):
+        return None
+    stored = lake.delta_table("silver", TABLE).metadata().configuration.get(LATEST_EVENT_DAYS)
+    return json.loads(stored) if stored else None
+
+
+def event_days(lake: DeltaLake, spark: SparkSession, new: DataFrame, upto: str) -> dict[str, int]:
+    """Per Bronze ingest date, the latest day of an event in it: the stored map with the new events'.
+
+    A table sessionised before the map was kept has it built from all of Bronze, once."""
+    stored = stored_event_days(lake)
+    if stored is None and lake.exists("silver", TABLE):
+        new = lake.read(spark, "bronze", bronze.CLICKSTREAM.table).where(f"_ingested_at <= TIMESTAMP '{upto}'")
+    found = (
+        new.where(f"{EVENT_TS} IS NOT NULL")
+        .groupBy("_ingest_date")
+        .agg(F.max(day_number(F.expr(EVENT_TS))).alias("latest"))
+        .collect()
+    )
+    days = dict(stored or {})
+    for row in found:
+        ingested, latest = row["_ingest_date"].isoformat(), int(row["latest"])
+        days[ingested] = max(latest, days.get(ingested, latest))
+    return days
+
+
+def keep_event_days(lake: DeltaLake, days: dict[str, int]) -> None:
+    """Store the map on Silver (one commit, when it changed). Before the merge: a run that fails after it
+    leaves the map covering events Silver has not taken yet, never short of events it has."""
+    if lake.exists("silver", TABLE) and stored_event_days(lake) != days:
+        lake.delta_table("silver", TABLE).alter.set_table_properties(
+            {LATEST_EVENT_DAYS: json.dumps(days, sort_keys=True)}, raise_if_not_exists=False
+        )
 
 
 def affected_sessions(
-    lake: DeltaLake, spark: SparkSession, new: DataFrame, upto: str
+    lake: DeltaLake, spark: SparkSession, new: DataFrame, upto: str, event_days: dict[str, int]
 ) -> tuple[DataFrame, DataFrame | None, DataFrame]:
     """(recomputed sessions of the users with new valid events, those users' existing sessions, their history).
 
     Only the part of each user's history that new events can change is recomputed (`changes_since`).
     Every session before it ends more than 30 minutes before the first new event, so it stays as it is:
-    the cost of a run follows the new events, not the age of the table."""
-    clicks = lake.read(spark, "bronze", bronze.CLICKSTREAM.table).where(f"_ingested_at <= TIMESTAMP '{upto}'")
+    the cost of a run follows the new events, not the age of the table. That history is read from the
+    Bronze partitions whose latest event (`event_days`) is not older than the day the earliest part starts."""
     current = lake.read(spark, "silver", TABLE) if lake.exists("silver", TABLE) else None
     since = changes_since(new.where(EVENT_RULE), current)
+    earliest = since.agg(F.min(day_number(F.col("_since")))).first()[0]
+    ingested = sorted(date.fromisoformat(d) for d, n in event_days.items() if earliest is not None and n >= earliest)
+    clicks = (
+        lake.read(spark, "bronze", bronze.CLICKSTREAM.table)
+        .where(F.col("_ingest_date").isin(ingested) if ingested else F.lit(False))
+        .where(f"_ingested_at <= TIMESTAMP '{upto}'")
+    )
     history = clicks.join(since, "user_id").where(F.expr(EVENT_TS) >= F.col("_since")).drop("_since")
     recomputed = sessionise(valid_events(history))
     if current is None:
@@ -230,7 +309,9 @@ def sessions(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaL
     counts = rule_counts(classified)
     bad = quarantined(classified, RECORD_COLUMNS)
     lake.merge(bad, "silver", f"{TABLE}_quarantine", ["_source_file"])
-    recomputed, existing, history = affected_sessions(lake, spark_session, new, upto)
+    days = event_days(lake, spark_session, new, upto)
+    keep_event_days(lake, days)
+    recomputed, existing, history = affected_sessions(lake, spark_session, new, upto, days)
     events_before = events_in_sessions(lake)
     if existing is None:
         metadata = lake.merge(recomputed, "silver", TABLE, ["session_id"])
@@ -238,6 +319,7 @@ def sessions(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaL
         stale = superseded(existing, recomputed)
         source = recomputed.withColumn("_delete", F.lit(False)).unionByName(stale.withColumn("_delete", F.lit(True)))
         metadata = lake.merge(source, "silver", TABLE, ["session_id"], MERGE_CLAUSES)
+    keep_event_days(lake, days)  # the first run created the table
     # A valid new event is either new to Silver (it is now in a session) or a re-sent copy of one it has.
     earlier = history.where(f"_ingested_at <= TIMESTAMP '{seen}'") if seen else history.limit(0)
     first_seen = distinct_events(history) - distinct_events(earlier)
