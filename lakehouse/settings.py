@@ -11,6 +11,9 @@ This module imports nothing heavy (no dagster): `lakehouse --help` reads it."""
 
 import json
 import os
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 SPARK_REMOTE = "LAKEHOUSE_SPARK_REMOTE"
@@ -222,3 +225,24 @@ def child_env(
     for name in drop:
         env.pop(name, None)
     return env
+
+
+_environ_lock = threading.Lock()
+
+
+@contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """This process's environment with `values`, restored afterwards: for a library that starts a child
+    process with a copy of os.environ and takes no environment of its own (dagster-dbt's `cli()`).
+    Other threads share os.environ, so one caller at a time sets and restores it."""
+    with _environ_lock:
+        saved = {name: os.environ.get(name) for name in values}
+        os.environ.update(values)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value

@@ -5,7 +5,6 @@ the marts' SQL again."""
 import csv
 import importlib.metadata
 import json
-import os
 import re
 import shutil
 from collections import defaultdict
@@ -196,14 +195,6 @@ def test_dbt_starts_once_per_run_and_no_adapter_is_built_in_the_runs_process(mon
     monkeypatch.setattr("dagster_dbt.core.resource.check_output", lambda *a, **k: b"Core:\n  - installed: 1.10.2\n")
     other = gold.DbtCli(project_dir=gold.dbt_project, dbt_executable=shutil.which("dbt"))
     assert other._cli_version == version.parse("1.10.2")
-
-
-def test_the_run_environment_is_restored_after_dbt_starts():
-    with gold.environment({"LAKEHOUSE_DBT_START_DATE": '"2026-11-01"', "HOME": "/elsewhere"}):
-        assert os.environ["LAKEHOUSE_DBT_START_DATE"] == '"2026-11-01"'
-        assert os.environ["HOME"] == "/elsewhere"
-    assert "LAKEHOUSE_DBT_START_DATE" not in os.environ
-    assert os.environ["HOME"] != "/elsewhere"
 
 
 # -- A run ---------------------------------------------------------------------------------------------------

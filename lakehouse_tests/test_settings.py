@@ -125,3 +125,11 @@ def test_configured_targets_decide_automation_sensors_and_secret_resources(confi
     named = {"LAKEHOUSE_SERVING_DSN", "LAKEHOUSE_SPARK_REMOTE"}
     assert {resources["serving"]["dsn"], resources["spark"]["remote"]} == (named if configured else {None})
     assert resources["snowflake"]["account"] == "SNOWFLAKE_ACCOUNT"
+
+
+def test_an_environment_for_a_child_is_restored_after_it_starts():
+    with settings.environment({"LAKEHOUSE_DBT_START_DATE": '"2026-11-01"', "HOME": "/elsewhere"}):
+        assert os.environ["LAKEHOUSE_DBT_START_DATE"] == '"2026-11-01"'
+        assert os.environ["HOME"] == "/elsewhere"
+    assert "LAKEHOUSE_DBT_START_DATE" not in os.environ
+    assert os.environ["HOME"] != "/elsewhere"

@@ -21,11 +21,8 @@
 
 import importlib.metadata
 import json
-import os
 import tempfile
-import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from datetime import date
 from functools import cached_property
 from pathlib import Path
@@ -43,7 +40,7 @@ from dagster_dbt import (
 )
 from packaging import version
 
-from lakehouse import catalog
+from lakehouse import catalog, settings
 from lakehouse.lib import lineage, partitions
 from lakehouse.lib.lake import DeltaLake
 from lakehouse.lib.spark import SparkEngine, connect_url
@@ -112,26 +109,6 @@ def dbt_vars(start: date, end: date, lake: DeltaLake) -> dict:
 def dbt_env(start: date, end: date, lake: DeltaLake) -> dict[str, str]:
     """The run's values as the environment variables dbt's `run_value` macro reads: LAKEHOUSE_DBT_<NAME>, JSON."""
     return {f"LAKEHOUSE_DBT_{name.upper()}": json.dumps(value) for name, value in dbt_vars(start, end, lake).items()}
-
-
-_environ_lock = threading.Lock()
-
-
-@contextmanager
-def environment(values: Mapping[str, str]) -> Iterator[None]:
-    """os.environ with `values` while dbt's process starts: dagster-dbt's `cli()` takes no environment but
-    copies os.environ, which other threads share, so one invocation at a time sets and restores them."""
-    with _environ_lock:
-        saved = {name: os.environ.get(name) for name in values}
-        os.environ.update(values)
-        try:
-            yield
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
 
 
 def write_run_profiles(dbt: DbtCliResource, spark_url: str, directory: Path) -> Path:
@@ -243,7 +220,7 @@ def gold_dbt(
     # mkdtemp's directory is the user's only (0700); it goes when dbt has finished
     with tempfile.TemporaryDirectory(prefix="lakehouse-dbt-profiles-") as profiles_dir:
         write_run_profiles(dbt, connect_url(spark.remote), Path(profiles_dir))
-        with environment(dbt_env(start, end, lake)):
+        with settings.environment(dbt_env(start, end, lake)):
             invocation = with_profiles_dir(dbt, Path(profiles_dir)).cli(["build"], context=context)
         for event in invocation.stream():
             if isinstance(event, dg.Output):
