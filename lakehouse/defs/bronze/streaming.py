@@ -232,16 +232,17 @@ def landed(lake: DeltaLake, table: str, topic: str, epoch: int) -> Landed:
     if not lake.exists("bronze", table):
         return Landed({}, frozenset(), None)
     dt = lake.delta_table("bronze", table)
+    actions = file_actions(dt)  # the log's file list, read once for every lookup below
     count = dt.transaction_version(progress_app_id(topic, epoch, "partitions"))
     if count is None:
-        return landed_from(dt, topic, epoch, [epoch_rows(lake, table, dt, topic, epoch)])
+        return landed_from(actions, topic, epoch, [epoch_rows(lake, table, actions, topic, epoch)])
     recorded = {p: dt.transaction_version(progress_app_id(topic, epoch, p)) for p in range(count)}
     recorded = {p: offset for p, offset in recorded.items() if offset is not None}
-    last = epoch_rows(lake, table, dt, topic, epoch, {p: offset - 1 for p, offset in recorded.items()})
+    last = epoch_rows(lake, table, actions, topic, epoch, {p: offset - 1 for p, offset in recorded.items()})
     found = next_after(last)
     gone = {p: 0 for p, offset in recorded.items() if found.get(p) != offset}
-    rest = [epoch_rows(lake, table, dt, topic, epoch, gone)] if gone else []
-    return landed_from(dt, topic, epoch, [last, *rest])
+    rest = [epoch_rows(lake, table, actions, topic, epoch, gone)] if gone else []
+    return landed_from(actions, topic, epoch, [last, *rest])
 
 
 POSITIONS = pa.schema(
@@ -256,20 +257,29 @@ POSITIONS = pa.schema(
 )
 
 
+def file_actions(dt: DeltaTable) -> pa.Table:
+    """The snapshot's data files with their statistics, one row each, from the Delta log."""
+    return pa.table(dt.get_add_actions(flatten=True))
+
+
+def any_of(masks: list[pa.Array], length: int) -> pa.Array:
+    return functools.reduce(pc.or_, masks, pa.repeat(pa.scalar(False), length))
+
+
 def epoch_rows(
-    lake: DeltaLake, table: str, dt: DeltaTable, topic: str, epoch: int, since: dict[int, int] | None = None
+    lake: DeltaLake, table: str, actions: pa.Table, topic: str, epoch: int, since: dict[int, int] | None = None
 ) -> pa.Table:
     """The epoch's Kafka positions (from offset `since[p]` on in each partition p, when given). Only the data
-    files whose statistics in the Delta log admit such rows are opened: delta-rs's own dataset would first
-    build a fragment for every file of the table (milliseconds each, and a streaming table has many)."""
-    actions = pa.table(dt.get_add_actions(flatten=True))
+    files whose statistics in the Delta log (`actions`, file_actions) admit such rows are opened: delta-rs's own
+    dataset would first build a fragment for every file of the table (milliseconds each, and a streaming table
+    has many)."""
     keep = may_hold(actions, "kafka_epoch", epoch, epoch)
     if since is not None:
         after = [
             pc.and_(may_hold(actions, "kafka_partition", p, p), may_hold(actions, "kafka_offset", o))
             for p, o in since.items()
         ]
-        keep = pc.and_(keep, functools.reduce(pc.or_, after, pa.repeat(pa.scalar(False), actions.num_rows)))
+        keep = pc.and_(keep, any_of(after, actions.num_rows))
     fs, root = lake.filesystem()
     files = [f"{root}/bronze/{table}/{unquote(path)}" for path in actions.filter(keep).column("path").to_pylist()]
     # Cast before filtering: a file delta-rs rewrote (a DELETE) holds string_view, which no filter takes.
@@ -281,7 +291,7 @@ def epoch_rows(
     if since is not None:
         partition, offset = rows.column("kafka_partition"), rows.column("kafka_offset")
         wanted = [pc.and_(pc.equal(partition, p), pc.greater_equal(offset, o)) for p, o in since.items()]
-        mine = pc.and_(mine, functools.reduce(pc.or_, wanted, pa.repeat(pa.scalar(False), rows.num_rows)))
+        mine = pc.and_(mine, any_of(wanted, rows.num_rows))
     return rows.filter(mine)
 
 
@@ -295,18 +305,18 @@ def may_hold(actions: pa.Table, column: str, low: int, high: int | None = None) 
     return pc.fill_null(holds, True)
 
 
-def landed_from(dt: DeltaTable, topic: str, epoch: int, parts: list[pa.Table]) -> Landed:
+def landed_from(actions: pa.Table, topic: str, epoch: int, parts: list[pa.Table]) -> Landed:
     """Landed, from rows holding each partition's highest offset (and the newest `_ingested_at`, which grows
     with the offsets), with the topic ids of the whole epoch."""
     data = pa.concat_tables(parts)
-    ids = landed_topic_ids(dt, topic, epoch) | {i for i in pc.unique(data.column("kafka_topic_id")).to_pylist() if i}
+    ids = {i for i in pc.unique(data.column("kafka_topic_id")).to_pylist() if i}
+    ids |= landed_topic_ids(actions, topic, epoch)
     return Landed(next_after(data), frozenset(ids), pc.max(data.column("_ingested_at")).as_py())
 
 
-def landed_topic_ids(dt: DeltaTable, topic: str, epoch: int) -> frozenset[str]:
+def landed_topic_ids(actions: pa.Table, topic: str, epoch: int) -> frozenset[str]:
     """The topic ids of the epoch's rows, from each data file's min/max statistics in the Delta log (an epoch
     holds one incarnation of the topic: a batch from another fails, see Progress.resets)."""
-    actions = pa.table(dt.get_add_actions(flatten=True))
     if "min.kafka_topic_id" not in actions.column_names:
         return frozenset()
     mine = actions.filter(
@@ -547,7 +557,7 @@ def duplicate_offsets(
     starts = {p: s for p, (s, e) in ranges.items() if e > s}
     if not starts:
         return 0, []
-    data = epoch_rows(lake, table, lake.delta_table("bronze", table), topic, epoch, starts)
+    data = epoch_rows(lake, table, file_actions(lake.delta_table("bronze", table)), topic, epoch, starts)
     counts = data.group_by(["kafka_partition", "kafka_offset"]).aggregate([("kafka_offset", "count")])
     twice = counts.filter(pc.greater(counts.column("kafka_offset_count"), 1))
     return twice.num_rows, twice.slice(0, 5).drop_columns(["kafka_offset_count"]).to_pylist()
