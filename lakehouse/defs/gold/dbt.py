@@ -1,8 +1,11 @@
 """Gold marts as dbt models, one Dagster asset per model (group `gold`), downstream of the Silver assets.
 
-- One dbt invocation per run: the run's partition window (a day or a whole range: single-run
-  backfill policy) is `start_date` / `end_date`, and the daily models replace exactly those days
-  (`replace_where` strategy, one Delta commit per model).
+- One run per partition range (single-run backfill policy): its window is `start_date` / `end_date`, and
+  the daily models replace exactly those days (`replace_where` strategy, one Delta commit per model).
+  A window longer than `DbtCli.days_per_build` (a month) is built a batch of days at a time, as dbt's
+  microbatch would: the earlier batches build only the selected daily models (and the tests on them
+  alone), the last one everything selected. A year's churn_features is then a month's sort at a time,
+  not 100M rows in one statement (docs/benchmarks.md, "A year of data").
 - dbt's partial parse stays valid from run to run, so an invocation does not re-parse the project:
   the run's values (window, lake root, the tables the lake holds) reach dbt as environment variables
   its macros read only at execution (dbt_project/macros/run_values.sql), not as --vars, and the
@@ -20,10 +23,11 @@
 """
 
 import importlib.metadata
+import itertools
 import json
 import tempfile
 from collections.abc import Iterator, Mapping
-from datetime import date
+from datetime import date, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,7 @@ from dagster_dbt import (
     dbt_assets,
 )
 from packaging import version
+from pydantic import Field
 
 from lakehouse import catalog, settings
 from lakehouse.lib import lineage, partitions
@@ -132,6 +137,12 @@ class DbtCli(DbtCliResource):
     dbt adapter built in-process (1-3.5 s), which serves only `fetch_row_counts()` and `fetch_column_metadata()`:
     Gold reads row counts and columns from its Delta tables. bench/daily_run.py measures the dbt step."""
 
+    days_per_build: int = Field(
+        default=31,
+        ge=1,
+        description="The most days one dbt build of the daily models covers; a longer window is built in batches.",
+    )
+
     @cached_property
     def _cli_version(self) -> version.Version:
         if self.dbt_executable != DbtCliResource.model_fields["dbt_executable"].default:
@@ -143,7 +154,8 @@ class DbtCli(DbtCliResource):
 
 
 def with_profiles_dir(dbt: DbtCliResource, profiles_dir: Path) -> DbtCli:
-    """The same dbt resource, reading its profiles from `profiles_dir`."""
+    """The same dbt resource, reading its profiles from `profiles_dir` (a plain DbtCliResource gets DbtCli's
+    defaults)."""
     return DbtCli(
         project_dir=dbt.project_dir,
         global_config_flags=dbt.global_config_flags,
@@ -152,6 +164,7 @@ def with_profiles_dir(dbt: DbtCliResource, profiles_dir: Path) -> DbtCli:
         target=dbt.target,
         dbt_executable=dbt.dbt_executable,
         state_path=dbt.state_path,
+        days_per_build=getattr(dbt, "days_per_build", DbtCli.model_fields["days_per_build"].default),
     )
 
 
@@ -204,6 +217,40 @@ def column_metadata(invocation: DbtCliInvocation, node: Mapping, lake: DeltaLake
     return {"dagster/column_schema": schema, "dagster/column_lineage": column_lineage}
 
 
+def batches(start: date, end: date, days: int) -> list[tuple[date, date]]:
+    """[start, end) cut into consecutive windows of at most `days` days."""
+    cuts = [*range(0, (end - start).days, days), (end - start).days]
+    return [(start + timedelta(days=a), start + timedelta(days=b)) for a, b in itertools.pairwise(cuts)]
+
+
+def daily_models(context: dg.AssetExecutionContext, manifest: Mapping) -> list[str]:
+    """The run's selected marts that replace a window of days (the others are rebuilt in full)."""
+    return [
+        name
+        for name, mart in catalog.marts_of(manifest).items()
+        if mart.window and dg.AssetKey(["gold", name]) in context.selected_asset_keys
+    ]
+
+
+def build_daily_models(context: dg.AssetExecutionContext, dbt: DbtCli, start: date, end: date, lake: DeltaLake) -> None:
+    """One earlier batch of a long window: `dbt build` of the selected daily models over [start, end), with
+    the tests on them alone (cautious selection: a test that also reads a mart rebuilt later waits for the
+    last batch). A failing model or test fails the step here, naming it; the asset checks report the last
+    batch's tests."""
+    manifest = json.loads(dbt_project.manifest_path.read_text())
+    models = daily_models(context, manifest)
+    if not models:
+        return
+    context.log.info(f"dbt build of {', '.join(models)} for [{start}, {end}): a batch of the run's window")
+    with settings.environment(dbt_env(start, end, lake)):
+        dbt.cli(
+            ["build", "--select", " ".join(models), "--indirect-selection", "cautious"],
+            manifest=manifest,
+            dagster_dbt_translator=translator,
+            target_path=dbt_project.project_dir / "target" / f"gold_dbt-{context.run.run_id[:7]}-{start}",
+        ).wait()
+
+
 @dbt_assets(
     manifest=prepare(dbt_project),
     project=dbt_project,
@@ -216,12 +263,15 @@ def gold_dbt(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, spark: SparkEngine, lake: DeltaLake
 ) -> Iterator[Any]:
     """`dbt build` of the selected Gold models and their tests over the run's partition window."""
-    start, end = partitions.window(context)
     # mkdtemp's directory is the user's only (0700); it goes when dbt has finished
     with tempfile.TemporaryDirectory(prefix="lakehouse-dbt-profiles-") as profiles_dir:
         write_run_profiles(dbt, connect_url(spark.remote), Path(profiles_dir))
-        with settings.environment(dbt_env(start, end, lake)):
-            invocation = with_profiles_dir(dbt, Path(profiles_dir)).cli(["build"], context=context)
+        run_dbt = with_profiles_dir(dbt, Path(profiles_dir))
+        *earlier, last = batches(*partitions.window(context), run_dbt.days_per_build)
+        for start, end in earlier:
+            build_daily_models(context, run_dbt, start, end, lake)
+        with settings.environment(dbt_env(*last, lake)):
+            invocation = run_dbt.cli(["build"], context=context)
         for event in invocation.stream():
             if isinstance(event, dg.Output):
                 table = context.asset_key_for_output(event.output_name).path[-1]
