@@ -34,6 +34,7 @@ Results: bench/results/backfill-<engine>-<days>d-x<scale>-<UTC time>.json and .p
 """
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -60,6 +61,7 @@ class PeakMemory:
     def __init__(self, interval: float = 0.2):
         self.interval, self.peak, self._stop = interval, 0, threading.Event()
         self.at_peak: dict[str, int] = {}  # RSS per process name at the peak: "python", "java", "dbt", ...
+        self.samples: list[tuple[float, int]] = []  # (epoch seconds, total RSS)
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> int:
@@ -78,6 +80,7 @@ class PeakMemory:
                 continue
             by_name[name] = by_name.get(name, 0) + mem.rss
         total = sum(by_name.values())
+        self.samples.append((time.time(), total))
         if total > self.peak:
             self.peak, self.at_peak = total, by_name
         return total
@@ -95,6 +98,13 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
         self.sample()
+
+    def peak_during_gib(self, spans: dict[str, tuple[float, float]]) -> dict[str, float]:
+        """The peak RSS sampled while each (step name -> (start, end)) ran."""
+        return {
+            name: gib(max((rss for t, rss in self.samples if start <= t <= end), default=0))
+            for name, (start, end) in spans.items()
+        }
 
     def at_peak_gib(self) -> dict[str, float]:
         return {name: gib(rss) for name, rss in sorted(self.at_peak.items(), key=lambda kv: -kv[1])}
@@ -160,27 +170,41 @@ def seconds(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-def dbt_split(run_id: str, step_start: float, step_end: float) -> dict:
-    """The dbt step's time, from the invocation's own log: start-up, parse, set-up, the SQL, the rest."""
-    (invocation,) = TARGET.glob(f"gold_dbt-{run_id[:7]}-*")
+def invocation_times(invocation: Path) -> dict:
+    """One dbt invocation's moments (epoch seconds) and its nodes' time, from its own log and run results."""
     events = {}
     for line in (invocation / "dbt.log").read_text().splitlines():
         info = json.loads(line)["info"]
         events.setdefault(info["name"], seconds(info["ts"]))  # the first of each kind
     nodes = json.loads((invocation / "run_results.json").read_text())["results"]
-    first_node = min(seconds(t["started_at"]) for n in nodes for t in n["timing"])
-    finished = events["FinishedRunningStats"]
-    nodes_s = sum(seconds(n["timing"][-1]["completed_at"]) - seconds(n["timing"][0]["started_at"]) for n in nodes)
-    step = step_end - step_start
+    return {
+        "started": events["MainReportVersion"],
+        "parsed": events["FoundStats"],
+        "partial_parse": "PartialParsingSkipParsing" in events,
+        "first_node": min(seconds(t["started_at"]) for n in nodes for t in n["timing"]),
+        "finished": events["FinishedRunningStats"],
+        "nodes_s": sum(seconds(n["timing"][-1]["completed_at"]) - seconds(n["timing"][0]["started_at"]) for n in nodes),
+        "nodes": len(nodes),
+    }
+
+
+def dbt_split(run_id: str, step_start: float, step_end: float) -> dict:
+    """The dbt step's time, from its invocations' own logs (one, or one per batch of a long window): start-up,
+    parse, set-up, the SQL, the time between invocations, the rest."""
+    found = [invocation_times(i) for i in TARGET.glob(f"gold_dbt-{run_id[:7]}-*")]
+    runs = sorted(found, key=lambda t: t["started"])
+    step, nodes_s = step_end - step_start, sum(t["nodes_s"] for t in runs)
     return {
         "step_s": round(step, 3),
-        "before_dbt_s": round(events["MainReportVersion"] - step_start, 3),
-        "parse_s": round(events["FoundStats"] - events["MainReportVersion"], 3),
-        "partial_parse": "PartialParsingSkipParsing" in events,
-        "setup_s": round(first_node - events["FoundStats"], 3),
+        "invocations": len(runs),
+        "before_dbt_s": round(runs[0]["started"] - step_start, 3),
+        "parse_s": round(sum(t["parsed"] - t["started"] for t in runs), 3),
+        "partial_parse": all(t["partial_parse"] for t in runs),
+        "setup_s": round(sum(t["first_node"] - t["parsed"] for t in runs), 3),
         "nodes_s": round(nodes_s, 3),
-        "nodes": len(nodes),
-        "after_s": round(step_end - finished, 3),
+        "nodes": sum(t["nodes"] for t in runs),
+        "between_s": round(sum(b["started"] - a["finished"] for a, b in itertools.pairwise(runs)), 3),
+        "after_s": round(step_end - runs[-1]["finished"], 3),
         "fixed_cost_s": round(step - nodes_s, 3),
     }
 
@@ -310,6 +334,7 @@ def single_run(start: date, days: int) -> dict:
         "checks": profile["checks"],
         "dbt_models_s": profile["models_s"],
         "dbt_step": dbt_split(result.run_id, *profile["step_spans"]["gold_dbt"]),
+        "asset_step_spans": {s: profile["step_spans"][s] for s in profile["asset_steps"]},
         "same_work_as_duckdb_s": round(same_work, 3),
         "orchestration_overhead_s": round(wall - in_steps, 3),
     }
@@ -509,6 +534,7 @@ def main(argv=None) -> dict:
         single = single_run(start, args.days)
     single["peak_rss_gib"] = gib(mem.peak)
     single["peak_rss_by_process_gib"] = mem.at_peak_gib()
+    single["peak_rss_by_step_gib"] = mem.peak_during_gib(single.pop("asset_step_spans"))
     usage_self, usage_children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     single["maxrss_self_gib"] = gib(usage_self.ru_maxrss * 1024)
     single["maxrss_children_gib"] = gib(usage_children.ru_maxrss * 1024)
