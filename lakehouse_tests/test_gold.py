@@ -471,12 +471,16 @@ def files_by_partition(lake: DeltaLake, table: str, column: str) -> dict[str, se
     return files
 
 
-def test_a_window_longer_than_days_per_build_is_built_a_batch_at_a_time(batch_run, expected, resources, lake, tmp_path):
+def test_a_window_of_more_customer_days_than_one_build_is_built_a_batch_at_a_time(
+    batch_run, expected, resources, lake, tmp_path
+):
     """A long backfill's daily marts are built a few days at a time (bounded memory, docs/benchmarks.md), in
     the same run and step; they hold what the generator made, and the marts rebuilt in full are built once."""
     other = DeltaLake(root=str(tmp_path / "lake"))
     shutil.copytree(Path(lake.root) / "silver", tmp_path / "lake" / "silver")
-    dbt = gold.DbtCli(project_dir=gold.dbt_project, days_per_build=2)
+    customer_rows = len(read_rows(other, "silver", "customers"))
+    dbt = gold.DbtCli(project_dir=gold.dbt_project, customer_days_per_build=2 * customer_rows + 1)
+    assert dbt.days_per_build(other) == 2
     result = dg.materialize(
         [gold.gold_dbt], resources={**resources, "lake": other, "dbt": dbt}, tags=range_tags(DAY_KEYS[0], DAY_KEYS[-1])
     )

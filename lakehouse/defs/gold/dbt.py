@@ -2,10 +2,11 @@
 
 - One run per partition range (single-run backfill policy): its window is `start_date` / `end_date`, and
   the daily models replace exactly those days (`replace_where` strategy, one Delta commit per model).
-  A window longer than `DbtCli.days_per_build` (a month) is built a batch of days at a time, as dbt's
-  microbatch would: the earlier batches build only the selected daily models (and the tests on them
-  alone), the last one everything selected. A year's churn_features is then a month's sort at a time,
-  not 100M rows in one statement (docs/benchmarks.md, "A year of data").
+  A window too long for one build (`DbtCli.customer_days_per_build`: churn_features has a row per
+  customer per day) is built a batch of days at a time, as dbt's microbatch would: the earlier batches
+  build only the selected daily models (and the tests on them alone), the last one everything selected.
+  A year at scale 10 is then about 44 days at a time, not 100M rows sorted in one statement
+  (docs/benchmarks.md, "A year of data"); a year at scale 1 is still one build.
 - dbt's partial parse stays valid from run to run, so an invocation does not re-parse the project:
   the run's values (window, lake root, the tables the lake holds) reach dbt as environment variables
   its macros read only at execution (dbt_project/macros/run_values.sql), not as --vars, and the
@@ -47,7 +48,7 @@ from pydantic import Field
 
 from lakehouse import catalog, settings
 from lakehouse.lib import lineage, partitions
-from lakehouse.lib.lake import DeltaLake
+from lakehouse.lib.lake import DeltaLake, table_row_count
 from lakehouse.lib.spark import SparkEngine, connect_url
 
 DBT_PROJECT_DIR = catalog.DBT_PROJECT_DIR
@@ -137,11 +138,18 @@ class DbtCli(DbtCliResource):
     dbt adapter built in-process (1-3.5 s), which serves only `fetch_row_counts()` and `fetch_column_metadata()`:
     Gold reads row counts and columns from its Delta tables. bench/daily_run.py measures the dbt step."""
 
-    days_per_build: int = Field(
-        default=31,
+    customer_days_per_build: int = Field(
+        default=40_000_000,
         ge=1,
-        description="The most days one dbt build of the daily models covers; a longer window is built in batches.",
+        description="About the most customer-days (rows of churn_features) one dbt build covers: a longer window "
+        "is built a batch of days at a time",
     )
+
+    def days_per_build(self, lake: DeltaLake) -> int:
+        """The days one build covers, for the customers Silver holds (their SCD2 versions: an upper bound)."""
+        if not lake.exists("silver", "customers"):
+            return self.customer_days_per_build
+        return max(1, self.customer_days_per_build // max(table_row_count(lake.delta_table("silver", "customers")), 1))
 
     @cached_property
     def _cli_version(self) -> version.Version:
@@ -164,7 +172,9 @@ def with_profiles_dir(dbt: DbtCliResource, profiles_dir: Path) -> DbtCli:
         target=dbt.target,
         dbt_executable=dbt.dbt_executable,
         state_path=dbt.state_path,
-        days_per_build=getattr(dbt, "days_per_build", DbtCli.model_fields["days_per_build"].default),
+        customer_days_per_build=getattr(
+            dbt, "customer_days_per_build", DbtCli.model_fields["customer_days_per_build"].default
+        ),
     )
 
 
@@ -267,7 +277,7 @@ def gold_dbt(
     with tempfile.TemporaryDirectory(prefix="lakehouse-dbt-profiles-") as profiles_dir:
         write_run_profiles(dbt, connect_url(spark.remote), Path(profiles_dir))
         run_dbt = with_profiles_dir(dbt, Path(profiles_dir))
-        *earlier, last = batches(*partitions.window(context), run_dbt.days_per_build)
+        *earlier, last = batches(*partitions.window(context), run_dbt.days_per_build(lake))
         for start, end in earlier:
             build_daily_models(context, run_dbt, start, end, lake)
         with settings.environment(dbt_env(*last, lake)):
