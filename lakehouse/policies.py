@@ -46,8 +46,18 @@ FOLLOWS_UPSTREAM = (
     & AC.all_deps_blocking_checks_passed()
 ).with_label("follows upstream (last 7 days)")
 
-# Gold marts rebuild nightly once their Silver inputs have updated since the previous night.
-NIGHTLY = AC.on_cron("0 2 * * *", "UTC").with_label("nightly at 02:00 UTC")
+# Gold rebuilds at 02:00 UTC each of the last 7 days whose Silver inputs changed since it was last built:
+# yesterday, complete by then, and any late correction. `on_cron` would look only at the latest partition,
+# today's, two hours old (daily partitions end a day ahead for streaming), and never go back to yesterday.
+NIGHTLY = (
+    AC.in_latest_time_window(timedelta(days=7))
+    & AC.cron_tick_passed("0 2 * * *", "UTC").since_last_handled()
+    & (AC.missing() | AC.any_deps_updated().since_last_handled())
+    & ~AC.any_deps_missing()
+    & ~AC.any_deps_in_progress()
+    & ~AC.in_progress()
+    & AC.all_deps_blocking_checks_passed()
+).with_label("nightly at 02:00 UTC (last 7 days)")
 
 AUTOMATION = {"silver": FOLLOWS_UPSTREAM, "gold": NIGHTLY}
 # Publishing and serving follow Gold as Silver follows Bronze, where their targets are configured

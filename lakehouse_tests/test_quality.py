@@ -13,6 +13,7 @@ import pytest
 from lakehouse import catalog, policies
 from lakehouse.defs.sensors import alerts
 from lakehouse.defs.sensors.landing import landing_files_sensor
+from lakehouse.lib import partitions
 from lakehouse.lib.contracts.accepted import CURRENCIES
 from lakehouse.lib.contracts.evaluate import (
     ContractError,
@@ -283,3 +284,36 @@ def test_automation_runs_by_default_for_every_asset_outside_the_streaming_sensor
     assert automation.default_status == dg.DefaultSensorStatus.RUNNING
     assert {"silver/orders", "silver/customers", "gold/revenue_daily"} <= {k.to_user_string() for k in batch_keys}
     assert batch_keys.isdisjoint(streaming.asset_selection.resolve(graph))
+
+
+def test_gold_rebuilds_nightly_the_days_whose_silver_changed_yesterday_included():
+    """At 02:00 UTC Gold rebuilds each of the last 7 days whose Silver partition changed since it was last
+    built: yesterday, now complete, and a late correction to an earlier day; never more than once a night."""
+    silver = dg.AssetSpec(["silver", "orders"], partitions_def=partitions.daily)
+
+    @dg.asset(key=["gold", "revenue_daily"], deps=[silver], partitions_def=partitions.daily)
+    def mart() -> None: ...
+
+    @dg.asset(key=silver.key, partitions_def=partitions.daily)
+    def orders() -> None: ...
+
+    defs = dg.Definitions(assets=[orders, mart]).map_resolved_asset_specs(func=policies.with_policies)
+    gold = dg.AssetKey(["gold", "revenue_daily"])
+    with dg.DagsterInstance.ephemeral() as instance:
+
+        def built(*days: str, selection) -> None:
+            for day in days:
+                assert dg.materialize([orders, mart], selection=selection, instance=instance, partition_key=day).success
+
+        def nightly(when: datetime, cursor=None):
+            return dg.evaluate_automation_conditions(defs, instance, cursor=cursor, evaluation_time=when)
+
+        built("2026-11-01", "2026-11-02", selection=[orders.key, gold])  # Gold built for both, the night before
+        first = nightly(datetime(2026, 11, 2, 23, 0))
+        built("2026-11-02", "2026-10-30", selection=[orders.key])  # the rest of Nov 2, and a late fix of Oct 30
+        before = nightly(datetime(2026, 11, 3, 1, 59), first.cursor)
+        at_two = nightly(datetime(2026, 11, 3, 2, 1), before.cursor)
+        again = nightly(datetime(2026, 11, 3, 2, 30), at_two.cursor)
+    assert before.get_requested_partitions(gold) == set()
+    assert at_two.get_requested_partitions(gold) == {"2026-11-02", "2026-10-30"}
+    assert again.get_requested_partitions(gold) == set()
