@@ -115,7 +115,7 @@ def to_rows_split(batch: list, ingest_date: date) -> dict[str, float]:
 
     with bronze.gc_paused():  # as in ingest
         step("total", lambda: bronze.to_rows(stream, batch, ingest_date, "bench"))
-        values = [m.value for m in batch]
+        values = batch.values
         decoded = step("decode", lambda: [bronze.decode(v) for v in values])
         try:
             step("field_columns", lambda: bronze.field_columns(stream, [r or {} for r, _ in decoded]))

@@ -33,7 +33,7 @@ from pydantic import Field
 
 from lakehouse import catalog
 from lakehouse.lib import accounting, erasure, partitions
-from lakehouse.lib.kafka import KafkaResource, Message, TopicOffsets
+from lakehouse.lib.kafka import KafkaResource, Messages, TopicOffsets
 from lakehouse.lib.lake import DeltaLake
 
 
@@ -161,7 +161,7 @@ def field_columns(stream: Stream, records: list[dict]) -> tuple[dict[str, pa.Arr
     return columns, unwritable
 
 
-def raw_text(values: tuple[bytes | None, ...]) -> pa.Array:
+def raw_text(values: list[bytes | None]) -> pa.Array:
     """The payloads as text. Arrow validates a batch's UTF-8 in one pass; a batch with invalid bytes is decoded
     payload by payload, with replacement characters."""
     try:
@@ -172,7 +172,7 @@ def raw_text(values: tuple[bytes | None, ...]) -> pa.Array:
 
 def to_rows(
     stream: Stream,
-    messages: list[Message],
+    messages: Messages,
     ingest_date: date,
     run_id: str,
     epoch: int = 0,
@@ -184,7 +184,7 @@ def to_rows(
     Built column by column (no per-row dicts): this is the hot loop of streaming ingestion. A message that
     parses but cannot be written back (nested deeper than Python's recursion limit) lands as a parse error,
     so no message can stop the batch."""
-    topics, partitions, offsets, keys, values, stamps = zip(*messages, strict=True) if messages else [()] * 6
+    values = messages.values
     decoded = [decode(value) for value in values]
     fields, unwritable = field_columns(stream, [record or {} for record, _ in decoded])
     columns = fields | {
@@ -192,17 +192,17 @@ def to_rows(
         "_parse_error": [unwritable.get(i, error) for i, (_, error) in enumerate(decoded)]
         if unwritable
         else [error for _, error in decoded],
-        "kafka_topic": topics,
-        "kafka_partition": partitions,
-        "kafka_offset": offsets,
-        "kafka_key": keys,
-        "kafka_timestamp": stamps,
+        "kafka_partition": messages.partitions,
+        "kafka_offset": messages.offsets,
+        "kafka_key": messages.keys,
+        "kafka_timestamp": messages.timestamps_ms,
     }
     table = schema(stream)
     constants = {
         "_ingested_at": ingested_at or datetime.now(UTC),
         "_ingest_date": ingest_date,
         "_run_id": run_id,
+        "kafka_topic": messages.topic,
         "kafka_epoch": epoch,
         "kafka_topic_id": topic_id,
     }
