@@ -19,7 +19,7 @@ from lakehouse.defs.sensors import kafka as sensors
 from lakehouse.defs.silver import sessions as silver_sessions
 from lakehouse.defs.silver import support_tickets as silver_tickets
 from lakehouse.dev.broker import KafkaBroker
-from lakehouse.lib.kafka import KafkaResource
+from lakehouse.lib.kafka import KafkaResource, Messages
 from lakehouse.lib.lake import DeltaLake
 from lakehouse.lib.spark import SparkEngine
 from lakehouse_tests.helpers import DAYS, SCALE, SEED, START, read_rows, total
@@ -74,9 +74,13 @@ def day1_events_sent_late(manifest: dict) -> int:
     return days[sorted(days)[1]]["anomalies"]["late_events"]
 
 
-def test_every_message_becomes_one_bronze_row_and_malformed_ones_say_why():
-    from lakehouse.lib.kafka import Message
+def partition_zero(values: list, keys: list | None = None, stamps: list | None = None) -> Messages:
+    """Messages at offsets 0, 1, ... of partition 0 of topic t, as read_range returns them."""
+    n = len(values)
+    return Messages("t", [0] * n, list(range(n)), keys or [None] * n, values, stamps or [1] * n)
 
+
+def test_every_message_becomes_one_bronze_row_and_malformed_ones_say_why():
     values = [
         b'{"event_id":"E1","user_id":"u1","page":"/caf\xc3\xa9","product_id":null}',
         b'{"event_id":"E2","user_id":7,"page":{"a":1},"coupon":"X"}',  # non-strings kept as JSON text
@@ -86,7 +90,7 @@ def test_every_message_becomes_one_bronze_row_and_malformed_ones_say_why():
         b'{"event_id":"E3", oops',
         b'\xff{"event_id":"E4"}',
     ]
-    messages = [Message("t", 0, i, "k", v, 1_700_000_000_000 + i) for i, v in enumerate(values)]
+    messages = partition_zero(values, ["k"] * len(values), [1_700_000_000_000 + i for i in range(len(values))])
     rows = bronze.to_rows(bronze.CLICKSTREAM, messages, datetime(2026, 11, 1).date(), "run-1").to_pylist()
 
     assert [r["kafka_offset"] for r in rows] == list(range(7))
@@ -115,13 +119,11 @@ POISON = [  # (key, value): every kind of message a producer can send that is no
 
 
 def test_no_message_stops_a_batch_each_lands_with_its_raw_payload_and_reason():
-    from lakehouse.lib.kafka import Message
-
     # Parses, but is nested too deeply for Python to write the field back as JSON text.
     depth = sys.getrecursionlimit() - 5
     edge = (b"k2", b'{"event_id":"edge","page":' + b"[" * depth + b"]" * depth + b"}")
     poison = [POISON[0], edge, *POISON[1:]]
-    messages = [Message("t", 0, i, key.decode("utf-8", "replace"), value, 1) for i, (key, value) in enumerate(poison)]
+    messages = partition_zero([value for _, value in poison], [key.decode("utf-8", "replace") for key, _ in poison])
     rows = bronze.to_rows(bronze.CLICKSTREAM, messages, datetime(2026, 11, 1).date(), "run-1").to_pylist()
 
     assert [r["kafka_offset"] for r in rows] == list(range(7))
@@ -133,6 +135,18 @@ def test_no_message_stops_a_batch_each_lands_with_its_raw_payload_and_reason():
     assert errors[4] == "" and errors[5].startswith("invalid JSON") and errors[6] == ""
     assert rows[0]["_raw"] == POISON[0][1].decode() and rows[2]["_raw"] is None and len(rows[6]["page"]) == 900_000
     assert rows[4]["kafka_key"] == "\ufffd\ufffd"
+
+
+def test_a_field_holding_a_lone_surrogate_lands_as_a_parse_error_and_the_batch_goes_on():
+    # orjson refuses the escape; `json` reads it into a str that UTF-8 (and so Parquet) cannot hold.
+    values = [b'{"event_id":"E1","user_id":"\\ud800"}', b'{"event_id":"E2","user_id":"u2"}']
+    rows = bronze.to_rows(bronze.CLICKSTREAM, partition_zero(values), datetime(2026, 11, 1).date(), "run-1").to_pylist()
+
+    assert [(r["event_id"], r["user_id"], r["_raw"]) for r in rows] == [
+        (None, None, values[0].decode()),
+        ("E2", "u2", values[1].decode()),
+    ]
+    assert rows[0]["_parse_error"].startswith("unreadable JSON: UnicodeEncodeError") and rows[1]["_parse_error"] is None
 
 
 def test_a_poison_message_neither_fails_the_run_nor_holds_back_the_messages_after_it(stream_resources):

@@ -103,9 +103,10 @@ def registered_in(path: Path, hashes: frozenset[str]) -> set[str]:
 def arrow_erased(rows: pa.Table, subject: str | None, hashes: frozenset[str]) -> pa.Array:
     """The same test over an Arrow table (streaming Bronze builds its rows in Arrow); each distinct id is hashed
     once, not once per message."""
-    values = [rows.column(c).to_pylist() for c in searched(subject, rows.column_names)]
-    if not hashes or not values:
-        return pa.array([False] * rows.num_rows)
+    columns = searched(subject, rows.column_names)
+    if not hashes or not columns:  # before the columns become Python strings: most batches stop here
+        return pa.repeat(pa.scalar(False), rows.num_rows)
+    values = [rows.column(c).to_pylist() for c in columns]
     named = [set().union(*map(ids_in, row)) for row in zip(*values, strict=True)]
     registered = {i for i in set().union(*named) if subject_hash(i) in hashes}
     return pa.array([not ids.isdisjoint(registered) for ids in named])

@@ -12,6 +12,7 @@ Progress is never kept in Kafka consumer groups: the Bronze tables hold the offs
 """
 
 import time
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import dagster as dg
@@ -36,13 +37,20 @@ def is_tansu(cluster_id: str | None) -> bool:
     return (cluster_id or "").startswith("tansu")
 
 
-class Message(NamedTuple):  # read_range makes one per message: a tuple is made 3x faster than a frozen dataclass
+@dataclass(frozen=True)
+class Messages:
+    """Messages of one topic, field by field: read_range appends to five lists per message, which costs half of
+    making a tuple for each (measured: 80 ms against 180 ms for 100k), and Bronze builds columns from them."""
+
     topic: str
-    partition: int
-    offset: int
-    key: str | None
-    value: bytes | None
-    timestamp_ms: int | None
+    partitions: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    keys: list[str | None] = field(default_factory=list)  # as text, undecodable bytes replaced
+    values: list[bytes | None] = field(default_factory=list)
+    timestamps_ms: list[int | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
 
 
 class TopicOffsets(NamedTuple):
@@ -204,14 +212,14 @@ class KafkaResource(dg.ConfigurableResource):
 
     def read_range(
         self, name: str, ranges: dict[int, tuple[int, int]], batch: int = 10_000, idle_timeout: float = 30.0
-    ) -> list[Message]:
+    ) -> Messages:
         """Every message with offset in [start, end) for each partition: exactly that range, or an error."""
+        topic = self.topic(name)
         wanted = {p: (s, e) for p, (s, e) in ranges.items() if e > s}
         if not wanted:
-            return []
-        topic = self.topic(name)
+            return Messages(topic)
         consumer = self.consumer()
-        messages: list[Message] = []
+        partitions, offsets, keys, values, stamps = [], [], [], [], []
         try:
             consumer.assign([TopicPartition(topic, p, s) for p, (s, _) in wanted.items()])
             position = {p: s for p, (s, _) in wanted.items()}
@@ -229,30 +237,28 @@ class KafkaResource(dg.ConfigurableResource):
                 if not polled and time.monotonic() - last_progress > idle_timeout:
                     missing = {p: (position[p], wanted[p][1]) for p in wanted if p not in done}
                     raise TimeoutError(f"{topic}: no messages for {idle_timeout}s, still missing offsets {missing}")
+                taken = len(offsets)
                 for m in polled:
                     if m.error():
                         raise KafkaException(m.error())
                     p, offset = m.partition(), m.offset()
                     if p in done or p not in wanted or offset < position[p]:
                         continue
-                    last_progress = time.monotonic()
-                    if offset < wanted[p][1]:
+                    end = wanted[p][1]
+                    if offset < end:
                         ts_type, ts = m.timestamp()
                         key = m.key()
-                        messages.append(
-                            Message(
-                                topic,
-                                p,
-                                offset,
-                                key.decode("utf-8", "replace") if key else None,
-                                m.value(),
-                                ts if ts_type else None,
-                            )
-                        )
+                        partitions.append(p)
+                        offsets.append(offset)
+                        keys.append(key.decode("utf-8", "replace") if key else None)
+                        values.append(m.value())
+                        stamps.append(ts if ts_type else None)
                         position[p] = offset + 1
-                    if offset + 1 >= wanted[p][1]:
+                    if offset + 1 >= end:
                         done.add(p)
                         consumer.pause([TopicPartition(topic, p)])
-            return messages
+                if len(offsets) > taken:
+                    last_progress = time.monotonic()
+            return Messages(topic, partitions, offsets, keys, values, stamps)
         finally:
             consumer.close()

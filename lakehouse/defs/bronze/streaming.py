@@ -33,7 +33,7 @@ from pydantic import Field
 
 from lakehouse import catalog
 from lakehouse.lib import accounting, erasure, partitions
-from lakehouse.lib.kafka import KafkaResource, Message, TopicOffsets
+from lakehouse.lib.kafka import KafkaResource, Messages, TopicOffsets
 from lakehouse.lib.lake import DeltaLake
 
 
@@ -109,36 +109,70 @@ def as_text(value) -> str | None:
     return value if value is None or type(value) is str else json.dumps(value)
 
 
-UNWRITABLE = (RecursionError, ValueError, TypeError)  # what turning a parsed value back into JSON text can raise
+def utf8_text(value) -> str | None:
+    """as_text, checked to be UTF-8 text: `json` reads an escaped lone surrogate into a str that is not."""
+    text = as_text(value)
+    if text is not None:
+        text.encode()
+    return text
 
 
-def field_columns(stream: Stream, records: list[dict]) -> dict[str, list]:
-    """The promised fields as text, column by column, and the unknown ones as rescued JSON."""
-    known = set(stream.columns)
-    return {c: [as_text(r.get(c)) for r in records] for c in stream.columns} | {
-        "_rescued_data": [
-            None
-            if r.keys() <= known
-            else json.dumps({k: v for k, v in r.items() if k not in known}, separators=(",", ":"))
-            for r in records
-        ]
-    }
+UNWRITABLE = (RecursionError, ValueError, TypeError)  # what writing a parsed value back as text can raise
 
 
-def writable(stream: Stream, record: dict | None, error: str | None) -> tuple[dict | None, str | None]:
-    """A decoded message, or a parse error if its fields cannot be written back as JSON text."""
-    if record is None:
-        return record, error
+def written(unwritable: dict[int, str], index: int, convert, *args) -> str | None:
+    """convert(*args), or None if it cannot be written back as text: why goes to `unwritable[index]`."""
     try:
-        field_columns(stream, [record])
-        return record, None
+        return convert(*args)
     except UNWRITABLE as e:
-        return None, f"unreadable JSON: {type(e).__name__}: {e}"
+        unwritable.setdefault(index, f"unreadable JSON: {type(e).__name__}: {e}")
+        return None
+
+
+def text_column(values: list, unwritable: dict[int, str]) -> pa.Array:
+    """A promised field's column. Arrow takes a column of strings in one call (the common case); one holding
+    other JSON values, or text UTF-8 cannot hold, is written value by value (ASCII strings as they are)."""
+    try:
+        return pa.array(values, pa.string())
+    except (pa.ArrowTypeError, UnicodeEncodeError):
+        texts = [
+            v if type(v) is str and v.isascii() else written(unwritable, i, utf8_text, v) for i, v in enumerate(values)
+        ]
+        return pa.array(texts, pa.string())
+
+
+def rescued(record: dict, known: set[str]) -> str:
+    """The record's unknown fields as JSON text."""
+    return json.dumps({k: v for k, v in record.items() if k not in known}, separators=(",", ":"))
+
+
+def field_columns(stream: Stream, records: list[dict]) -> tuple[dict[str, pa.Array], dict[int, str]]:
+    """The promised fields as text, column by column, and the unknown ones as rescued JSON; and the records
+    whose fields cannot be written back as text (index: why), which keep none of their fields."""
+    known, unwritable = set(stream.columns), {}
+    columns = {c: text_column([r.get(c) for r in records], unwritable) for c in stream.columns}
+    columns["_rescued_data"] = pa.array(
+        [None if r.keys() <= known else written(unwritable, i, rescued, r, known) for i, r in enumerate(records)],
+        pa.string(),
+    )
+    if unwritable:
+        empty = pa.array([i in unwritable for i in range(len(records))])
+        columns = {c: pc.if_else(empty, pa.scalar(None, pa.string()), a) for c, a in columns.items()}
+    return columns, unwritable
+
+
+def raw_text(values: list[bytes | None]) -> pa.Array:
+    """The payloads as text. Arrow validates a batch's UTF-8 in one pass; a batch with invalid bytes is decoded
+    payload by payload, with replacement characters."""
+    try:
+        return pa.array(values, pa.binary()).cast(pa.string())
+    except pa.ArrowInvalid:
+        return pa.array([v.decode("utf-8", "replace") if v is not None else None for v in values], pa.string())
 
 
 def to_rows(
     stream: Stream,
-    messages: list[Message],
+    messages: Messages,
     ingest_date: date,
     run_id: str,
     epoch: int = 0,
@@ -147,30 +181,28 @@ def to_rows(
 ) -> pa.Table:
     """Bronze rows for `messages`: nothing dropped, a malformed message keeps its raw text and the reason.
 
-    Built column by column (no per-row dicts): this is the hot loop of streaming ingestion. A batch with a
-    message that parses but cannot be written back (nested deeper than Python's recursion limit) is built
-    again with that message as a parse error, so no message can stop the batch."""
-    topics, partitions, offsets, keys, values, stamps = zip(*messages, strict=True) if messages else [()] * 6
+    Built column by column (no per-row dicts): this is the hot loop of streaming ingestion. A message that
+    parses but cannot be written back (nested deeper than Python's recursion limit) lands as a parse error,
+    so no message can stop the batch."""
+    values = messages.values
     decoded = [decode(value) for value in values]
-    try:
-        fields = field_columns(stream, [record or {} for record, _ in decoded])
-    except UNWRITABLE:
-        decoded = [writable(stream, record, error) for record, error in decoded]
-        fields = field_columns(stream, [record or {} for record, _ in decoded])
+    fields, unwritable = field_columns(stream, [record or {} for record, _ in decoded])
     columns = fields | {
-        "_raw": [value.decode("utf-8", "replace") if value is not None else None for value in values],
-        "_parse_error": [error for _, error in decoded],
-        "kafka_topic": topics,
-        "kafka_partition": partitions,
-        "kafka_offset": offsets,
-        "kafka_key": keys,
-        "kafka_timestamp": stamps,
+        "_raw": raw_text(values),
+        "_parse_error": [unwritable.get(i, error) for i, (_, error) in enumerate(decoded)]
+        if unwritable
+        else [error for _, error in decoded],
+        "kafka_partition": messages.partitions,
+        "kafka_offset": messages.offsets,
+        "kafka_key": messages.keys,
+        "kafka_timestamp": messages.timestamps_ms,
     }
     table = schema(stream)
     constants = {
         "_ingested_at": ingested_at or datetime.now(UTC),
         "_ingest_date": ingest_date,
         "_run_id": run_id,
+        "kafka_topic": messages.topic,
         "kafka_epoch": epoch,
         "kafka_topic_id": topic_id,
     }
