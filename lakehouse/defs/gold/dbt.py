@@ -5,7 +5,7 @@
   A window too long for one build (`DbtCli.customer_days_per_build`: churn_features has a row per
   customer per day) is built a batch of days at a time, as dbt's microbatch would: the earlier batches
   build only the selected daily models (and the tests on them alone), the last one everything selected.
-  A year at scale 10 is then about 44 days at a time, not 100M rows sorted in one statement
+  A year at scale 10 is then about 41 days at a time, not 100M rows sorted in one statement
   (docs/benchmarks.md, "A year of data"); a year at scale 1 is still one build.
 - dbt's partial parse stays valid from run to run, so an invocation does not re-parse the project:
   the run's values (window, lake root, the tables the lake holds) reach dbt as environment variables
