@@ -10,7 +10,7 @@ For each size, a fresh lake under a temporary folder and a fresh topic on one ta
 - Bronze is written directly with delta-rs, day by day (`--rows-per-day`, one commit each), in the schema
   the streaming asset writes: sessions of 10 events of customer ids C0000001.., one per Kafka offset,
   ingested on the day before the new events'; Silver sessions is written to match (one session per 10
-  rows), so that a run finds only the new events new;
+  rows, partitioned as the asset writes it), so that a run finds only the new events new;
 - then `--repeat` times: a new batch of `--events` generated clickstream events is produced, and timed are
   the sensor's tick (Kafka offsets + Bronze progress), the offset lookup alone (`bronze.landed`), the
   Bronze run the tick requested (read, commit, checks) and a Silver sessions run. Best of the repeats.
@@ -182,7 +182,8 @@ def prefill(lake: DeltaLake, size: int, per_day: int, last_day: date, partitions
         landed = bronze.Landed(landed.next | bronze_next(rows), frozenset({topic_id}), None)
         event_days[day.isoformat()] = (day - date(1970, 1, 1)).days
         key = getattr(silver_sessions, "LATEST_EVENT_DAYS", None)  # absent before the map was kept
-        write_deltalake(lake.path("silver", "sessions"), history_sessions(rows), mode="append")
+        partition = getattr(silver_sessions, "PARTITION", None)  # absent before sessions were partitioned
+        write_deltalake(lake.path("silver", "sessions"), history_sessions(rows), mode="append", partition_by=partition)
         if key:
             lake.delta_table("silver", "sessions").alter.set_table_properties(
                 {key: json.dumps(event_days, sort_keys=True)}, raise_if_not_exists=False

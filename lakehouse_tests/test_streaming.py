@@ -5,6 +5,7 @@ one process for the session; every test has its own topics and lake. Expected fi
 generator's manifest (the producer publishes exactly the landing files' lines)."""
 
 import json
+import shutil
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
@@ -735,3 +736,106 @@ def test_a_late_event_reads_the_partition_of_the_session_it_joins(stream_resourc
     ]
     stored = lake.delta_table("silver", "sessions").metadata().configuration[silver_sessions.LATEST_EVENT_DAYS]
     assert json.loads(stored) == {"2026-11-01": 20758, "2026-11-03": 20758}
+
+
+def session_files(lake: DeltaLake) -> dict[str, set[str]]:
+    """{session_date: its data files} of Silver sessions, from the Delta log."""
+    files: dict[str, set[str]] = {}
+    for path, day in lake.data_files("silver", "sessions", "session_date").items():
+        files.setdefault(day, set()).add(path)
+    return files
+
+
+def on(day: str, event: dict) -> dict:
+    return event | {"event_ts": event["event_ts"].replace("2026-11-01", day)}
+
+
+def test_a_late_event_rewrites_only_the_date_of_the_session_it_joins(stream_resources):
+    kafka, lake = stream_resources["kafka"], stream_resources["lake"]
+    produce_json(
+        kafka,
+        "clickstream",
+        [
+            click("E1", "08:00"),
+            click("E2", "08:20"),
+            on("2026-11-02", click("F1", "09:00", "u2")),
+            on("2026-11-03", click("G1", "10:00", "u3")),
+        ],
+    )
+    run(stream_resources, CLICKS, "2026-11-03")
+    run(stream_resources, silver_sessions.sessions, TODAY)
+    before = session_files(lake)
+    produce_json(kafka, "clickstream", [click("E3", "08:45")])  # 25 minutes after E2, landed a day later
+    run(stream_resources, CLICKS, "2026-11-04")
+
+    result = run(stream_resources, silver_sessions.sessions, TODAY)
+    assert sorted((s["session_id"], s["page_count"]) for s in read_rows(lake, "silver", "sessions")) == [
+        ("u1-20261101T080000", 3),
+        ("u2-20261102T090000", 1),
+        ("u3-20261103T100000", 1),
+    ]
+    assert lake.delta_table("silver", "sessions").metadata().partition_columns == ["session_date"]
+    after = session_files(lake)
+    assert after["2026-11-01"] != before["2026-11-01"]
+    assert {d: after[d] for d in ("2026-11-02", "2026-11-03")} == {d: before[d] for d in ("2026-11-02", "2026-11-03")}
+    assert all(check.passed for check in result.get_asset_check_evaluations())
+
+
+def test_a_run_of_new_days_only_adds_their_files(stream_resources):
+    kafka, lake = stream_resources["kafka"], stream_resources["lake"]
+    produce_json(kafka, "clickstream", [click("E1", "08:00"), click("F1", "09:00", "u2")])
+    run(stream_resources, CLICKS, "2026-11-01")
+    run(stream_resources, silver_sessions.sessions, TODAY)
+    before = session_files(lake)
+    produce_json(kafka, "clickstream", [on("2026-11-02", click("E2", "08:00")), on("2026-11-03", click("G1", "10:00"))])
+    run(stream_resources, CLICKS, "2026-11-03")
+
+    meta = materialization(run(stream_resources, silver_sessions.sessions, TODAY), silver_sessions.sessions)
+    assert (meta["rows_inserted"], meta["rows_updated"], meta["rows_deleted"]) == (2, 0, 0)
+    after = session_files(lake)
+    assert sorted(after) == ["2026-11-01", "2026-11-02", "2026-11-03"]
+    assert after["2026-11-01"] == before["2026-11-01"]
+
+
+def test_sessions_created_unpartitioned_before_stay_unpartitioned_and_right(stream_resources):
+    kafka, lake = stream_resources["kafka"], stream_resources["lake"]
+    produce_json(kafka, "clickstream", [click("E1", "10:00"), click("E2", "10:10"), click("E3", "11:00")])
+    run(stream_resources, CLICKS, "2026-11-01")
+    run(stream_resources, silver_sessions.sessions, TODAY)
+    old = lake.delta_table("silver", "sessions")
+    rows, properties = old.to_pyarrow_table(), old.metadata().configuration
+    shutil.rmtree(lake.path("silver", "sessions"))  # as the asset wrote it before partitioning
+    write_deltalake(lake.path("silver", "sessions"), rows)
+    lake.delta_table("silver", "sessions").alter.set_table_properties(properties, raise_if_not_exists=False)
+    assert lake.delta_table("silver", "sessions").metadata().partition_columns == []
+    # 10:40 joins the 10:00 and 11:00 sessions; the next day's event starts one.
+    produce_json(kafka, "clickstream", [click("E4", "10:40"), on("2026-11-02", click("E5", "09:00"))])
+    run(stream_resources, CLICKS, "2026-11-02")
+
+    result = run(stream_resources, silver_sessions.sessions, TODAY)
+    assert sorted((s["session_id"], s["page_count"]) for s in read_rows(lake, "silver", "sessions")) == [
+        ("u1-20261101T100000", 4),
+        ("u1-20261102T090000", 1),
+    ]
+    assert lake.delta_table("silver", "sessions").metadata().partition_columns == []
+    assert all(check.passed for check in result.get_asset_check_evaluations())
+
+
+def test_a_session_lost_from_any_date_during_a_run_fails_its_accounting(stream_resources, monkeypatch):
+    kafka = stream_resources["kafka"]
+    produce_json(kafka, "clickstream", [click("E1", "08:00"), click("F1", "09:00", "u2")])
+    run(stream_resources, CLICKS, "2026-11-01")
+    run(stream_resources, silver_sessions.sessions, TODAY)
+    produce_json(kafka, "clickstream", [on("2026-11-02", click("E2", "08:00"))])
+    run(stream_resources, CLICKS, "2026-11-02")
+    merge = DeltaLake.merge
+
+    def merge_losing_u2(self, df, layer, table, *args, **kwargs):
+        metadata = merge(self, df, layer, table, *args, **kwargs)
+        if table == "sessions":
+            self.delta_table(layer, table).delete("user_id = 'u2'")  # a day this run did not touch
+        return metadata
+
+    monkeypatch.setattr(DeltaLake, "merge", merge_losing_u2)
+    [accounted] = run(stream_resources, silver_sessions.sessions, TODAY).get_asset_check_evaluations()
+    assert not accounted.passed and "+1 row(s) unaccounted" in accounted.description

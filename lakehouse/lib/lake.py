@@ -122,11 +122,14 @@ class DeltaLake(dg.ConfigurableResource):
         keys: list[str],
         clauses: str | None = None,
         partition_by: str | None = None,
+        pruned_by: str | None = None,
     ) -> dict:
-        """Upsert `df` on `keys` with SQL MERGE INTO (created on first write).
+        """Upsert `df` on `keys` with SQL MERGE INTO (created on first write, partitioned by `partition_by`).
 
         `clauses` replaces the default `WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *`
         for tables that need conditional updates or soft deletes; the source is aliased `s`, the target `t`.
+        `pruned_by`, a date partition column that `keys` determine (rows with equal keys have equal dates),
+        limits the target to the dates the source has: the MERGE then reads those partitions only.
         """
         on = " AND ".join(f"t.{k} <=> s.{k}" for k in keys)
         clauses = clauses or "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
@@ -139,9 +142,10 @@ class DeltaLake(dg.ConfigurableResource):
             with self.staged(df, f"{layer}.{table}") as source:
                 view = f"merge_source_{uuid.uuid4().hex}"
                 source.createOrReplaceTempView(view)
+                within = f" AND {dates_of(source, pruned_by)}" if pruned_by else ""
                 try:
                     df.sparkSession.sql(
-                        f"MERGE INTO delta.`{self.path(layer, table)}` t USING {view} s ON {on} {clauses}"
+                        f"MERGE INTO delta.`{self.path(layer, table)}` t USING {view} s ON {on}{within} {clauses}"
                     )
                 finally:
                     df.sparkSession.catalog.dropTempView(view)
@@ -280,6 +284,14 @@ def retry_on_commit_conflict(write: Callable[[], None], attempts: int = COMMIT_A
             if attempt == attempts or not any(marker in str(error) for marker in COMMIT_CONFLICTS):
                 raise
             time.sleep(random.uniform(0.05, 0.3) * attempt)
+
+
+def dates_of(source: DataFrame, column: str) -> str:
+    """`t.<column> IN (<the source's dates>)` as literals: Sail prunes a MERGE's target partitions by a literal
+    filter in ON, not by the join with the source."""
+    dates = sorted(r[0] for r in source.select(column).distinct().collect() if r[0] is not None)
+    listed = ", ".join(f"DATE '{d.isoformat()}'" for d in dates)
+    return f"t.{column} IN ({listed})" if dates else "FALSE"
 
 
 def window_predicate(column: str | None, start: date, end: date) -> str:

@@ -9,6 +9,10 @@ property `lakehouse.sessions.latest_event_day` keeps each ingest date's latest e
 MERGEd: new sessions are inserted, sessions that grew (a late event re-opens them) are updated, and a
 session that a late event joined into a larger one is deleted (only when the larger one covers it).
 Re-running changes nothing.
+
+Silver sessions is partitioned by `session_date`, so that a run reads and rewrites only the days its new
+events can reach, whatever the table's age. A table created unpartitioned (before that) stays so: it is
+still right, read whole.
 """
 
 import json
@@ -30,6 +34,7 @@ from lakehouse.lib.spark import SparkEngine
 
 IDLE_GAP_SECONDS = 30 * 60
 TABLE = "sessions"
+PARTITION = "session_date"
 EVENT_TS = "try_to_timestamp(event_ts)"
 RULES = [
     Rule("message_is_json_object", "_raw", "_parse_error IS NOT NULL", "must be a JSON object"),
@@ -172,24 +177,26 @@ def landed_since(lake: DeltaLake, spark: SparkSession, bronze_table: str, silver
     seen = watermark(lake, silver_table)
     if seen is None:
         return rows
-    days = partitions_landed_after(lake.delta_table("bronze", bronze_table), seen)
+    after = datetime.fromisoformat(seen).replace(tzinfo=UTC)
+    days = partitions_reaching(lake.delta_table("bronze", bronze_table), "_ingest_date", "_ingested_at", after)
     if days is not None:
         rows = rows.where(F.col("_ingest_date").isin(days) if days else F.lit(False))
     # A literal, so every use of the plan agrees.
     return rows.where(f"_ingested_at > TIMESTAMP '{seen}'")
 
 
-def partitions_landed_after(snapshot: DeltaTable, seen: str) -> list[date] | None:
-    """The `_ingest_date` partitions with a file that may hold rows ingested after `seen` (None: the Delta log
-    has no statistics to tell). The engine then reads those, not every file: Sail does not skip files by
-    their statistics. The log's maxima are cut to the millisecond, hence the margin."""
+def partitions_reaching(snapshot: DeltaTable, partition: str, column: str, since: datetime) -> list[date] | None:
+    """The values of `partition` with a file that may hold a `column` value at or after `since` (None: the
+    Delta log cannot tell, having no statistics or no such partition column). The engine then reads those,
+    not every file: Sail does not skip files by their statistics. The log's maxima are cut to the
+    millisecond, hence the margin."""
     actions = pa.table(snapshot.get_add_actions(flatten=True))
-    if "max._ingested_at" not in actions.column_names:
+    if not {f"max.{column}", f"partition.{partition}"} <= set(actions.column_names):
         return None
-    stat = actions.column("max._ingested_at")
-    bound = pa.scalar(datetime.fromisoformat(seen).replace(tzinfo=UTC) - timedelta(milliseconds=1), stat.type)
+    stat = actions.column(f"max.{column}")
+    bound = pa.scalar(since - timedelta(milliseconds=1), stat.type)
     later = pc.or_kleene(pc.is_null(stat), pc.greater_equal(stat, bound))  # no statistics: it may
-    return sorted(set(actions.filter(later).column("partition._ingest_date").to_pylist()))
+    return sorted(set(actions.filter(later).column(f"partition.{partition}").to_pylist()))
 
 
 # A Silver table property: {Bronze ingest date: the latest day (days since 1970-01-01, UTC) of an event in it}
@@ -246,7 +253,7 @@ def affected_sessions(
     Every session before it ends more than 30 minutes before the first new event, so it stays as it is:
     the cost of a run follows the new events, not the age of the table. That history is read from the
     Bronze partitions whose latest event (`event_days`) is not older than the day the earliest part starts."""
-    current = lake.read(spark, "silver", TABLE) if lake.exists("silver", TABLE) else None
+    current = reachable_sessions(lake, spark, new.where(EVENT_RULE)) if lake.exists("silver", TABLE) else None
     since = changes_since(new.where(EVENT_RULE), current)
     earliest = since.agg(F.min(day_number(F.col("_since")))).first()[0]
     ingested = sorted(date.fromisoformat(d) for d, n in event_days.items() if earliest is not None and n >= earliest)
@@ -261,6 +268,18 @@ def affected_sessions(
         return recomputed, None, history
     existing = current.join(since, "user_id").where(F.col("session_end") >= F.col("_since")).drop("_since")
     return recomputed, existing, history
+
+
+def reachable_sessions(lake: DeltaLake, spark: SparkSession, new_events: DataFrame) -> DataFrame:
+    """The existing sessions, read from the `session_date` partitions that can hold one the new events may
+    grow or merge: one that ends no more than 30 minutes before the first new event, or later."""
+    table = lake.read(spark, "silver", TABLE)
+    first = new_events.agg(F.min(F.expr(EVENT_TS)).cast("long")).first()[0]  # whole seconds: never later
+    if first is None:
+        return table.where(F.lit(False))
+    since = datetime.fromtimestamp(first - IDLE_GAP_SECONDS, UTC)
+    dates = partitions_reaching(lake.delta_table("silver", TABLE), PARTITION, "session_end", since)
+    return table if dates is None else table.where(F.col(PARTITION).isin(dates) if dates else F.lit(False))
 
 
 def changes_since(new_events: DataFrame, current: DataFrame | None) -> DataFrame:
@@ -278,13 +297,22 @@ def changes_since(new_events: DataFrame, current: DataFrame | None) -> DataFrame
     )
 
 
-def events_in_sessions(lake: DeltaLake) -> int:
-    """How many events the sessions hold (read with delta-rs, not from this run's plan)."""
-    if not lake.exists("silver", TABLE):
-        return 0
-    return int(
-        pc.sum(lake.delta_table("silver", TABLE).to_pyarrow_table(columns=["page_count"]).column(0)).as_py() or 0
-    )
+def events_added(before: DeltaTable | None, after: DeltaTable) -> int:
+    """How many events the sessions gained from snapshot `before` to `after`, read with delta-rs (not from this
+    run's plan): the events in the files `after` added, less those in the files it removed (a MERGE rewrites
+    only the files it changes, so this costs what the run wrote, not the table's size)."""
+    kept, now = data_files(before), data_files(after)
+    return events_in(after, now - kept) - (events_in(before, kept - now) if before else 0)
+
+
+def data_files(snapshot: DeltaTable | None) -> set[str]:
+    return set(pa.table(snapshot.get_add_actions()).column("path").to_pylist()) if snapshot else set()
+
+
+def events_in(snapshot: DeltaTable, files: set[str]) -> int:
+    """The sum of `page_count` over some of a snapshot's data files."""
+    fragments = [f for f in snapshot.to_pyarrow_dataset().get_fragments() if f.path in files] if files else []
+    return sum(pc.sum(f.to_table(columns=["page_count"]).column(0)).as_py() or 0 for f in fragments)
 
 
 def distinct_events(rows: DataFrame) -> int:
@@ -312,13 +340,14 @@ def sessions(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaL
     days = event_days(lake, spark_session, new, upto)
     keep_event_days(lake, days)
     recomputed, existing, history = affected_sessions(lake, spark_session, new, upto, days)
-    events_before = events_in_sessions(lake)
+    before = lake.delta_table("silver", TABLE) if existing is not None else None
     if existing is None:
-        metadata = lake.merge(recomputed, "silver", TABLE, ["session_id"])
+        metadata = lake.merge(recomputed, "silver", TABLE, ["session_id"], partition_by=PARTITION)
     else:
         stale = superseded(existing, recomputed)
         source = recomputed.withColumn("_delete", F.lit(False)).unionByName(stale.withColumn("_delete", F.lit(True)))
-        metadata = lake.merge(source, "silver", TABLE, ["session_id"], MERGE_CLAUSES)
+        # A session's id names its start, so its date: a MERGE needs only the source's dates of the target.
+        metadata = lake.merge(source, "silver", TABLE, ["session_id"], MERGE_CLAUSES, pruned_by=PARTITION)
     keep_event_days(lake, days)  # the first run created the table
     # A valid new event is either new to Silver (it is now in a session) or a re-sent copy of one it has.
     earlier = history.where(f"_ingested_at <= TIMESTAMP '{seen}'") if seen else history.limit(0)
@@ -327,7 +356,7 @@ def sessions(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaL
     counts_metadata, accounted = accounting.account(
         "silver.sessions",
         sum(counts.values()) + passed,
-        events_in_sessions(lake) - events_before,
+        events_added(before, lake.delta_table("silver", TABLE)),
         {r.name: counts.get(r.name, 0) for r in RULES},
         passed - first_seen,
     )
