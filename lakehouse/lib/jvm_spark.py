@@ -18,7 +18,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,13 +108,22 @@ class JvmProcess:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_all([self])
+
+
+def stop_all(processes: list[JvmProcess], grace: float = 20) -> None:
+    """SIGTERM to every JVM at once, then SIGKILL to any still up after `grace` seconds. Not one after
+    another: on a loaded machine a JVM can take its whole grace period, and three of them took past a minute."""
+    running = [p.process for p in processes if p.process and p.process.poll() is None]
+    for process in running:
+        process.terminate()
+    deadline = time.monotonic() + grace
+    for process in running:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
 
 
 def conf_args(conf: dict[str, str]) -> list[str]:
@@ -213,12 +222,10 @@ class SparkCluster:
 
     @contextmanager
     def running(self) -> Iterator["SparkCluster"]:
-        with ExitStack() as stack:
+        def launch(process: JvmProcess) -> None:
+            self.processes.append(process.start())
 
-            def launch(process: JvmProcess) -> None:
-                self.processes.append(process.start())
-                stack.callback(process.stop)
-
+        try:
             spark_class = str(spark_home() / "bin" / "spark-class")
             master_port = free_port()
             master = f"spark://127.0.0.1:{master_port}"
@@ -281,3 +288,5 @@ class SparkCluster:
                 )
             )
             yield self
+        finally:
+            stop_all(self.processes)
