@@ -750,7 +750,11 @@ def on(day: str, event: dict) -> dict:
     return event | {"event_ts": event["event_ts"].replace("2026-11-01", day)}
 
 
-def test_a_late_event_rewrites_only_the_date_of_the_session_it_joins(stream_resources):
+@pytest.mark.parametrize("engine", ["sail", "local"])
+def test_a_late_event_rewrites_only_the_date_of_the_session_it_joins(stream_resources, engine):
+    """On Sail and on Apache Spark with Delta (`local`): the MERGE's literal partition filter is standard SQL."""
+    if engine == "local":
+        stream_resources = {**stream_resources, "spark": SparkEngine(remote="local")}
     kafka, lake = stream_resources["kafka"], stream_resources["lake"]
     produce_json(
         kafka,
