@@ -32,31 +32,31 @@ PARTITION_FRESHNESS_SEVERITY = dg.AssetCheckSeverity.ERROR
 # A sensor whose ticks fail this many times in a row raises one alert per streak (sensors/alerts.py).
 SENSOR_FAILURE_STREAK = 3
 
-# eager() looks only at the latest day; batch files land a day late and get corrected, so Silver
-# follows any of the last 7 days' upstream updates, once every dependency is there, not running, and
-# has passed its blocking checks for that partition (bad data does not flow on). A check run over a
+# A partition of the last 7 days whose dependencies are all there, not running, and have passed their
+# blocking checks for it (bad data does not flow on), and which is not running itself. A check run over a
 # partition range records one result for the range, not per partition: a range backfill should take
 # its downstream assets along in the same run, where blocking checks gate them directly.
-FOLLOWS_UPSTREAM = (
+RECENT_AND_READY = (
     AC.in_latest_time_window(timedelta(days=7))
-    & (AC.newly_missing() | AC.any_deps_updated()).since_last_handled()
     & ~AC.any_deps_missing()
     & ~AC.any_deps_in_progress()
     & ~AC.in_progress()
     & AC.all_deps_blocking_checks_passed()
-).with_label("follows upstream (last 7 days)")
+)
+
+# eager() looks only at the latest day; batch files land a day late and get corrected, so Silver
+# follows any of the last 7 days' upstream updates.
+FOLLOWS_UPSTREAM = ((AC.newly_missing() | AC.any_deps_updated()).since_last_handled() & RECENT_AND_READY).with_label(
+    "follows upstream (last 7 days)"
+)
 
 # Gold rebuilds at 02:00 UTC each of the last 7 days whose Silver inputs changed since it was last built:
 # yesterday, complete by then, and any late correction. `on_cron` would look only at the latest partition,
 # today's, two hours old (daily partitions end a day ahead for streaming), and never go back to yesterday.
 NIGHTLY = (
-    AC.in_latest_time_window(timedelta(days=7))
-    & AC.cron_tick_passed("0 2 * * *", "UTC").since_last_handled()
+    AC.cron_tick_passed("0 2 * * *", "UTC").since_last_handled()
     & (AC.missing() | AC.any_deps_updated().since_last_handled())
-    & ~AC.any_deps_missing()
-    & ~AC.any_deps_in_progress()
-    & ~AC.in_progress()
-    & AC.all_deps_blocking_checks_passed()
+    & RECENT_AND_READY
 ).with_label("nightly at 02:00 UTC (last 7 days)")
 
 AUTOMATION = {"silver": FOLLOWS_UPSTREAM, "gold": NIGHTLY}

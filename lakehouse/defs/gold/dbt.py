@@ -233,11 +233,11 @@ def batches(start: date, end: date, days: int) -> list[tuple[date, date]]:
     return [(start + timedelta(days=a), start + timedelta(days=b)) for a, b in itertools.pairwise(cuts)]
 
 
-def daily_models(context: dg.AssetExecutionContext, manifest: Mapping) -> list[str]:
+def daily_models(context: dg.AssetExecutionContext) -> list[str]:
     """The run's selected marts that replace a window of days (the others are rebuilt in full)."""
     return [
         name
-        for name, mart in catalog.marts_of(manifest).items()
+        for name, mart in catalog.marts().items()
         if mart.window and dg.AssetKey(["gold", name]) in context.selected_asset_keys
     ]
 
@@ -247,15 +247,14 @@ def build_daily_models(context: dg.AssetExecutionContext, dbt: DbtCli, start: da
     the tests on them alone (cautious selection: a test that also reads a mart rebuilt later waits for the
     last batch). A failing model or test fails the step here, naming it; the asset checks report the last
     batch's tests."""
-    manifest = json.loads(dbt_project.manifest_path.read_text())
-    models = daily_models(context, manifest)
+    models = daily_models(context)
     if not models:
         return
     context.log.info(f"dbt build of {', '.join(models)} for [{start}, {end}): a batch of the run's window")
     with settings.environment(dbt_env(start, end, lake)):
         dbt.cli(
             ["build", "--select", " ".join(models), "--indirect-selection", "cautious"],
-            manifest=manifest,
+            manifest=dbt_project.manifest_path,
             dagster_dbt_translator=translator,
             target_path=dbt_project.project_dir / "target" / f"gold_dbt-{context.run.run_id[:7]}-{start}",
         ).wait()
