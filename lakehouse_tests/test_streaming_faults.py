@@ -4,6 +4,7 @@ partitions added, events landing in an earlier partition, messages Silver must q
 Tests run on tansu and on Apache Kafka, except where tansu lacks the admin call (DeleteRecords,
 CreatePartitions): those run on Apache Kafka only. Expected figures are the messages each test sends."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -279,3 +280,35 @@ def test_two_processes_with_their_own_temp_folders_land_each_message_once(broker
     rows = read_rows(DeltaLake(root=str(tmp_path / "home" / "lake")), "bronze", TABLE)
     landed = [(r["kafka_partition"], r["kafka_offset"]) for r in rows]
     assert len(landed) == len(set(landed)) == 100 * PARTITIONS
+
+
+@pytest.mark.parametrize("history", [0, 10], ids=["first-batch", "after-history"])
+def test_a_batch_another_host_landed_while_it_read_is_read_again_and_lands_nothing_twice(
+    kafka, stream_lake, monkeypatch, history
+):
+    """Two hosts' batches of the same offsets, with neither the file lock nor the pool between them: host b
+    commits while host a is between reading progress and committing. Delta's conflict check (on the offsets'
+    txn actions, or on the table host a saw absent) rejects host a's commit; read again, it lands nothing."""
+    for partition in range(PARTITIONS):
+        produce(kafka, [event(n) for n in range(history)], partition)
+    if history:
+        bronze.ingest(bronze.CLICKSTREAM, kafka, stream_lake, TODAY, "earlier")
+    for partition in range(PARTITIONS):
+        produce(kafka, [event(n) for n in range(history, history + 100)], partition)
+    monkeypatch.setattr(DeltaLake, "lock", lambda self, layer, table: contextlib.nullcontext())
+    read_range, host_b = KafkaResource.read_range, []
+
+    def read_while_host_b_commits(self, topic, ranges):
+        messages = read_range(self, topic, ranges)
+        if not host_b:  # host a's first read: host b's whole batch runs now
+            monkeypatch.setattr(KafkaResource, "read_range", read_range)
+            host_b.append(bronze.ingest(bronze.CLICKSTREAM, kafka, stream_lake, TODAY, "host-b"))
+        return messages
+
+    monkeypatch.setattr(KafkaResource, "read_range", read_while_host_b_commits)
+    host_a = bronze.ingest(bronze.CLICKSTREAM, kafka, stream_lake, TODAY, "host-a")
+    assert (host_b[0].rows, host_a.rows) == (100 * PARTITIONS, 0)
+    rows = read_rows(stream_lake, "bronze", TABLE)
+    landed = [(r["kafka_partition"], r["kafka_offset"]) for r in rows]
+    assert len(landed) == len(set(landed)) == (history + 100) * PARTITIONS
+    assert {r["_run_id"] for r in rows} == ({"earlier", "host-b"} if history else {"host-b"})

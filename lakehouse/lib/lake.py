@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
+from typing import TypeVar
 
 import dagster as dg
 import pyarrow as pa
@@ -42,10 +43,12 @@ COMMIT_CONFLICTS = (
     "ProtocolChanged",
     "version already exists",
     "Delta table already exists",
+    "A table already exists",  # delta-rs, a write with mode "error"
     "PATH_ALREADY_EXISTS",
     "DELTA_PATH_EXISTS",
 )
 COMMIT_ATTEMPTS = 5
+T = TypeVar("T")
 
 
 class TableWriteError(Exception):
@@ -75,8 +78,8 @@ class DeltaLake(dg.ConfigurableResource):
 
         return Register(self.root, self.options())
 
-    def delta_table(self, layer: str, table: str) -> DeltaTable:
-        return DeltaTable(self.path(layer, table), storage_options=self.options())
+    def delta_table(self, layer: str, table: str, version: int | None = None) -> DeltaTable:
+        return DeltaTable(self.path(layer, table), version=version, storage_options=self.options())
 
     def read(self, spark: SparkSession, layer: str, table: str) -> DataFrame:
         return spark.read.format("delta").load(self.path(layer, table))
@@ -159,7 +162,8 @@ class DeltaLake(dg.ConfigurableResource):
 
         Delta's optimistic concurrency does not cover what a writer read: two appends of the same Kafka
         range, or two SCD2 MERGEs each computing validity from a history without the other's versions,
-        would both commit. Runs on other hosts are serialised by the asset's Dagster pool instead."""
+        would both commit. Runs on other hosts are serialised by the asset's Dagster pool instead (and Bronze's
+        streaming commit by Delta's conflict check on its offsets, should both fail)."""
         locks = Path(tempfile.gettempdir()) / "lakehouse-locks"
         locks.mkdir(exist_ok=True)
         name = hashlib.sha1(self.path(layer, table).encode()).hexdigest()[:16]
@@ -275,7 +279,7 @@ class DeltaLake(dg.ConfigurableResource):
         return fs, root.split("://", 1)[1]
 
 
-def retry_on_commit_conflict(write: Callable[[], None], attempts: int = COMMIT_ATTEMPTS) -> None:
+def retry_on_commit_conflict(write: Callable[[], T], attempts: int = COMMIT_ATTEMPTS) -> T:
     """Run `write` (one Delta commit); on a commit conflict with a concurrent writer, back off and re-run it."""
     for attempt in range(1, attempts + 1):
         try:

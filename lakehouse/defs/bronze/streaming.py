@@ -34,7 +34,7 @@ from pydantic import Field
 from lakehouse import catalog
 from lakehouse.lib import accounting, erasure, partitions
 from lakehouse.lib.kafka import KafkaResource, Messages, TopicOffsets
-from lakehouse.lib.lake import DeltaLake
+from lakehouse.lib.lake import DeltaLake, retry_on_commit_conflict
 
 
 @dataclass(frozen=True)
@@ -248,6 +248,7 @@ class Landed:
     next: dict[int, int]  # per Kafka partition, the offset after the highest one landed (the source of truth)
     topic_ids: frozenset[str]  # the topic incarnation(s) the epoch was landed from
     newest_ingested_at: datetime | None
+    version: int | None = None  # the Bronze snapshot read: the batch commits against it (None: no table yet)
 
 
 def progress_app_id(topic: str, epoch: int, key: int | str) -> str:
@@ -267,14 +268,14 @@ def landed(lake: DeltaLake, table: str, topic: str, epoch: int) -> Landed:
     actions = file_actions(dt)  # the log's file list, read once for every lookup below
     count = dt.transaction_version(progress_app_id(topic, epoch, "partitions"))
     if count is None:
-        return landed_from(actions, topic, epoch, [epoch_rows(lake, table, actions, topic, epoch)])
+        return landed_from(dt, actions, topic, epoch, [epoch_rows(lake, table, actions, topic, epoch)])
     recorded = {p: dt.transaction_version(progress_app_id(topic, epoch, p)) for p in range(count)}
     recorded = {p: offset for p, offset in recorded.items() if offset is not None}
     last = epoch_rows(lake, table, actions, topic, epoch, {p: offset - 1 for p, offset in recorded.items()})
     found = next_after(last)
     gone = {p: 0 for p, offset in recorded.items() if found.get(p) != offset}
     rest = [epoch_rows(lake, table, actions, topic, epoch, gone)] if gone else []
-    return landed_from(actions, topic, epoch, [last, *rest])
+    return landed_from(dt, actions, topic, epoch, [last, *rest])
 
 
 POSITIONS = pa.schema(
@@ -337,13 +338,13 @@ def may_hold(actions: pa.Table, column: str, low: int, high: int | None = None) 
     return pc.fill_null(holds, True)
 
 
-def landed_from(actions: pa.Table, topic: str, epoch: int, parts: list[pa.Table]) -> Landed:
-    """Landed, from rows holding each partition's highest offset (and the newest `_ingested_at`, which grows
-    with the offsets), with the topic ids of the whole epoch."""
+def landed_from(dt: DeltaTable, actions: pa.Table, topic: str, epoch: int, parts: list[pa.Table]) -> Landed:
+    """Landed in `dt`'s snapshot, from rows holding each partition's highest offset (and the newest
+    `_ingested_at`, which grows with the offsets), with the topic ids of the whole epoch."""
     data = pa.concat_tables(parts)
     ids = {i for i in pc.unique(data.column("kafka_topic_id")).to_pylist() if i}
     ids |= landed_topic_ids(actions, topic, epoch)
-    return Landed(next_after(data), frozenset(ids), pc.max(data.column("_ingested_at")).as_py())
+    return Landed(next_after(data), frozenset(ids), pc.max(data.column("_ingested_at")).as_py(), dt.version())
 
 
 def landed_topic_ids(actions: pa.Table, topic: str, epoch: int) -> frozenset[str]:
@@ -514,7 +515,23 @@ def ingest(
     run_id: str,
     requested_end: dict[str, int] | None = None,
 ) -> Ingested:
-    """One micro-batch: the ranges read, the rows written, the offsets retention took and the lag left."""
+    """One micro-batch: the ranges read, the rows written, the offsets retention took and the lag left.
+
+    The file lock serialises batches on this host and the asset's Dagster pool those of the instance; should
+    both fail (two instances, a pool race), the commit does: it is made against the snapshot the batch read,
+    so Delta's conflict check rejects it if another commit recorded the same partitions' offsets in between.
+    The batch is then read again from the new progress, and lands only what the other did not."""
+    return retry_on_commit_conflict(lambda: ingest_once(stream, kafka, lake, ingest_date, run_id, requested_end))
+
+
+def ingest_once(
+    stream: Stream,
+    kafka: KafkaResource,
+    lake: DeltaLake,
+    ingest_date: date,
+    run_id: str,
+    requested_end: dict[str, int] | None,
+) -> Ingested:
     with lake.lock("bronze", stream.table):
         before = progress(stream, kafka, lake)
         before.check_not_reset()
@@ -540,10 +557,11 @@ def ingest(
         if rows.num_rows:
             # Rows and progress in one commit: a batch that did not commit has not advanced the offsets.
             progress_txns = progress_actions(before.topic, before.epoch, before.landed, rows)
+            read = before.landed.version  # no table yet: "error" makes a table created meanwhile a conflict
             write_deltalake(
-                lake.path("bronze", stream.table),
+                lake.path("bronze", stream.table) if read is None else lake.delta_table("bronze", stream.table, read),
                 rows,
-                mode="append",
+                mode="error" if read is None else "append",
                 partition_by=["_ingest_date"],
                 storage_options=lake.options(),
                 commit_properties=CommitProperties(app_transactions=progress_txns),
