@@ -317,3 +317,70 @@ def test_gold_rebuilds_nightly_the_days_whose_silver_changed_yesterday_included(
     assert before.get_requested_partitions(gold) == set()
     assert at_two.get_requested_partitions(gold) == {"2026-11-02", "2026-10-30"}
     assert again.get_requested_partitions(gold) == set()
+
+
+# Each Silver asset's automation condition as deployed, and its upstream
+SILVER_CONDITIONS = {
+    "silver/sessions": "bronze/clickstream_events",
+    "silver/support_tickets": "bronze/support_ticket_changes",
+    "silver/customers": "bronze/crm_customers",
+}
+
+
+def follow(silver: str, steps: list[str]) -> list[set[str]]:
+    """Stand-in assets under the Silver asset's key and its upstream's, with its automation condition as deployed
+    (the real assets' work is not what is tested here): runs today's partition of the assets each step names
+    ("bronze", "silver", "both", "silver fails"; "tick" evaluates the condition) and returns what each tick
+    requested."""
+    graph = DEFS.resolve_asset_graph()
+    key, upstream = dg.AssetKey.from_user_string(silver), dg.AssetKey.from_user_string(SILVER_CONDITIONS[silver])
+    condition = graph.get(key).automation_condition
+    failing = {"fail": False}
+
+    @dg.asset(key=upstream, partitions_def=partitions.daily)
+    def bronze() -> None: ...
+
+    @dg.asset(key=key, deps=[upstream], partitions_def=partitions.daily, automation_condition=condition)
+    def follower() -> None:
+        if failing["fail"]:
+            raise RuntimeError("the Silver run fails")
+
+    defs = dg.Definitions(assets=[bronze, follower])
+    requested, cursor = [], None
+    with dg.DagsterInstance.ephemeral() as instance:
+        for step in steps:
+            if step == "tick":
+                result = dg.evaluate_automation_conditions(defs, instance, cursor=cursor)
+                requested.append(result.get_requested_partitions(key))
+                cursor = result.cursor
+                continue
+            failing["fail"] = step == "silver fails"
+            selection = {"bronze": [upstream], "both": [upstream, key]}.get(step, [key])
+            dg.materialize(
+                [bronze, follower], selection=selection, instance=instance, partition_key=TODAY, raise_on_error=False
+            )
+    return requested
+
+
+@pytest.mark.parametrize("silver", sorted(SILVER_CONDITIONS))
+def test_a_bronze_batch_landed_just_after_silver_ran_is_followed_though_one_tick_sees_both(silver):
+    """eager()'s since_last_handled() takes an upstream update and a later one of the asset, seen by the same
+    tick, as handled, whichever came first: the batch after Silver's run would wait for the next batch."""
+    requested = follow(silver, ["tick", "bronze", "tick", "silver", "bronze", "tick", "tick"])
+    assert requested == [set(), {TODAY}, {TODAY}, set()]
+
+
+@pytest.mark.parametrize("silver", sorted(SILVER_CONDITIONS))
+def test_silver_is_not_requested_again_after_a_run_that_read_bronze_or_one_that_failed(silver):
+    """A run of both (the streaming worker's, a backfill) or a Silver run after Bronze's is handled; a requested run
+    that fails is requested again only when Bronze updates, as with eager()."""
+    steps = ["tick", "both", "tick", "bronze", "silver", "tick", "bronze", "tick", "silver fails", "tick", "tick"]
+    requested = follow(silver, [*steps, "bronze", "tick"])
+    assert requested == [set(), set(), set(), {TODAY}, set(), set(), {TODAY}]
+
+
+def test_streaming_silver_shares_its_bronze_tables_pool_so_its_steps_never_overlap_a_batch():
+    graph = DEFS.resolve_asset_graph()
+    for silver, upstream in [("sessions", "clickstream_events"), ("support_tickets", "support_ticket_changes")]:
+        pools = [graph.get(dg.AssetKey(key)).pools for key in (["silver", silver], ["bronze", upstream])]
+        assert pools == [{f"bronze_{upstream}"}] * 2, silver

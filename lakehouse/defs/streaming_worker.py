@@ -9,7 +9,7 @@ sessions together, recorded in the instance like any other run, each micro-batch
 both assets with their checks. Silver is in the same run so that `streaming_automation` sees it in
 progress, never behind, and launches no Silver run of its own. With `silver: false` the worker lands
 Bronze only, faster, and Silver is left to `streaming_automation`'s runs, which wait for a pause between
-batches (eager automation starts no run while a parent is in progress): under sustained load Silver falls
+batches (the automation condition starts no run while a parent is in progress): under sustained load Silver falls
 behind, so it suits catching up a backlog rather than keeping latency low.
 
 The worker tags its run with the topic's `kafka/topic`, so while it runs the `kafka_clickstream` sensor

@@ -46,6 +46,12 @@ class Stream:
     columns: tuple[str, ...]  # the fields the source promises; others go to _rescued_data
     key_field: str
 
+    @property
+    def pool(self) -> str:
+        """The Dagster pool of the Bronze table's batches, and of the Silver table that follows it (limit 1 in
+        dagster.yaml's `concurrency.pools.default_limit`): one step at a time, across hosts."""
+        return f"bronze_{self.table}"
+
 
 CLICKSTREAM = Stream(
     "clickstream",
@@ -648,9 +654,8 @@ def streaming_bronze_asset(stream: Stream, description: str) -> dg.AssetsDefinit
         partitions_def=partitions.daily,
         kinds={"kafka", "delta"},
         tags={"lakehouse/ingestion": "streaming"},
-        # Serialises the runs of a table across hosts, where the file lock does not reach (limit 1 in
-        # dagster.yaml's `concurrency.pools.default_limit`).
-        pool=f"bronze_{stream.table}",
+        # Serialises the runs of a table across hosts, where the file lock does not reach
+        pool=stream.pool,
         check_specs=[
             accounting.spec(asset),
             dg.AssetCheckSpec(

@@ -25,6 +25,7 @@ from deltalake import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from lakehouse import policies
 from lakehouse.defs.bronze import streaming as bronze
 from lakehouse.defs.silver import silver_asset
 from lakehouse.lib import accounting, erasure
@@ -319,7 +320,11 @@ def distinct_events(rows: DataFrame) -> int:
     return rows.where(EVENT_RULE).select("event_id").distinct().count()
 
 
-@silver_asset(deps=[bronze.clickstream_events], automation_condition=dg.AutomationCondition.eager())
+# In its Bronze table's pool: a Silver step never overlaps a Bronze batch, so it reads every batch that
+# landed before it finished (what policies.FOLLOWS_STREAM relies on).
+@silver_asset(
+    deps=[bronze.clickstream_events], automation_condition=policies.FOLLOWS_STREAM, pool=bronze.CLICKSTREAM.pool
+)
 def sessions(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """One row per user session (30-minute idle gap): start, end, page count, bounce flag.
 

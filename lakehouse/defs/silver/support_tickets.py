@@ -11,6 +11,7 @@ import dagster as dg
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from lakehouse import policies
 from lakehouse.defs.bronze import streaming as bronze
 from lakehouse.defs.silver import silver_asset
 from lakehouse.defs.silver.sessions import kafka_source, landed_since, newest
@@ -75,7 +76,11 @@ MERGE_CLAUSES = (
 )
 
 
-@silver_asset(deps=[bronze.support_ticket_changes], automation_condition=dg.AutomationCondition.eager())
+# In its Bronze table's pool: a Silver step never overlaps a Bronze batch, so it reads every batch that
+# landed before it finished (what policies.FOLLOWS_STREAM relies on).
+@silver_asset(
+    deps=[bronze.support_ticket_changes], automation_condition=policies.FOLLOWS_STREAM, pool=bronze.SUPPORT_TICKETS.pool
+)
 def support_tickets(context: dg.AssetExecutionContext, spark: SparkEngine, lake: DeltaLake) -> dg.MaterializeResult:
     """Current state of every ticket (soft-deleted ones flagged `is_deleted`), by highest change seq."""
     spark_session = spark.spark_session
