@@ -44,40 +44,45 @@ RECENT_AND_READY = (
     & AC.all_deps_blocking_checks_passed()
 )
 
-# An upstream update is pending until this asset is updated after it, and until it is requested after it.
-# eager()'s since_last_handled() compares ticks, not times: an upstream update and an update of this asset
-# seen by the same tick count as handled, whichever came first, so an upstream batch landed just after this
-# asset's run finished would wait for the next one (in a stream that goes quiet, for good). Dagster compares
-# the times only in a `since` over single timed operands (a | or & of them drops the times), hence two. The
-# request clears it too, as in eager(): a run that failed is not requested again until the upstream updates.
+# An upstream update is pending until this asset is next requested after it, by the times of both. eager()'s
+# since_last_handled() compares ticks, and clears it when the asset is next updated too: an upstream update
+# seen by the same tick as a later update of the asset counted as handled, and so did one that landed while
+# the asset's run was already reading (its update came later). Either would wait for the next upstream update
+# (in a stream that goes quiet, for good; a late correction, until the day changes again). A run that fails is
+# not requested again until the upstream updates, as with eager(). The cost: a run by hand that already read
+# the update (a backfill of both) is followed by one more, which finds nothing new. Dagster compares the times
+# only in a `since` over single timed operands (a | or & of them drops the times).
 UPSTREAM_UPDATED = AC.any_deps_match(AC.newly_updated())
-UPSTREAM_UPDATED_SINCE_HANDLED = (
-    UPSTREAM_UPDATED.since(AC.newly_updated()) & UPSTREAM_UPDATED.since(AC.newly_requested())
-).with_label("upstream updated since this asset's last update and request")
+UPSTREAM_UPDATED_SINCE_REQUESTED = UPSTREAM_UPDATED.since(AC.newly_requested()).with_label(
+    "upstream updated since this asset's last request"
+)
 
 # eager() looks only at the latest day; batch files land a day late and get corrected, so Silver
 # follows any of the last 7 days' upstream updates.
 FOLLOWS_UPSTREAM = (
-    (UPSTREAM_UPDATED_SINCE_HANDLED | AC.newly_missing().since_last_handled()) & RECENT_AND_READY
+    (UPSTREAM_UPDATED_SINCE_REQUESTED | AC.newly_missing().since_last_handled()) & RECENT_AND_READY
 ).with_label("follows upstream (last 7 days)")
 
 # Streaming Silver takes every event Bronze landed since its last run, whichever day: eager()'s window (today's
-# partition), each time Bronze updates after Silver. A Silver step that overlapped a Bronze batch could finish
-# after it without having read it; the asset shares its Bronze table's pool, so the two never overlap.
+# partition), each time Bronze updates after Silver's last request and last update. The second clause spares
+# the clickstream worker's runs (Bronze and Silver in each) a Silver run after every batch, which would race
+# the worker's. It is sound because the asset shares its Bronze table's pool: a Silver step never overlaps a
+# Bronze batch, so a Silver update later than a batch has read it.
 FOLLOWS_STREAM = (
     AC.in_latest_time_window()
-    & UPSTREAM_UPDATED_SINCE_HANDLED
+    & UPSTREAM_UPDATED_SINCE_REQUESTED
+    & UPSTREAM_UPDATED.since(AC.newly_updated())
     & ~AC.any_deps_missing()
     & ~AC.any_deps_in_progress()
     & ~AC.in_progress()
 ).with_label("follows the stream (today)")
 
-# Gold rebuilds at 02:00 UTC each of the last 7 days whose Silver inputs changed since it was last built:
+# Gold rebuilds at 02:00 UTC each of the last 7 days whose Silver inputs changed since it was last requested:
 # yesterday, complete by then, and any late correction. `on_cron` would look only at the latest partition,
 # today's, two hours old (daily partitions end a day ahead for streaming), and never go back to yesterday.
 NIGHTLY = (
     AC.cron_tick_passed("0 2 * * *", "UTC").since_last_handled()
-    & (AC.missing() | AC.any_deps_updated().since_last_handled())
+    & (AC.missing() | UPSTREAM_UPDATED_SINCE_REQUESTED)
     & RECENT_AND_READY
 ).with_label("nightly at 02:00 UTC (last 7 days)")
 

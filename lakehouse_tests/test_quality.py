@@ -319,6 +319,39 @@ def test_gold_rebuilds_nightly_the_days_whose_silver_changed_yesterday_included(
     assert again.get_requested_partitions(gold) == set()
 
 
+def test_a_silver_correction_landed_while_gold_rebuilt_that_day_is_rebuilt_the_next_night():
+    """The nightly run read Silver's day before the correction landed and finished after it: Gold's update does
+    not clear the correction (since_last_handled() would, and the day's figures would stay wrong)."""
+    silver = dg.AssetSpec(["silver", "orders"], partitions_def=partitions.daily)
+
+    @dg.asset(key=["gold", "revenue_daily"], deps=[silver], partitions_def=partitions.daily)
+    def mart() -> None: ...
+
+    @dg.asset(key=silver.key, partitions_def=partitions.daily)
+    def orders() -> None: ...
+
+    defs = dg.Definitions(assets=[orders, mart]).map_resolved_asset_specs(func=policies.with_policies)
+    gold, day = dg.AssetKey(["gold", "revenue_daily"]), "2026-11-02"
+    with dg.DagsterInstance.ephemeral() as instance:
+
+        def built(selection) -> None:
+            assert dg.materialize([orders, mart], selection=selection, instance=instance, partition_key=day).success
+
+        # the nights of Nov 3 and Nov 4, with a tick before each 02:00 (when the new day's Silver is requested)
+        ticks = [datetime(2026, 11, 2, 23, 0), datetime(2026, 11, 3, 1, 0), datetime(2026, 11, 3, 2, 1)]
+        ticks += [datetime(2026, 11, 3, 12, 0), datetime(2026, 11, 4, 1, 0), datetime(2026, 11, 4, 2, 1)]
+        built([orders.key])  # Silver's day, before the night
+        requested, cursor = [], None
+        for when in ticks:
+            result = dg.evaluate_automation_conditions(defs, instance, cursor=cursor, evaluation_time=when)
+            requested.append(result.get_requested_partitions(gold))
+            cursor = result.cursor
+            if when.hour == 2 and when.day == 3:
+                built([orders.key])  # the correction lands while the nightly run reads...
+                built([gold])  # ...which finishes after it
+    assert requested == [set(), set(), {day}, set(), set(), {day}]
+
+
 # Each Silver asset's automation condition as deployed, and its upstream
 SILVER_CONDITIONS = {
     "silver/sessions": "bronze/clickstream_events",
@@ -371,12 +404,25 @@ def test_a_bronze_batch_landed_just_after_silver_ran_is_followed_though_one_tick
 
 
 @pytest.mark.parametrize("silver", sorted(SILVER_CONDITIONS))
-def test_silver_is_not_requested_again_after_a_run_that_read_bronze_or_one_that_failed(silver):
-    """A run of both (the streaming worker's, a backfill) or a Silver run after Bronze's is handled; a requested run
-    that fails is requested again only when Bronze updates, as with eager()."""
-    steps = ["tick", "both", "tick", "bronze", "silver", "tick", "bronze", "tick", "silver fails", "tick", "tick"]
-    requested = follow(silver, [*steps, "bronze", "tick"])
-    assert requested == [set(), set(), set(), {TODAY}, set(), set(), {TODAY}]
+def test_a_requested_silver_run_that_fails_is_requested_again_only_when_bronze_updates(silver):
+    requested = follow(silver, ["tick", "bronze", "tick", "silver fails", "tick", "tick", "bronze", "tick"])
+    assert requested == [set(), {TODAY}, set(), set(), {TODAY}]
+
+
+def test_a_bronze_file_landed_while_batch_silvers_run_was_reading_is_followed():
+    """The requested Silver run read Bronze before the corrected file landed and finished after it: its update
+    does not clear the correction (eager()'s would), only the next request does. A run of both by hand is then
+    followed by one more run, which finds nothing new."""
+    requested = follow("silver/customers", ["tick", "bronze", "tick", "bronze", "silver", "tick", "tick"])
+    assert requested == [set(), {TODAY}, {TODAY}, set()]
+    assert follow("silver/customers", ["tick", "both", "tick", "tick"]) == [set(), {TODAY}, set()]
+
+
+@pytest.mark.parametrize("silver", ["silver/sessions", "silver/support_tickets"])
+def test_streaming_silver_is_not_requested_after_a_run_that_read_the_batch(silver):
+    """A run of both (the clickstream worker's batches) or a Silver step after Bronze's (the pool orders them)
+    has read the batch: no Silver run follows, which would race the worker's."""
+    assert follow(silver, ["tick", "both", "tick", "bronze", "silver", "tick"]) == [set(), set(), set()]
 
 
 def test_streaming_silver_shares_its_bronze_tables_pool_so_its_steps_never_overlap_a_batch():
