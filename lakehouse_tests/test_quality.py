@@ -286,69 +286,65 @@ def test_automation_runs_by_default_for_every_asset_outside_the_streaming_sensor
     assert batch_keys.isdisjoint(streaming.asset_selection.resolve(graph))
 
 
+# Stand-ins for Silver orders and a Gold mart under their keys, with the layers' automation conditions as deployed
+GOLD = dg.AssetKey(["gold", "revenue_daily"])
+
+
+@dg.asset(key=["silver", "orders"], partitions_def=partitions.daily)
+def silver_orders() -> None: ...
+
+
+@dg.asset(key=GOLD, deps=[silver_orders], partitions_def=partitions.daily)
+def gold_mart() -> None: ...
+
+
+NIGHTLY_DEFS = dg.Definitions(assets=[silver_orders, gold_mart]).map_resolved_asset_specs(func=policies.with_policies)
+
+
+def built(instance: dg.DagsterInstance, *days: str, selection: list[dg.AssetKey]) -> None:
+    for day in days:
+        result = dg.materialize([silver_orders, gold_mart], selection=selection, instance=instance, partition_key=day)
+        assert result.success
+
+
 def test_gold_rebuilds_nightly_the_days_whose_silver_changed_yesterday_included():
     """At 02:00 UTC Gold rebuilds each of the last 7 days whose Silver partition changed since it was last
-    built: yesterday, now complete, and a late correction to an earlier day; never more than once a night."""
-    silver = dg.AssetSpec(["silver", "orders"], partitions_def=partitions.daily)
-
-    @dg.asset(key=["gold", "revenue_daily"], deps=[silver], partitions_def=partitions.daily)
-    def mart() -> None: ...
-
-    @dg.asset(key=silver.key, partitions_def=partitions.daily)
-    def orders() -> None: ...
-
-    defs = dg.Definitions(assets=[orders, mart]).map_resolved_asset_specs(func=policies.with_policies)
-    gold = dg.AssetKey(["gold", "revenue_daily"])
+    requested: yesterday, now complete, and a late correction to an earlier day; never more than once a night."""
     with dg.DagsterInstance.ephemeral() as instance:
 
-        def built(*days: str, selection) -> None:
-            for day in days:
-                assert dg.materialize([orders, mart], selection=selection, instance=instance, partition_key=day).success
-
         def nightly(when: datetime, cursor=None):
-            return dg.evaluate_automation_conditions(defs, instance, cursor=cursor, evaluation_time=when)
+            return dg.evaluate_automation_conditions(NIGHTLY_DEFS, instance, cursor=cursor, evaluation_time=when)
 
-        built("2026-11-01", "2026-11-02", selection=[orders.key, gold])  # Gold built for both, the night before
+        built(instance, "2026-11-01", "2026-11-02", selection=[silver_orders.key, GOLD])  # the night before
         first = nightly(datetime(2026, 11, 2, 23, 0))
-        built("2026-11-02", "2026-10-30", selection=[orders.key])  # the rest of Nov 2, and a late fix of Oct 30
+        built(instance, "2026-11-02", "2026-10-30", selection=[silver_orders.key])  # the rest of Nov 2; Oct 30 fixed
         before = nightly(datetime(2026, 11, 3, 1, 59), first.cursor)
         at_two = nightly(datetime(2026, 11, 3, 2, 1), before.cursor)
         again = nightly(datetime(2026, 11, 3, 2, 30), at_two.cursor)
-    assert before.get_requested_partitions(gold) == set()
-    assert at_two.get_requested_partitions(gold) == {"2026-11-02", "2026-10-30"}
-    assert again.get_requested_partitions(gold) == set()
+    assert before.get_requested_partitions(GOLD) == set()
+    assert at_two.get_requested_partitions(GOLD) == {"2026-11-02", "2026-10-30"}
+    assert again.get_requested_partitions(GOLD) == set()
 
 
 def test_a_silver_correction_landed_while_gold_rebuilt_that_day_is_rebuilt_the_next_night():
     """The nightly run read Silver's day before the correction landed and finished after it: Gold's update does
     not clear the correction (since_last_handled() would, and the day's figures would stay wrong)."""
-    silver = dg.AssetSpec(["silver", "orders"], partitions_def=partitions.daily)
-
-    @dg.asset(key=["gold", "revenue_daily"], deps=[silver], partitions_def=partitions.daily)
-    def mart() -> None: ...
-
-    @dg.asset(key=silver.key, partitions_def=partitions.daily)
-    def orders() -> None: ...
-
-    defs = dg.Definitions(assets=[orders, mart]).map_resolved_asset_specs(func=policies.with_policies)
-    gold, day = dg.AssetKey(["gold", "revenue_daily"]), "2026-11-02"
+    day = "2026-11-02"
+    # the nights of Nov 3 and Nov 4, with a tick before each 02:00 (when the new day's Silver is requested)
+    ticks = [datetime(2026, 11, 2, 23, 0), datetime(2026, 11, 3, 1, 0), datetime(2026, 11, 3, 2, 1)]
+    ticks += [datetime(2026, 11, 3, 12, 0), datetime(2026, 11, 4, 1, 0), datetime(2026, 11, 4, 2, 1)]
+    requested, cursor = [], None
     with dg.DagsterInstance.ephemeral() as instance:
-
-        def built(selection) -> None:
-            assert dg.materialize([orders, mart], selection=selection, instance=instance, partition_key=day).success
-
-        # the nights of Nov 3 and Nov 4, with a tick before each 02:00 (when the new day's Silver is requested)
-        ticks = [datetime(2026, 11, 2, 23, 0), datetime(2026, 11, 3, 1, 0), datetime(2026, 11, 3, 2, 1)]
-        ticks += [datetime(2026, 11, 3, 12, 0), datetime(2026, 11, 4, 1, 0), datetime(2026, 11, 4, 2, 1)]
-        built([orders.key])  # Silver's day, before the night
-        requested, cursor = [], None
+        built(instance, day, selection=[silver_orders.key])  # Silver's day, before the night
         for when in ticks:
-            result = dg.evaluate_automation_conditions(defs, instance, cursor=cursor, evaluation_time=when)
-            requested.append(result.get_requested_partitions(gold))
+            result = dg.evaluate_automation_conditions(NIGHTLY_DEFS, instance, cursor=cursor, evaluation_time=when)
+            requested.append(result.get_requested_partitions(GOLD))
             cursor = result.cursor
-            if when.hour == 2 and when.day == 3:
-                built([orders.key])  # the correction lands while the nightly run reads...
-                built([gold])  # ...which finishes after it
+            if when == ticks[2]:
+                built(
+                    instance, day, selection=[silver_orders.key]
+                )  # the correction lands while the nightly run reads...
+                built(instance, day, selection=[GOLD])  # ...which finishes after it
     assert requested == [set(), set(), {day}, set(), set(), {day}]
 
 

@@ -320,8 +320,7 @@ def distinct_events(rows: DataFrame) -> int:
     return rows.where(EVENT_RULE).select("event_id").distinct().count()
 
 
-# In its Bronze table's pool: a Silver step never overlaps a Bronze batch, so it reads every batch that
-# landed before it finished (what policies.FOLLOWS_STREAM relies on).
+# In its Bronze table's pool, which policies.FOLLOWS_STREAM relies on
 @silver_asset(
     deps=[bronze.clickstream_events], automation_condition=policies.FOLLOWS_STREAM, pool=bronze.CLICKSTREAM.pool
 )

@@ -76,8 +76,7 @@ MERGE_CLAUSES = (
 )
 
 
-# In its Bronze table's pool: a Silver step never overlaps a Bronze batch, so it reads every batch that
-# landed before it finished (what policies.FOLLOWS_STREAM relies on).
+# In its Bronze table's pool, which policies.FOLLOWS_STREAM relies on
 @silver_asset(
     deps=[bronze.support_ticket_changes], automation_condition=policies.FOLLOWS_STREAM, pool=bronze.SUPPORT_TICKETS.pool
 )
