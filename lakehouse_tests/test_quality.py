@@ -340,11 +340,9 @@ def test_a_silver_correction_landed_while_gold_rebuilt_that_day_is_rebuilt_the_n
             result = dg.evaluate_automation_conditions(NIGHTLY_DEFS, instance, cursor=cursor, evaluation_time=when)
             requested.append(result.get_requested_partitions(GOLD))
             cursor = result.cursor
-            if when == ticks[2]:
-                built(
-                    instance, day, selection=[silver_orders.key]
-                )  # the correction lands while the nightly run reads...
-                built(instance, day, selection=[GOLD])  # ...which finishes after it
+            if when == ticks[2]:  # the correction lands while the nightly run reads, which finishes after it
+                built(instance, day, selection=[silver_orders.key])
+                built(instance, day, selection=[GOLD])
     assert requested == [set(), set(), {day}, set(), set(), {day}]
 
 
