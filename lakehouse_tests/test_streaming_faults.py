@@ -9,7 +9,9 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -279,6 +281,29 @@ def test_two_processes_with_their_own_temp_folders_land_each_message_once(broker
         assert process.wait(300) == 0, process.stderr.read()[-3000:]
     rows = read_rows(DeltaLake(root=str(tmp_path / "home" / "lake")), "bronze", TABLE)
     landed = [(r["kafka_partition"], r["kafka_offset"]) for r in rows]
+    assert len(landed) == len(set(landed)) == 100 * PARTITIONS
+
+
+def test_two_hosts_first_batches_written_at_the_same_moment_land_each_message_once(kafka, stream_lake, monkeypatch):
+    """Both hosts read an absent table and start their writes together, with neither the file lock nor the pool
+    between them (in one CI run the pool did not keep two first batches apart). delta-rs would retry the create that loses
+    the race as an append, unchecked, and land every message twice; without commit retries it fails, and that
+    host's batch is read again and lands nothing."""
+    for partition in range(PARTITIONS):
+        produce(kafka, [event(n) for n in range(100)], partition)
+    monkeypatch.setattr(DeltaLake, "lock", lambda self, layer, table: contextlib.nullcontext())
+    write, together = bronze.write_deltalake, threading.Barrier(2)
+
+    def write_together(*args, **kwargs):
+        with contextlib.suppress(threading.BrokenBarrierError):  # a batch read again writes alone
+            together.wait(timeout=10)
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(bronze, "write_deltalake", write_together)
+    with ThreadPoolExecutor(2) as hosts:
+        batches = list(hosts.map(lambda host: bronze.ingest(bronze.CLICKSTREAM, kafka, stream_lake, TODAY, host), "ab"))
+    assert sorted(batch.rows for batch in batches) == [0, 100 * PARTITIONS]
+    landed = [(r["kafka_partition"], r["kafka_offset"]) for r in read_rows(stream_lake, "bronze", TABLE)]
     assert len(landed) == len(set(landed)) == 100 * PARTITIONS
 
 

@@ -563,14 +563,18 @@ def ingest_once(
         if rows.num_rows:
             # Rows and progress in one commit: a batch that did not commit has not advanced the offsets.
             progress_txns = progress_actions(before.topic, before.epoch, before.landed, rows)
-            read = before.landed.version  # no table yet: "error" makes a table created meanwhile a conflict
+            # No table yet: "error" makes a table created before this write a conflict, and no commit retry one
+            # created during it (delta-rs would retry a create that lost the race as an unchecked append).
+            read = before.landed.version
             write_deltalake(
                 lake.path("bronze", stream.table) if read is None else lake.delta_table("bronze", stream.table, read),
                 rows,
                 mode="error" if read is None else "append",
                 partition_by=["_ingest_date"],
                 storage_options=lake.options(),
-                commit_properties=CommitProperties(app_transactions=progress_txns),
+                commit_properties=CommitProperties(
+                    app_transactions=progress_txns, max_commit_retries=0 if read is None else None
+                ),
             )
             written = int(lake.delta_table("bronze", stream.table).history(1)[0]["operationMetrics"]["num_added_rows"])
     # The lag left: what the topic holds now past what this batch took (Bronze need not be read again).
