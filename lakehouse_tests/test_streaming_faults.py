@@ -286,9 +286,9 @@ def test_two_processes_with_their_own_temp_folders_land_each_message_once(broker
 
 def test_two_hosts_first_batches_written_at_the_same_moment_land_each_message_once(kafka, stream_lake, monkeypatch):
     """Both hosts read an absent table and start their writes together, with neither the file lock nor the pool
-    between them (in one CI run the pool did not keep two first batches apart). delta-rs would retry the create that loses
-    the race as an append, unchecked, and land every message twice; without commit retries it fails, and that
-    host's batch is read again and lands nothing."""
+    between them (in one CI run the pool did not keep two first batches apart). delta-rs would retry the create
+    that loses the race as an append, unchecked, and land every message twice; without commit retries it fails,
+    and that host's batch is read again and lands nothing."""
     for partition in range(PARTITIONS):
         produce(kafka, [event(n) for n in range(100)], partition)
     monkeypatch.setattr(DeltaLake, "lock", lambda self, layer, table: contextlib.nullcontext())
