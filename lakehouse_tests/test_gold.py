@@ -8,6 +8,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -24,7 +26,7 @@ from sqlglot.errors import OptimizeError
 from lakehouse import catalog
 from lakehouse.defs.gold import dbt as gold
 from lakehouse.dev import generator
-from lakehouse.lib import lineage, partitions
+from lakehouse.lib import lineage, partitions, warm_dbt
 from lakehouse.lib.lake import DeltaLake
 from lakehouse_tests.helpers import DAY_KEYS, DEFS, SCALE, range_tags, read_rows
 
@@ -196,6 +198,59 @@ def test_dbt_starts_once_per_run_and_no_adapter_is_built_in_the_runs_process(mon
     monkeypatch.setattr("dagster_dbt.core.resource.check_output", lambda *a, **k: b"Core:\n  - installed: 1.10.2\n")
     other = gold.DbtCli(project_dir=gold.dbt_project, dbt_executable=shutil.which("dbt"))
     assert other._cli_version == version.parse("1.10.2")
+
+
+@pytest.fixture(scope="module")
+def warm():
+    warm = warm_dbt.WarmDbt(shutil.which("dbt"))
+    yield warm
+    warm.close()
+
+
+def dbt_pids(stdout: str) -> set[int]:
+    return {json.loads(line)["info"]["pid"] for line in stdout.splitlines() if line.startswith("{")}
+
+
+def test_the_warm_dbt_answers_as_dbt_from_a_fork_of_the_process_that_imported_it(warm, tmp_path):
+    command = ["--log-format", "json", "debug", "--config-dir"]
+    client = subprocess.Popen([warm.executable, *command], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    stdout, _ = client.communicate(timeout=60)
+    assert client.returncode == 0
+    assert "To view your profiles.yml file" in stdout
+    (pid,) = dbt_pids(stdout)
+    assert pid != client.pid  # not the real dbt, exec'd by the client script
+    assert warm.process.poll() is None  # the warm process stays for the run's next dbt command
+
+
+def test_the_warm_dbt_exits_with_dbts_exit_code(warm, tmp_path):
+    client = subprocess.run([warm.executable, "no-such-command"], cwd=tmp_path, capture_output=True, text=True)
+    dbt = subprocess.run(["dbt", "no-such-command"], cwd=tmp_path, capture_output=True, text=True)
+    assert (client.returncode, client.stderr) == (dbt.returncode, dbt.stderr) == (2, dbt.stderr)
+    assert "No such command 'no-such-command'" in client.stderr
+
+
+def test_an_interrupted_warm_dbt_stops_the_dbt_it_forked(warm, tmp_path):
+    # dagster-dbt stops dbt with SIGINT when a run is terminated; `dbt init` waits for an answer meanwhile
+    env = {**os.environ, "DBT_PROFILES_DIR": str(tmp_path)}
+    client = subprocess.Popen(
+        [warm.executable, "init"], cwd=tmp_path, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert "Running with dbt" in client.stdout.readline()
+    client.send_signal(signal.SIGINT)
+    assert client.wait(timeout=30) != 0
+    assert not (tmp_path / "dbt_project.yml").exists()
+
+
+def test_without_the_warm_process_the_client_runs_the_real_dbt(tmp_path):
+    warm = warm_dbt.WarmDbt(shutil.which("dbt"))
+    warm.process.kill()
+    warm.process.wait()
+    client = subprocess.Popen(
+        [warm.executable, "--log-format", "json", "debug", "--config-dir"], stdout=subprocess.PIPE, text=True
+    )
+    stdout, _ = client.communicate(timeout=60)
+    warm.close()
+    assert (client.returncode, dbt_pids(stdout)) == (0, {client.pid})
 
 
 # -- A run ---------------------------------------------------------------------------------------------------

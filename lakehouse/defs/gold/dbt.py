@@ -15,6 +15,8 @@
   profiles.yml of its own, the project's with the SparkEngine's Spark Connect endpoint as
   `spark.remote` (the embedded Sail server of this process by default; an sc:// URL may carry a
   token, so it goes in a private file, not on dbt's command line or into its artifacts).
+- dbt starts when the run does (`DbtCli.warm_start`, lib/warm_dbt.py): its imports, most of an invocation's
+  fixed cost, happen while the Bronze and Silver steps run, and each dbt command is a fork of that process.
 - dbt tests are asset checks on the models they test (singular tests name theirs in `meta`).
 - Each mart's materialisation carries its column schema (the Delta table as written: real types, with the
   model's column descriptions) and its column lineage (sqlglot over the compiled SQL, lib/lineage.py),
@@ -26,6 +28,7 @@
 import importlib.metadata
 import itertools
 import json
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from datetime import date, timedelta
@@ -44,14 +47,15 @@ from dagster_dbt import (
     dbt_assets,
 )
 from packaging import version
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from lakehouse import catalog, settings
-from lakehouse.lib import lineage, partitions
+from lakehouse.lib import lineage, partitions, warm_dbt
 from lakehouse.lib.lake import DeltaLake, table_row_count
 from lakehouse.lib.spark import SparkEngine, connect_url
 
 DBT_PROJECT_DIR = catalog.DBT_PROJECT_DIR
+THIS_ENVIRONMENTS_DBT = DbtCliResource.model_fields["dbt_executable"].default
 PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "models", "macros", "tests")
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
@@ -145,6 +149,26 @@ class DbtCli(DbtCliResource):
         "is built a batch of days at a time",
     )
 
+    warm_start: bool = Field(
+        default=True,
+        description="Start dbt when the run starts, while the steps before Gold run (lib/warm_dbt.py): its imports "
+        "are 3-4 s of each invocation's fixed cost",
+    )
+    _warm: warm_dbt.WarmDbt | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        super().setup_for_execution(context)
+        if self.warm_start and self.dbt_executable == THIS_ENVIRONMENTS_DBT:
+            self._warm = warm_dbt.WarmDbt(shutil.which(self.dbt_executable))
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._warm:
+            self._warm.close()
+
+    def run_executable(self) -> str:
+        """The dbt a run invokes: the warm one when it was started."""
+        return str(self._warm.executable) if self._warm else self.dbt_executable
+
     def days_per_build(self, lake: DeltaLake) -> int:
         """The days one build covers, for the customers Silver holds (their SCD2 versions: an upper bound)."""
         if not lake.exists("silver", "customers"):
@@ -153,7 +177,7 @@ class DbtCli(DbtCliResource):
 
     @cached_property
     def _cli_version(self) -> version.Version:
-        if self.dbt_executable != DbtCliResource.model_fields["dbt_executable"].default:
+        if self.dbt_executable != THIS_ENVIRONMENTS_DBT and not warm_dbt.is_client(self.dbt_executable):
             return DbtCliResource._cli_version.func(self)  # another dbt than this environment's: ask it
         return version.parse(importlib.metadata.version("dbt-core"))
 
@@ -162,15 +186,15 @@ class DbtCli(DbtCliResource):
 
 
 def with_profiles_dir(dbt: DbtCliResource, profiles_dir: Path) -> DbtCli:
-    """The same dbt resource, reading its profiles from `profiles_dir` (a plain DbtCliResource gets DbtCli's
-    defaults)."""
+    """The same dbt resource, reading its profiles from `profiles_dir`, invoking the warm dbt if it was started
+    (a plain DbtCliResource gets DbtCli's defaults)."""
     return DbtCli(
         project_dir=dbt.project_dir,
         global_config_flags=dbt.global_config_flags,
         profiles_dir=str(profiles_dir),
         profile=dbt.profile,
         target=dbt.target,
-        dbt_executable=dbt.dbt_executable,
+        dbt_executable=dbt.run_executable() if isinstance(dbt, DbtCli) else dbt.dbt_executable,
         state_path=dbt.state_path,
         customer_days_per_build=getattr(
             dbt, "customer_days_per_build", DbtCli.model_fields["customer_days_per_build"].default

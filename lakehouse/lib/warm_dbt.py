@@ -1,0 +1,133 @@
+"""A dbt that has already started: a process that imports dbt, dbt-spark and pyspark's Spark Connect client
+(3-4 s of a dbt invocation's fixed cost here, docs/benchmarks.md) while the run's Bronze and Silver steps
+run, then forks a copy of itself for each dbt command.
+
+dagster-dbt runs `dbt_executable` in a subprocess and reads its stdout. The executable here is a small
+script (`WarmDbt.executable`) that hands its arguments, environment, working directory and standard streams
+to the warm process, forwards the signals it gets to the forked dbt and exits with its exit code: to
+dagster-dbt it is dbt. When the warm process is gone, the script execs the real dbt."""
+
+import atexit
+import importlib
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+PREFIX = "lakehouse-warm-dbt-"
+PRELOAD = ("dbt.cli.main", "dbt.adapters.spark.impl", "pyspark.sql.connect.session")
+
+# Standard library only, run with -S: it starts in milliseconds.
+CLIENT = """#!{python} -S
+import json, os, signal, socket, struct, sys
+client = socket.socket(socket.AF_UNIX)
+try:
+    client.connect({socket_path!r})
+except OSError:  # no warm dbt: the real one
+    os.execv({dbt!r}, [{dbt!r}, *sys.argv[1:]])
+request = json.dumps({{"argv": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ)}}).encode()
+socket.send_fds(client, [struct.pack("!I", len(request)) + request], [0, 1, 2])
+replies = client.makefile()
+pid = int(replies.readline() or 0)
+if not pid:  # the warm process ended before it forked a dbt
+    sys.exit(1)
+for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, lambda sig, _: os.kill(pid, sig))
+sys.exit(int(replies.readline() or 1))
+"""
+
+
+def serve(listener: socket.socket) -> None:
+    """Import dbt, then run each command received on `listener` in a fork of this process, until the process
+    that started this one is gone. A command sent while the imports run waits in the listener's backlog."""
+    for module in PRELOAD:
+        importlib.import_module(module)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the forks
+    owner = os.getppid()
+    listener.settimeout(1)
+    while os.getppid() == owner:
+        try:
+            connection, _ = listener.accept()
+        except TimeoutError:
+            continue
+        if os.fork() == 0:
+            listener.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os._exit(run_command(connection))
+        connection.close()
+
+
+def run_command(connection: socket.socket) -> int:
+    """In a fork: become the client's dbt process (its streams, directory and environment), run its command,
+    and send the client this process's id, then the exit code."""
+    message, fds, _, _ = socket.recv_fds(connection, 1 << 16, 3)
+    (length,) = struct.unpack("!I", message[:4])
+    while len(message) < 4 + length:
+        message += connection.recv(1 << 16)
+    request = json.loads(message[4:])
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.argv = ["dbt", *request["argv"]]
+    connection.sendall(f"{os.getpid()}\n".encode())
+    from dbt.cli.main import cli
+
+    try:
+        cli.main(args=request["argv"], prog_name="dbt")
+        code = 0
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    atexit._run_exitfuncs()  # dbt's and multiprocessing's clean-up, without the interpreter's slow teardown
+    sys.stdout.flush()
+    sys.stderr.flush()
+    connection.sendall(f"{code}\n".encode())
+    return code
+
+
+def is_client(executable: str) -> bool:
+    """Whether a dbt executable is a warm dbt's client script (in front of this environment's dbt)."""
+    return Path(executable).parent.name.startswith(PREFIX)
+
+
+class WarmDbt:
+    """The warm dbt process and its client script, in a private temporary directory; `close()` stops it."""
+
+    def __init__(self, dbt: str):
+        self._directory = tempfile.TemporaryDirectory(prefix=PREFIX)
+        directory = Path(self._directory.name)
+        socket_path = str(directory / "dbt.sock")
+        listener = socket.socket(socket.AF_UNIX)  # bound here: a client started from now on finds it
+        listener.bind(socket_path)
+        listener.listen()
+        self.executable = directory / "dbt"
+        self.executable.write_text(CLIENT.format(python=sys.executable, socket_path=socket_path, dbt=dbt))
+        self.executable.chmod(0o700)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", __name__, str(listener.fileno())],
+            pass_fds=[listener.fileno()],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},  # as dagster-dbt runs dbt: each event as it is logged
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        listener.close()
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self._directory.cleanup()
+
+
+if __name__ == "__main__":
+    serve(socket.socket(fileno=int(sys.argv[1])))
