@@ -84,8 +84,10 @@ def run_command(connection: socket.socket) -> int:
     try:
         cli.main(args=request["argv"], prog_name="dbt")
         code = 0
-    except SystemExit as exit:
+    except SystemExit as exit:  # as the interpreter treats it: None is 0, a message is printed and 1
         code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
+        if not isinstance(exit.code, int | None):
+            print(exit.code, file=sys.stderr)
     except BaseException:
         traceback.print_exc()
         code = 1

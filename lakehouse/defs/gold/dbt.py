@@ -159,7 +159,10 @@ class DbtCli(DbtCliResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         super().setup_for_execution(context)
         if self.warm_start and self.dbt_executable == THIS_ENVIRONMENTS_DBT:
-            self._warm = warm_dbt.WarmDbt(shutil.which(self.dbt_executable))
+            try:
+                self._warm = warm_dbt.WarmDbt(shutil.which(self.dbt_executable))
+            except OSError as error:  # e.g. a TMPDIR too long for a Unix socket's path: dbt starts in the step
+                dg.get_dagster_logger().warning(f"dbt is not started ahead of the Gold step: {error!r}")
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._warm:
