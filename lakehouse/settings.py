@@ -227,6 +227,13 @@ def child_env(
     return env
 
 
+def replace_environment(values: Mapping[str, str]) -> None:
+    """This process's environment replaced by `values`: a warm dbt's fork (lib/warm_dbt.py) takes the one its
+    client was started with."""
+    os.environ.clear()
+    os.environ.update(values)
+
+
 _environ_lock = threading.Lock()
 
 

@@ -20,16 +20,21 @@ import tempfile
 import traceback
 from pathlib import Path
 
+from lakehouse import settings
+
 PREFIX = "lakehouse-warm-dbt-"
 PRELOAD = ("dbt.cli.main", "dbt.adapters.spark.impl", "pyspark.sql.connect.session")
 
 # Standard library only, run with -S: it starts in milliseconds.
 CLIENT = """#!{python} -S
 import json, os, signal, socket, struct, sys
+STOP = {{signal.SIGINT, signal.SIGTERM}}
+signal.pthread_sigmask(signal.SIG_BLOCK, STOP)  # held until they can be forwarded to the forked dbt
 client = socket.socket(socket.AF_UNIX)
 try:
     client.connect({socket_path!r})
 except OSError:  # no warm dbt: the real one
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP)
     os.execv({dbt!r}, [{dbt!r}, *sys.argv[1:]])
 request = json.dumps({{"argv": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ)}}).encode()
 socket.send_fds(client, [struct.pack("!I", len(request)) + request], [0, 1, 2])
@@ -37,8 +42,9 @@ replies = client.makefile()
 pid = int(replies.readline() or 0)
 if not pid:  # the warm process ended before it forked a dbt
     sys.exit(1)
-for sig in (signal.SIGINT, signal.SIGTERM):
+for sig in STOP:
     signal.signal(sig, lambda sig, _: os.kill(pid, sig))
+signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP)
 sys.exit(int(replies.readline() or 1))
 """
 
@@ -75,8 +81,8 @@ def run_command(connection: socket.socket) -> int:
         os.dup2(fd, target)
         os.close(fd)
     os.chdir(request["cwd"])
-    os.environ.clear()
-    os.environ.update(request["env"])
+    settings.replace_environment(request["env"])
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even where its parent ignores it, as `cmd &` does
     sys.argv = ["dbt", *request["argv"]]
     connection.sendall(f"{os.getpid()}\n".encode())
     from dbt.cli.main import cli
@@ -119,7 +125,7 @@ class WarmDbt:
         self.process = subprocess.Popen(
             [sys.executable, "-m", __name__, str(listener.fileno())],
             pass_fds=[listener.fileno()],
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},  # as dagster-dbt runs dbt: each event as it is logged
+            env=settings.child_env({"PYTHONUNBUFFERED": "1"}),  # as dagster-dbt runs dbt: each event as it is logged
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
         )
