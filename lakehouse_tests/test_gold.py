@@ -246,7 +246,10 @@ def test_without_the_warm_process_the_client_runs_the_real_dbt(tmp_path):
     warm.process.kill()
     warm.process.wait()
     client = subprocess.Popen(
-        [warm.executable, "--log-format", "json", "debug", "--config-dir"], stdout=subprocess.PIPE, text=True
+        [warm.executable, "--log-format", "json", "debug", "--config-dir"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     stdout, _ = client.communicate(timeout=60)
     warm.close()
