@@ -33,6 +33,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from backfill import REPO, RESULTS, PeakMemory, dbt_split, gib, load, setup_home, single_run, write_landing  # noqa: E402
 
+from lakehouse.catalog import DBT_PROJECT_DIR  # noqa: E402
+
 
 def daily_run(day: date, warm_dbt: bool) -> dict:
     """`dagster job execute -j batch` for one day in a new process, timed from spawn to exit."""
@@ -43,7 +45,7 @@ def daily_run(day: date, warm_dbt: bool) -> dict:
     command = [dagster, "job", "execute", "-m", "lakehouse.definitions", "-j", "batch"]
     command += ["--tags", json.dumps({"dagster/partition": day.isoformat()})]
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as config:
-        dbt = {"project_dir": str(REPO / "dbt_project"), "warm_start": warm_dbt}  # run config names every field
+        dbt = {"project_dir": str(DBT_PROJECT_DIR), "warm_start": warm_dbt}  # run config names every field
         json.dump({"resources": {"dbt": {"config": dbt}}}, config)  # JSON is YAML
         config.flush()
         spawned, t = time.time(), time.perf_counter()
@@ -87,6 +89,7 @@ def main(argv=None) -> dict:
         "--cold-dbt", action="store_true", help="no warm dbt (DbtCli.warm_start off): dbt starts in the step"
     )
     args = p.parse_args(argv)
+    warm_dbt = not args.cold_dbt
     if args.days < 4:
         raise SystemExit("--days must be at least 4 (day 1, the run of day 2, days 3 to N-1, the run of day N)")
 
@@ -102,7 +105,7 @@ def main(argv=None) -> dict:
             "scale": args.scale,
             "start": args.start,
             "seed": args.seed,
-            "warm_dbt": not args.cold_dbt,
+            "warm_dbt": warm_dbt,
         },
         "command": "python bench/daily_run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "load_before": load(),
@@ -114,9 +117,9 @@ def main(argv=None) -> dict:
 
     with PeakMemory() as mem:
         result["backfill_day_1"] = {"wall_s": single_run(start, 1)["wall_s"]}
-        result["day_2"] = daily_run(start + timedelta(days=1), not args.cold_dbt)
+        result["day_2"] = daily_run(start + timedelta(days=1), warm_dbt)
         result["backfill_days_3_to_n_1"] = {"wall_s": single_run(start + timedelta(days=2), args.days - 3)["wall_s"]}
-        result["day_n"] = daily_run(start + timedelta(days=args.days - 1), not args.cold_dbt)
+        result["day_n"] = daily_run(start + timedelta(days=args.days - 1), warm_dbt)
     result["peak_rss_gib"] = gib(mem.peak)
     result["day_n_over_day_2"] = round(result["day_n"]["wall_s"] / result["day_2"]["wall_s"], 2)
     result["load_after"] = load()
