@@ -127,12 +127,22 @@ def load() -> dict:
 
 def setup_home(home: Path, engine: str) -> None:
     """Point the code location at a fresh home before it is imported (its resources read the environment)."""
+    from lakehouse.cli import write_instance_config
+
     os.environ["LAKEHOUSE_HOME"] = str(home)
     os.environ["DAGSTER_HOME"] = str(home / "dagster")
     os.environ.pop("LAKEHOUSE_LAKE_ROOT", None)
     os.environ["LAKEHOUSE_SPARK_REMOTE"] = "local" if engine == "spark" else "sail"
     (home / "dagster").mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "dagster.yaml", home / "dagster" / "dagster.yaml")
+    write_instance_config(home / "dagster")  # the instance `lakehouse` makes
+
+
+def event_log_storage() -> str:
+    """The instance's event log class (Dagster's own, or lakehouse's that keeps its SQLite files open)."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        return type(instance.event_log_storage).__name__
 
 
 def write_landing(home: Path, start: date, days: int, scale: float, seed: int, reuse: Path | None) -> tuple[dict, bool]:
@@ -508,6 +518,7 @@ def main(argv=None) -> dict:
         "seed": args.seed,
         "start": args.start,
         "engine": args.engine,
+        "event_log_storage": event_log_storage(),
         "home": str(home),
         "python": platform.python_version(),
         "command": "python bench/backfill.py " + " ".join(argv if argv is not None else sys.argv[1:]),

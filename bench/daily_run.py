@@ -31,7 +31,18 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from backfill import REPO, RESULTS, PeakMemory, dbt_split, gib, load, setup_home, single_run, write_landing  # noqa: E402
+from backfill import (  # noqa: E402
+    REPO,
+    RESULTS,
+    PeakMemory,
+    dbt_split,
+    event_log_storage,
+    gib,
+    load,
+    setup_home,
+    single_run,
+    write_landing,
+)
 
 from lakehouse.catalog import DBT_PROJECT_DIR  # noqa: E402
 
@@ -106,6 +117,7 @@ def main(argv=None) -> dict:
             "start": args.start,
             "seed": args.seed,
             "warm_dbt": warm_dbt,
+            "event_log_storage": event_log_storage(),
         },
         "command": "python bench/daily_run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "load_before": load(),

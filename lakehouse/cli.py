@@ -15,7 +15,6 @@ lakehouse forget   C0001234 [...]  (erase customers from every table, store and 
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -28,13 +27,20 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def dagster_home() -> Path:
-    """DAGSTER_HOME, defaulting to $LAKEHOUSE_HOME/dagster with the repo's dagster.yaml in it."""
+    """DAGSTER_HOME, defaulting to $LAKEHOUSE_HOME/dagster, with an instance config written on first use."""
     home = settings.use_dagster_home()
     home.mkdir(parents=True, exist_ok=True)
-    template = REPO_ROOT / "dagster.yaml"
-    if template.exists() and not (home / "dagster.yaml").exists():
-        shutil.copy(template, home / "dagster.yaml")
+    if not (home / "dagster.yaml").exists():
+        write_instance_config(home)
     return home
+
+
+def write_instance_config(home: Path) -> None:
+    """The repo's dagster.yaml, and the event log that keeps its SQLite files open, for an instance in `home`."""
+    from lakehouse.lib.sqlite_event_log import instance_config
+
+    template = REPO_ROOT / "dagster.yaml"
+    (home / "dagster.yaml").write_text((template.read_text() if template.exists() else "") + instance_config(home))
 
 
 def generate(args) -> dict:

@@ -2,7 +2,7 @@
 Chromium driven by Playwright.
 
 - The server gets its own LAKEHOUSE_HOME (two generated days of landing files, nothing materialised)
-  and DAGSTER_HOME (the repo's dagster.yaml), runs in its own process group, and the whole group
+  and DAGSTER_HOME (the instance `lakehouse dev` makes), runs in its own process group, and the whole group
   (webserver, daemon, code server, run workers) is killed at teardown.
 - The browser is the system's Chromium (Debian's `chromium` package, or LAKEHOUSE_CHROMIUM): Playwright
   never downloads one. Without a browser or Playwright the browser tests are skipped, saying why.
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse.dev.dagster_dev import REPO_ROOT, DagsterDev
+from lakehouse.cli import write_instance_config
+from lakehouse.dev.dagster_dev import DagsterDev
 from lakehouse.dev.generator import generate
 
 UI_START = date(2026, 11, 1)
@@ -64,7 +65,7 @@ def dagster_dev(tmp_path_factory):
     lakehouse_home = tmp_path_factory.mktemp("ui_home")
     dagster_home = lakehouse_home / "dagster"
     dagster_home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    write_instance_config(dagster_home)  # the instance `lakehouse dev` makes
     generate(lakehouse_home / "landing", UI_START, UI_DAYS, UI_SCALE, UI_SEED)
     log = lakehouse_home / "dagster-dev.log"
     server = DagsterDev.start(lakehouse_home, dagster_home, server_env(), log)
