@@ -24,7 +24,7 @@ Reported:
 - CPU seconds per process over the same window, which shows where the two cores went.
 
 `--mode dagster-dev` measures the path users have instead: a temporary LAKEHOUSE_HOME and DAGSTER_HOME
-(the repo's dagster.yaml, or `--instance-config`), the broker as above, and `dagster dev -w workspace.yaml`
+(the instance `lakehouse dev` makes, or `--instance-config`), the broker as above, and `dagster dev -w workspace.yaml`
 with LAKEHOUSE_KAFKA_BOOTSTRAP pointing at it. The `kafka_clickstream` and `streaming_automation` sensors
 are switched on through the GraphQL API (the UI's mutation) if they are not on already, the daemon ticks
 them, and the default run launcher starts a process per run. With `--worker` the `clickstream_worker`
@@ -64,6 +64,7 @@ import pyarrow.compute as pc
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from lakehouse.cli import write_instance_config  # noqa: E402
 from lakehouse.defs.bronze import streaming as bronze  # noqa: E402
 from lakehouse.defs.sensors.kafka import kafka_sensor, streaming_automation_sensor  # noqa: E402
 from lakehouse.defs.silver import sessions as silver_sessions  # noqa: E402
@@ -444,7 +445,10 @@ def under_dagster_dev(args, work: Path, broker) -> dict:
     kafka.create_topic("clickstream", args.partitions)
     dagster_home = work / "dagster"
     dagster_home.mkdir()
-    shutil.copy(args.instance_config, dagster_home / "dagster.yaml")
+    if args.instance_config:
+        shutil.copy(args.instance_config, dagster_home / "dagster.yaml")
+    else:
+        write_instance_config(dagster_home)
     env = {**os.environ, "LAKEHOUSE_KAFKA_BOOTSTRAP": broker.bootstrap, "PYTHONUNBUFFERED": "1"}
     for name in ("LAKEHOUSE_LAKE_ROOT", "LAKEHOUSE_ALERT_WEBHOOK", "SNOWFLAKE_ACCOUNT", "LAKEHOUSE_SERVING_DSN"):
         env.pop(name, None)  # this lake and broker only, nothing sent elsewhere
@@ -523,7 +527,7 @@ def under_dagster_dev(args, work: Path, broker) -> dict:
             "target_rate": args.rate,
             "seconds": args.seconds,
             "partitions": args.partitions,
-            "instance_config": str(args.instance_config),
+            "instance_config": str(args.instance_config or "lakehouse's (lakehouse.cli.write_instance_config)"),
             "ingestion": {"clickstream_worker": worker_config} if args.worker else "kafka_clickstream sensor",
             "sensors": sensors,
         },
@@ -569,8 +573,8 @@ def main(argv=None) -> dict:
     p.add_argument(
         "--instance-config",
         type=Path,
-        default=REPO / "dagster.yaml",
-        help="dagster-dev: the dagster.yaml of its DAGSTER_HOME (default: the repo's, what users get)",
+        default=None,
+        help="dagster-dev: the dagster.yaml of its DAGSTER_HOME (default: what `lakehouse dev` writes)",
     )
     p.add_argument(
         "--worker",
