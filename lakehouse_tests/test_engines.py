@@ -116,6 +116,21 @@ def test_key_tables_have_the_same_content_on_the_standalone_cluster(lakes, clust
     assert content(cluster_lake, table) == content(lakes["spark"], table)
 
 
+def java_descendants(pid: int) -> list:
+    """The JVMs under `pid`. Spark's start scripts also run short-lived shells, which may be gone by the time
+    their names are read: those are skipped."""
+    import psutil
+
+    found = []
+    for process in psutil.Process(pid).children(recursive=True):
+        try:
+            if process.name() == "java":
+                found.append(process)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
 def test_spark_cluster_command_starts_everything_and_sigterm_stops_it(tmp_path):
     """`lakehouse spark-cluster` prints the sc:// URL, serves queries there, and SIGTERM stops every JVM."""
     import psutil
@@ -130,7 +145,7 @@ def test_spark_cluster_command_starts_everything_and_sigterm_stops_it(tmp_path):
     try:
         lines = [command.stdout.readline() for _ in range(2)]
         assert lines[1].strip() == f"export LAKEHOUSE_SPARK_REMOTE=sc://127.0.0.1:{port}"
-        jvms = [p for p in psutil.Process(command.pid).children(recursive=True) if p.name() == "java"]
+        jvms = java_descendants(command.pid)
         roles = {
             role for p in jvms for role in ("Master", "Worker", "SparkConnectServer") if role in " ".join(p.cmdline())
         }
@@ -147,7 +162,7 @@ def test_spark_cluster_command_starts_everything_and_sigterm_stops_it(tmp_path):
             timeout=120,
         )
         assert probe.stdout.strip().splitlines()[-1] == "5", probe.stderr[-2000:]
-        jvms = [p for p in psutil.Process(command.pid).children(recursive=True) if p.name() == "java"]  # + executor
+        jvms = java_descendants(command.pid)  # and the executor
     finally:
         command.terminate()
         assert command.wait(60) == 0
