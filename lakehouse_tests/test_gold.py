@@ -200,9 +200,14 @@ def test_dbt_starts_once_per_run_and_no_adapter_is_built_in_the_runs_process(mon
     assert other._cli_version == version.parse("1.10.2")
 
 
+def start_warm_dbt() -> warm_dbt.WarmDbt:
+    project = str(gold.DBT_PROJECT_DIR)
+    return warm_dbt.WarmDbt(shutil.which("dbt"), project, project)
+
+
 @pytest.fixture(scope="module")
 def warm():
-    warm = warm_dbt.WarmDbt(shutil.which("dbt"))
+    warm = start_warm_dbt()
     yield warm
     warm.close()
 
@@ -242,8 +247,30 @@ def test_an_interrupted_warm_dbt_stops_the_dbt_it_forked(warm, tmp_path):
     assert not (tmp_path / "dbt_project.yml").exists()
 
 
+def test_a_command_after_the_warm_dbts_own_parse_connects_with_the_commands_profile(warm, sail_url, tmp_path):
+    # The warm process parsed the project with the project's profile; dbt keeps the first adapter it registers
+    dbt = gold.dbt_resource()
+    profiles = yaml.safe_load(gold.write_run_profiles(dbt, sail_url, tmp_path).read_text())
+    profiles["lakehouse"]["outputs"]["spark"]["schema"] = "not_the_projects"
+    (tmp_path / "profiles.yml").write_text(yaml.safe_dump(profiles))
+    sql = "select '{{ adapter.config.credentials.schema }}' as schema_connected_to"
+    flags = [
+        "--project-dir",
+        str(gold.DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(tmp_path),
+        "--target-path",
+        str(tmp_path / "target"),
+    ]
+    client = subprocess.run(
+        [warm.executable, "compile", *flags, "--inline", sql], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert client.returncode == 0, client.stdout[-2000:]
+    assert "select 'not_the_projects' as schema_connected_to" in client.stdout
+
+
 def test_without_the_warm_process_the_client_runs_the_real_dbt(tmp_path):
-    warm = warm_dbt.WarmDbt(shutil.which("dbt"))
+    warm = start_warm_dbt()
     warm.process.kill()
     warm.process.wait()
     client = subprocess.Popen(

@@ -160,7 +160,10 @@ class DbtCli(DbtCliResource):
         super().setup_for_execution(context)
         if self.warm_start and self.dbt_executable == THIS_ENVIRONMENTS_DBT:
             try:
-                self._warm = warm_dbt.WarmDbt(shutil.which(self.dbt_executable))
+                project_dir = str(self.project_dir)
+                self._warm = warm_dbt.WarmDbt(
+                    shutil.which(self.dbt_executable), project_dir, self.profiles_dir or project_dir
+                )
             except OSError as error:  # e.g. a TMPDIR too long for a Unix socket's path: dbt starts in the step
                 dg.get_dagster_logger().warning(f"dbt is not started ahead of the Gold step: {error!r}")
 
