@@ -138,7 +138,7 @@ def store_in_child(storage: KeptOpenSqliteEventLogStorage) -> None:
     storage.store_event(engine_event("r1", "the forked child"))
 
 
-def test_a_forked_child_writes_through_its_own_connection_and_leaves_the_parents_working(home):
+def test_a_forked_child_and_its_parent_both_write_and_the_file_stays_intact(home):
     with dg.DagsterInstance.get() as ours:
         storage = ours.event_log_storage
         storage.store_event(engine_event("r1", "parent, before"))
