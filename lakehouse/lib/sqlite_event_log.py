@@ -13,6 +13,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 
 from dagster._config import StringSource
+from dagster._core.instance.ref import _event_logs_directory
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from sqlalchemy import create_engine
@@ -49,7 +50,7 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
 
     @classmethod
     def from_config_value(cls, inst_data, config_value):
-        return cls(os.path.join(config_value["base_dir"], "history", "runs"), inst_data)
+        return cls(_event_logs_directory(config_value["base_dir"]), inst_data)  # where Dagster's default puts it
 
     @contextmanager
     def _connect(self, shard: str):
